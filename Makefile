@@ -1,0 +1,38 @@
+# The two commands of the README: `make test` and `make train`.
+# Both create .venv/ on first use and install everything from pyproject.toml.
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+DEPS    := $(VENV)/.deps-installed
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: test train build rust-test py-test bench clean
+
+$(DEPS): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import tomllib, subprocess, sys; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *p['dependencies'], *p['optional-dependencies']['dev']])"
+	touch $(DEPS)
+
+# Editable install of the package with the native module built in release mode.
+build: $(DEPS)
+	$(VENV)/bin/maturin develop --release -q
+
+rust-test:
+	cargo test --release --workspace --exclude vlmrl-fast-py
+
+py-test: build
+	$(PY) -m pytest -q
+
+test: rust-test py-test
+
+train: build
+	$(VENV)/bin/vlmrl train
+
+bench: build
+	$(PY) -m pytest bench -q --benchmark-only
+
+clean:
+	rm -rf target $(VENV)

@@ -1,0 +1,1 @@
+//! vlmrl-envs: one module per game, each implementing `vlmrl_core::env::Env`.

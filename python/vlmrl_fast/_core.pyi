@@ -1,0 +1,3 @@
+"""Type stubs of the private native module vlmrl_fast._core."""
+
+__version__: str

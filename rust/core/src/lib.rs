@@ -1,0 +1,9 @@
+//! vlmrl-core: the pure-Rust engine of vlmrl_fast.
+//!
+//! No pyo3 here: everything is testable with `cargo test` and callable from
+//! the thin binding crate in `rust/py`.
+
+pub mod env;
+
+/// Crate version, reported by the Python package.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
