@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod buffer;
 mod env;
 mod errors;
 mod json;
@@ -13,5 +14,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", vlmrl_core::VERSION)?;
     errors::register(m)?;
     env::register(m)?;
+    buffer::register(m)?;
     Ok(())
 }
