@@ -15,7 +15,7 @@ use vlmrl_core::card::{Card, Suit};
 use vlmrl_core::env::{Info, Transition};
 use vlmrl_core::error::EnvError;
 use vlmrl_core::font::{Face, Font};
-use vlmrl_core::render::{Canvas, CardSprites, TextField, TABLE_GREEN, WHITE};
+use vlmrl_core::render::{Canvas, CardFace, CardRow, CardSprites, TextField, TABLE_GREEN, WHITE};
 use vlmrl_core::rng::Rng;
 
 use crate::formula::{self, Token};
@@ -64,7 +64,7 @@ pub struct FormulaGame {
     /// None when none exists. Cached because solving from a prefix is costly.
     plan: RefCell<Option<Option<Vec<Token>>>>,
     sprites: Arc<CardSprites>,
-    drawn_cards: Vec<Card>,
+    card_row: CardRow,
     label: TextField,
     lines: Vec<TextField>,
 }
@@ -85,6 +85,7 @@ impl FormulaGame {
             .map(|i| TextField::new(8, first + i as i32 * line_h, 292, line_h, TABLE_GREEN, WHITE, font.clone()))
             .collect();
         let sprites = CardSprites::get(l.card_w, l.card_h, TABLE_GREEN);
+        let card_y = l.card_y;
         FormulaGame {
             rules,
             cards: Vec::new(),
@@ -93,7 +94,7 @@ impl FormulaGame {
             used: Vec::new(),
             plan: RefCell::new(None),
             sprites,
-            drawn_cards: Vec::new(),
+            card_row: CardRow::new(card_y, TABLE_GREEN),
             label,
             lines,
         }
@@ -241,13 +242,8 @@ impl FormulaGame {
         if full {
             canvas.fill(TABLE_GREEN);
         }
-        if full || self.drawn_cards != self.cards {
-            canvas.fill_rect(0, l.card_y, 300, l.card_h as i32, TABLE_GREEN);
-            for (c, &x) in self.cards.iter().zip(l.card_x) {
-                canvas.blit(x, l.card_y, self.sprites.face(*c));
-            }
-            self.drawn_cards = self.cards.clone();
-        }
+        let slots: Vec<(i32, CardFace)> = self.cards.iter().zip(l.card_x).map(|(&c, &x)| (x, CardFace::Up(c))).collect();
+        self.card_row.show(canvas, &self.sprites, &slots, full);
         let font = self.label.font.clone();
         if l.inline {
             let text = self.formula_lines(&font, i32::MAX, "Formula:").remove(0);
