@@ -67,16 +67,16 @@ impl Rat {
         }
         Some(Rat { n, d })
     }
-    pub fn add(self, o: Rat) -> Option<Rat> {
+    pub fn checked_add(self, o: Rat) -> Option<Rat> {
         Rat::new(self.n.checked_mul(o.d)?.checked_add(o.n.checked_mul(self.d)?)?, self.d.checked_mul(o.d)?)
     }
-    pub fn sub(self, o: Rat) -> Option<Rat> {
-        self.add(Rat { n: o.n.checked_neg()?, d: o.d })
+    pub fn checked_sub(self, o: Rat) -> Option<Rat> {
+        self.checked_add(Rat { n: o.n.checked_neg()?, d: o.d })
     }
-    pub fn mul(self, o: Rat) -> Option<Rat> {
+    pub fn checked_mul(self, o: Rat) -> Option<Rat> {
         Rat::new(self.n.checked_mul(o.n)?, self.d.checked_mul(o.d)?)
     }
-    pub fn div(self, o: Rat) -> Option<Rat> {
+    pub fn checked_div(self, o: Rat) -> Option<Rat> {
         Rat::new(self.n.checked_mul(o.d)?, self.d.checked_mul(o.n)?)
     }
     pub fn is_int(self) -> bool {
@@ -245,12 +245,12 @@ impl Parser {
 fn arith(a: Num, b: Num, op: char) -> Result<Num, EvalError> {
     if let (Num::Exact(x), Num::Exact(y)) = (a, b) {
         let r = match op {
-            '+' => x.add(y),
-            '-' => x.sub(y),
-            '*' => x.mul(y),
+            '+' => x.checked_add(y),
+            '-' => x.checked_sub(y),
+            '*' => x.checked_mul(y),
             _ if y.n == 0 => return Err(EvalError::ZeroDivision),
-            '/' => x.div(y),
-            _ => x.div(y).map(|q| Rat::int(q.floor())),
+            '/' => x.checked_div(y),
+            _ => x.checked_div(y).map(|q| Rat::int(q.floor())),
         };
         return r.map(Num::Exact).ok_or(EvalError::Unsupported);
     }

@@ -34,11 +34,11 @@ impl Op {
     }
     fn apply(self, a: Rat, b: Rat) -> Option<Rat> {
         match self {
-            Op::Add => a.add(b),
-            Op::Sub => a.sub(b),
-            Op::Mul => a.mul(b),
+            Op::Add => a.checked_add(b),
+            Op::Sub => a.checked_sub(b),
+            Op::Mul => a.checked_mul(b),
             Op::Div if b.n == 0 => None,
-            Op::Div => a.div(b),
+            Op::Div => a.checked_div(b),
         }
     }
 }
@@ -75,7 +75,7 @@ fn combine(a: &Item, b: &Item, op: Op) -> Option<Item> {
     Some(Item { value, tokens, prec: p })
 }
 
-fn search(items: &mut Vec<Item>, ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, first_only: bool) {
+fn search(items: &[Item], ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, first_only: bool) {
     if first_only && !out.is_empty() {
         return;
     }
@@ -96,7 +96,7 @@ fn search(items: &mut Vec<Item>, ops: &[Op], target: Rat, out: &mut Vec<Vec<Toke
                 let mut rest: Vec<Item> =
                     items.iter().enumerate().filter(|&(k, _)| k != i && k != j).map(|(_, it)| it.clone()).collect();
                 rest.push(c);
-                search(&mut rest, ops, target, out, first_only);
+                search(&rest, ops, target, out, first_only);
                 if first_only && !out.is_empty() {
                     return;
                 }
@@ -128,7 +128,7 @@ pub fn solve(numbers: &[i64], ops: &[Op], target: i64) -> Option<Vec<Token>> {
         return hit.clone();
     }
     let mut out = Vec::new();
-    search(&mut leaves(&key.0), ops, Rat::int(target as i128), &mut out, true);
+    search(&leaves(&key.0), ops, Rat::int(target as i128), &mut out, true);
     let found = out.pop();
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
     if map.len() < 100_000 {
@@ -140,7 +140,7 @@ pub fn solve(numbers: &[i64], ops: &[Op], target: i64) -> Option<Vec<Token>> {
 /// Every solution the search finds (with repeats across orderings).
 pub fn all_solutions(numbers: &[i64], ops: &[Op], target: i64) -> Vec<Vec<Token>> {
     let mut out = Vec::new();
-    search(&mut leaves(numbers), ops, Rat::int(target as i128), &mut out, false);
+    search(&leaves(numbers), ops, Rat::int(target as i128), &mut out, false);
     out
 }
 
