@@ -55,6 +55,13 @@ def test_gae_semantics_of_terminated_and_truncated():
     assert adv[:, 0].tolist() == [2.0, 1.0, 2.0]
 
 
+def test_gae_of_an_empty_rollout_is_empty():
+    for shape in [(0, 4), (5, 0)]:
+        z = np.zeros(shape)
+        adv, ret = gae(z, z, z, z.astype(bool), z.astype(bool))
+        assert adv.shape == shape and ret.shape == shape
+
+
 def test_gae_rejects_mismatched_shapes():
     r, v, nv, te, tr = random_rollout(np.random.default_rng(0), 4, 2, np.float64)
     with pytest.raises(ValueError, match="values"):
