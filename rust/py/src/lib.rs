@@ -1,11 +1,14 @@
 //! The pyo3 binding crate: converts arguments, calls vlmrl-core / vlmrl-envs,
 //! converts results and errors. No engine logic lives here.
 
+pub mod parser;
+
 use pyo3::prelude::*;
 
 /// The private native module `vlmrl_fast._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", vlmrl_core::VERSION)?;
+    parser::register(m)?;
     Ok(())
 }
