@@ -254,10 +254,11 @@ fn list_value(b: &[u8], p: usize) -> (usize, usize) {
     elem
 }
 
-/// Trim whitespace and stray quotes/backticks from both ends of
+/// Trim whitespace, control characters and stray quotes, backticks or
+/// backslashes (`\"hit\"` in an escaped JSON string) from both ends of
 /// `text[s..e]`; None when nothing is left.
 fn trim_value(text: &str, s: usize, e: usize) -> Option<(usize, usize)> {
-    let strip = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`');
+    let strip = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`' | '\\');
     let v = &text[s..e];
     let t = v.trim_start_matches(strip);
     let s2 = s + (v.len() - t.len());
