@@ -2,7 +2,6 @@
 //! prompt templates (envs/prompts/*.toml, embedded at build time so that the
 //! same templates ship inside every wheel and need no data-file lookup).
 
-use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use numpy::ndarray::Array2;
@@ -36,17 +35,24 @@ fn to_py(e: ParserError) -> PyErr {
     ActionNamesError::new_err(e.to_string())
 }
 
-/// Python code points are kept one-to-one: a lone surrogate (which UTF-8
-/// cannot hold) becomes U+FFFD, whose UTF-8 form also has 3 bytes, so every
-/// code-point offset stays right.
-fn text_of<'a>(item: &'a Bound<'_, PyAny>, i: usize) -> PyResult<Cow<'a, str>> {
-    let s = item.cast::<PyString>().map_err(|_| {
-        let ty = item.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-        ParserTypeError::new_err(format!("texts[{i}] must be str, not {ty}"))
-    })?;
-    if let Ok(t) = s.to_str() {
-        return Ok(Cow::Borrowed(t));
+/// The UTF-8 text of a str, borrowed for as long as the str lives; None when
+/// it holds lone surrogates (the pending exception is cleared).
+fn utf8_of<'a>(s: Borrowed<'a, '_, PyString>) -> Option<&'a str> {
+    let mut size: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live str for 'a; CPython returns a pointer to the str's
+    // own UTF-8 buffer (valid UTF-8, kept as long as the str lives) or NULL.
+    let data = unsafe { pyo3::ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size) };
+    if data.is_null() {
+        drop(PyErr::take(s.py()));
+        return None;
     }
+    // SAFETY: see above; `size` is the buffer's length in bytes.
+    Some(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(data.cast::<u8>(), size as usize)) })
+}
+
+/// A str with lone surrogates (which UTF-8 cannot hold): each becomes U+FFFD,
+/// whose UTF-8 form also has 3 bytes, so every code-point offset stays right.
+fn replace_surrogates(s: Borrowed<'_, '_, PyString>) -> PyResult<String> {
     let raw = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
     let mut bytes: Vec<u8> = raw.extract()?;
     let mut k = 0;
@@ -58,7 +64,11 @@ fn text_of<'a>(item: &'a Bound<'_, PyAny>, i: usize) -> PyResult<Cow<'a, str>> {
             k += 1;
         }
     }
-    Ok(Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()))
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
 }
 
 fn seq_items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
@@ -68,8 +78,7 @@ fn seq_items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py
     if let Ok(t) = obj.cast::<PyTuple>() {
         return Ok(t.iter().collect());
     }
-    let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-    Err(ParserTypeError::new_err(format!("{what} must be a list or tuple, not {ty}")))
+    Err(ParserTypeError::new_err(format!("{what} must be a list or tuple, not {}", type_name(obj))))
 }
 
 fn names_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
@@ -78,10 +87,7 @@ fn names_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
         .enumerate()
         .map(|(j, n)| {
             n.cast::<PyString>().map_err(|_| ()).and_then(|s| s.to_str().map(str::to_owned).map_err(|_| ())).map_err(
-                |_| {
-                    let ty = n.get_type().name().map(|x| x.to_string()).unwrap_or_default();
-                    ParserTypeError::new_err(format!("{what}[{j}] must be a str without lone surrogates, not {ty}"))
-                },
+                |_| ParserTypeError::new_err(format!("{what}[{j}] must be a str without lone surrogates, not {}", type_name(n))),
             )
         })
         .collect()
@@ -103,13 +109,45 @@ fn py_parse_actions<'py>(
     texts: &Bound<'py, PyAny>,
     action_names: &Bound<'py, PyAny>,
 ) -> PyResult<Arrays<'py>> {
-    let items = seq_items(texts, "texts")?;
-    let strs: Vec<Cow<'_, str>> = items.iter().enumerate().map(|(i, t)| text_of(t, i)).collect::<PyResult<_>>()?;
+    // A tuple is immutable, so the str objects it holds (and their UTF-8
+    // buffers) stay alive and unchanged while the GIL is released; a list is
+    // copied into one first (a single C loop).
+    let tuple: Bound<'py, PyTuple> = if let Ok(t) = texts.cast::<PyTuple>() {
+        t.clone()
+    } else if let Ok(l) = texts.cast::<PyList>() {
+        l.to_tuple()
+    } else {
+        return Err(ParserTypeError::new_err(format!("texts must be a list or tuple, not {}", type_name(texts))));
+    };
+    let n = tuple.len();
+    let mut fixed: Vec<(usize, String)> = Vec::new();
+    let mut strs: Vec<&str> = Vec::with_capacity(n);
+    let mut ascii: Vec<bool> = Vec::with_capacity(n);
+    for (i, item) in tuple.iter_borrowed().enumerate() {
+        let s = item
+            .cast::<PyString>()
+            .map_err(|_| ParserTypeError::new_err(format!("texts[{i}] must be str, not {}", type_name(&item))))?;
+        match utf8_of(s) {
+            Some(t) => {
+                // Code points == bytes exactly when the text is ASCII.
+                ascii.push(s.code_point_len()? == t.len());
+                strs.push(t);
+            }
+            None => {
+                fixed.push((i, replace_surrogates(s)?));
+                ascii.push(false);
+                strs.push("");
+            }
+        }
+    }
+    for (i, t) in &fixed {
+        strs[*i] = t.as_str();
+    }
     let name_items = seq_items(action_names, "action_names")?;
     // One list for all texts when its first element is a str; else one per text.
     let per_text = match name_items.first() {
         Some(first) => !first.is_instance_of::<PyString>(),
-        None if strs.is_empty() => false,
+        None if n == 0 => false,
         None => {
             return Err(ActionNamesError::new_err(
                 "action_names is empty: pass the action names (one list for all texts, or one list per text)",
@@ -123,14 +161,10 @@ fn py_parse_actions<'py>(
     };
     let result = py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Parsed>, ParserError> {
-            let refs: Vec<&str> = strs.iter().map(|s| s.as_ref()).collect();
             let vocabs: Vec<Vocab> = lists.iter().map(|l| Vocab::new(l)).collect::<Result<_, _>>()?;
-            let mut out = vec![Parsed::NONE; refs.len()];
-            if per_text {
-                parse_batch(&refs, Vocabs::PerText(&vocabs), &mut out)?;
-            } else {
-                parse_batch(&refs, Vocabs::Shared(&vocabs[0]), &mut out)?;
-            }
+            let mut out = vec![Parsed::NONE; strs.len()];
+            let vocabs = if per_text { Vocabs::PerText(&vocabs) } else { Vocabs::Shared(&vocabs[0]) };
+            parse_batch(&strs, Some(&ascii), vocabs, &mut out)?;
             Ok(out)
         }))
     });

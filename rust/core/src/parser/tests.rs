@@ -79,17 +79,21 @@ fn errors() {
     assert!(matches!(Vocab::new(&["hit", "  "]), Err(ParserError::EmptyName { index: 1, .. })));
     let v = [vocab(BLACKJACK)];
     let mut out = [Parsed::NONE; 2];
-    let r = parse_batch(&["a", "b"], Vocabs::PerText(&v), &mut out);
+    let r = parse_batch(&["a", "b"], None, Vocabs::PerText(&v), &mut out);
     assert_eq!(r, Err(ParserError::LengthMismatch { texts: 2, vocabularies: 1 }));
 }
 
 #[test]
 fn batch_matches_single_parses() {
     let v = vocab(POINTS24);
-    let texts: Vec<String> = (0..2000).map(|i| format!("{{\"thoughts\": \"n{i}\", \"action\": \"{}\"}}", i % 12)).collect();
+    let texts: Vec<String> = (0..2000).map(|i| format!("{{\"thoughts\": \"n{i}{}\", \"action\": \"{}\"}}", ["", "é😀"][i % 2], i % 12)).collect();
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
     let mut out = vec![Parsed::NONE; refs.len()];
-    parse_batch(&refs, Vocabs::Shared(&v), &mut out).unwrap();
+    parse_batch(&refs, None, Vocabs::Shared(&v), &mut out).unwrap();
+    let ascii: Vec<bool> = refs.iter().map(|t| t.is_ascii()).collect();
+    let mut out2 = vec![Parsed::NONE; refs.len()];
+    parse_batch(&refs, Some(&ascii), Vocabs::Shared(&v), &mut out2).unwrap();
+    assert_eq!(out, out2);
     for (t, o) in refs.iter().zip(&out) {
         assert_eq!(*o, parse(t, &v));
     }
