@@ -17,6 +17,8 @@ agree with the reference to float32 rounding, not bit for bit.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -62,12 +64,25 @@ def _gae_kernel(
         carry = tl.sum(tl.where((k == last_row)[:, None], adv, 0.0), axis=0)
 
 
+@functools.lru_cache(maxsize=64)
 def default_blocks(num_steps: int, num_envs: int) -> tuple[int, int]:
     """(BLOCK_T, BLOCK_N): up to 16 environments per program and up to 4096 elements per
     chunk tile (T = 512, N = 64 runs as 4 programs, each scanning two 256-step chunks)."""
     block_n = max(1, min(triton.next_power_of_2(max(num_envs, 1)), 16))
     block_t = max(2, min(triton.next_power_of_2(max(num_steps, 1)), 4096 // block_n))
     return block_t, block_n
+
+
+def _as_f32(x: torch.Tensor) -> torch.Tensor:
+    # Attribute checks first: the common case (float32, contiguous) costs no torch call,
+    # and host time is most of this kernel's cost at rollout sizes.
+    return x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
+
+
+def _as_flag(x: torch.Tensor) -> torch.Tensor:
+    # bool tensors go to the kernel as they are (one byte per flag); others become bool.
+    x = x if x.dtype == torch.bool else x != 0
+    return x if x.is_contiguous() else x.contiguous()
 
 
 def gae_triton(
@@ -83,20 +98,16 @@ def gae_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the GAE kernel on ``[T, N]`` tensors of one device; float32 (advantages, returns)."""
     num_steps, num_envs = rewards.shape
-    rewards, values, next_values = (x.float().contiguous() for x in (rewards, values, next_values))
-    # bool tensors are passed as bytes (a free view), which every backend loads alike.
-    terminated, truncated = (
-        x.contiguous().view(torch.uint8) if x.dtype == torch.bool else (x != 0).view(torch.uint8)
-        for x in (terminated, truncated)
-    )
+    rewards, values, next_values = _as_f32(rewards), _as_f32(values), _as_f32(next_values)
+    terminated, truncated = _as_flag(terminated), _as_flag(truncated)
     advantages = torch.empty_like(rewards)
     returns = torch.empty_like(rewards)
     if num_steps == 0 or num_envs == 0:
         return advantages, returns
-    default_t, default_n = default_blocks(num_steps, num_envs)
-    block_t, block_n = block_t or default_t, block_n or default_n
-    grid = (triton.cdiv(num_envs, block_n),)
-    _gae_kernel[grid](
+    if block_t is None or block_n is None:
+        default_t, default_n = default_blocks(num_steps, num_envs)
+        block_t, block_n = block_t or default_t, block_n or default_n
+    _gae_kernel[((num_envs + block_n - 1) // block_n,)](
         rewards, values, next_values, terminated, truncated, advantages, returns,
         num_steps, num_envs, float(gamma), float(gamma) * float(lam),
         BLOCK_T=block_t, BLOCK_N=block_n,

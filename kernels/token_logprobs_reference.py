@@ -24,17 +24,18 @@ def token_logprobs_reference(
     """Float32 log p(token) of ``logits / temperature`` (and the entropy) per position.
 
     ``logits`` is ``[..., V]``, ``tokens`` is ``[...]`` with the same leading shape.
-    Differentiable with respect to ``logits`` through torch autograd. It keeps the
-    float32 copy of the logits and, for the log-probs alone, no full log-softmax to
-    gather from (only the entropy needs the whole distribution), which is what makes it no slower than the straightforward
-    ``log_softmax(...).gather(...)`` on the CPU.
+    Differentiable with respect to ``logits`` through torch autograd. This is the
+    straightforward form on purpose (one float32 log-softmax, then a gather): on the
+    CPU it measured faster than a logsumexp-then-gather variant, whose autograd keeps
+    more [.., V] intermediates alive.
     """
-    z = logits.float() / temperature
-    lse = torch.logsumexp(z, dim=-1)
-    logp = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
+    z = logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    logp_all = torch.log_softmax(z, dim=-1)
+    logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if not return_entropy:
         return logp
-    logp_all = z - lse.unsqueeze(-1)
     p = torch.exp(logp_all)
     # Masked (-inf) entries have p = 0 and add nothing; selecting first avoids 0 * -inf.
     zero = torch.zeros((), dtype=z.dtype, device=z.device)

@@ -56,7 +56,7 @@ def test_gae_kernel_compiles_for_sm90():
     from vlmrl_fast.ops.kernels import gae_triton as k
 
     sig = {"rewards_ptr": "*fp32", "values_ptr": "*fp32", "next_values_ptr": "*fp32",
-           "terminated_ptr": "*u8", "truncated_ptr": "*u8", "adv_ptr": "*fp32", "ret_ptr": "*fp32",
+           "terminated_ptr": "*i1", "truncated_ptr": "*i1", "adv_ptr": "*fp32", "ret_ptr": "*fp32",
            "num_steps": "i32", "num_envs": "i32", "gamma": "fp32", "gamma_lam": "fp32",
            "BLOCK_T": "constexpr", "BLOCK_N": "constexpr"}
     block_t, block_n = k.default_blocks(512, 64)
