@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 REPO = Path(__file__).resolve().parents[2]
+SMOKE = False  # --smoke: one or two repetitions per timing, the interpreter is slow
 
 
 @triton.jit
@@ -64,6 +65,8 @@ def sync(device):
 def time_call(fn, device, warmup=3, reps=10):
     """Mean seconds per call over ``reps`` back-to-back calls, after ``warmup`` calls.
     Back-to-back includes each call's host-side launch cost, as in a training step."""
+    if SMOKE:
+        warmup, reps = 1, 1
     for _ in range(warmup):
         fn()
     sync(device)
@@ -248,6 +251,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=8192, help="B*T of the token_logprobs check")
     parser.add_argument("--vocab", type=int, default=152064, help="V of the token_logprobs check")
     args = parser.parse_args(argv)
+    global SMOKE
+    SMOKE = args.smoke
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
