@@ -151,6 +151,17 @@ def test_gae_paths_match_float64_loop(num_steps, num_envs, gamma, lam):
     torch.testing.assert_close(ret, ref_ret, atol=1e-6, rtol=1e-6)
 
 
+def test_auto_on_cpu_runs_the_engines_rust_gae():
+    rust = ops._rust_gae()
+    if rust is None:
+        pytest.skip("this build of vlmrl_fast._core has no gae")
+    batch = _rollout(50, 7, seed=11)
+    adv, ret = ops.gae(*batch, 0.9, 0.95)
+    arrays = [x.numpy() for x in batch]
+    rust_adv, rust_ret = rust(*arrays, 0.9, 0.95)
+    assert np.array_equal(adv.numpy(), rust_adv) and np.array_equal(ret.numpy(), rust_ret)
+
+
 def test_gae_truncation_bootstraps_but_cuts_the_trace():
     # One env, 3 steps: step 1 is truncated, step 2 terminated.
     rewards = torch.tensor([[1.0], [2.0], [3.0]])
