@@ -44,7 +44,7 @@ GRAD_TOL = {
 # log-probs and entropies are float32 from the same inputs on both sides.
 OUT_TOL = (1e-4, 1e-5)
 SHAPES = [(1, 1), (1, 7), (3, 11)]  # B * T in {1, 7, 33}
-VOCABS = [5, 1000, 4097]  # one block; one partial block; three blocks, the last of one entry
+VOCABS = [5, 1000, 4097]  # one partial block each; then two blocks, the last of one entry
 
 
 def _logits(shape, vocab, dtype, seed):
@@ -102,9 +102,9 @@ def test_token_logprobs_one_output_used(use_logp, use_entropy):
 @inside
 def test_token_logprobs_strided_slice_and_masked_vocab():
     # A [B, T-1, V] slice of bigger logits (row strides != V), with -inf masked entries
-    # and a whole masked block: read in place, gradient written only for the slice.
+    # and a wholly masked last block (V = 4097 in blocks of 4096): read in place.
     full, gen = _logits((3, 12), 4097, torch.bfloat16, seed=5)
-    full[..., 2048:4096] = float("-inf")
+    full[..., 2048:] = float("-inf")
     full[..., 7] = float("-inf")
     logits = full[:, 1:, :]
     assert not logits.is_contiguous()
