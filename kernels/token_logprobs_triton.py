@@ -163,7 +163,10 @@ def token_logprobs_backward(
     block_v = block_v or default_block_v(vocab)
     grad_logp = grad_logp.float().contiguous()
     has_grad_entropy = grad_entropy is not None
-    grad_entropy = grad_entropy.float().contiguous() if has_grad_entropy else grad_logp
+    if grad_entropy is None:
+        grad_entropy = grad_logp  # a valid pointer the kernel never reads
+    else:
+        grad_entropy = grad_entropy.float().contiguous()
     _token_logprobs_bwd_kernel[(rows,)](
         logits, tokens, grad, lse, entropy, grad_logp, grad_entropy,
         seq_len, logits.stride(0), logits.stride(1), tokens.stride(0), tokens.stride(1),

@@ -16,6 +16,7 @@ folder); triton is imported only when a Triton path runs.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import Any
 
@@ -188,9 +189,9 @@ def gae(
     for name in ("rewards", "values", "next_values"):
         if named[name].is_complex() or named[name].dtype == torch.bool:
             raise TypeError(f"gae: {name} must be a real dtype, got {named[name].dtype}")
-    for name, x in (("gamma", gamma), ("lam", lam)):
-        if not (isinstance(x, (int, float)) and 0.0 <= float(x) <= 1.0):
-            raise ValueError(f"gae: {name} must be a number in [0, 1], got {x!r}")
+    for name, number in (("gamma", gamma), ("lam", lam)):
+        if not (isinstance(number, numbers.Real) and 0.0 <= float(number) <= 1.0):
+            raise ValueError(f"gae: {name} must be a number in [0, 1], got {number!r}")
     gamma, lam = float(gamma), float(lam)
 
     with torch.no_grad():
