@@ -169,3 +169,16 @@ def test_gae_chunks_carry_across_time(block_t, block_n):
     adv_ref, ret_ref = gae_reference(*batch, 0.99, 0.97)
     torch.testing.assert_close(adv, adv_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ret, ret_ref, atol=1e-5, rtol=1e-5)
+
+
+@inside
+def test_empty_inputs_launch_nothing():
+    from vlmrl_fast.ops import gae, token_logprobs
+
+    adv, ret = gae(*[torch.zeros(0, 4)] * 3, *[torch.zeros(0, 4, dtype=torch.bool)] * 2, 0.9, 0.95, backend="triton")
+    assert adv.shape == ret.shape == (0, 4)
+    x = torch.zeros(2, 0, 9, requires_grad=True)
+    logp, ent = token_logprobs(x, torch.zeros(2, 0, dtype=torch.long), return_entropy=True, backend="triton")
+    assert logp.shape == ent.shape == (2, 0)
+    (logp.sum() + ent.sum()).backward()
+    assert x.grad.shape == (2, 0, 9)

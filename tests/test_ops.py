@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlmrl_fast import ops
 from vlmrl_fast.ops.kernels.gae_reference import gae_loop, gae_reference
@@ -160,6 +162,31 @@ def test_auto_on_cpu_runs_the_engines_rust_gae():
     arrays = [x.numpy() for x in batch]
     rust_adv, rust_ret = rust(*arrays, 0.9, 0.95)
     assert np.array_equal(adv.numpy(), rust_adv) and np.array_equal(ret.numpy(), rust_ret)
+
+
+@pytest.mark.parametrize("num_steps,num_envs", [(0, 3), (3, 0), (0, 0)])
+def test_gae_of_an_empty_rollout_is_empty(num_steps, num_envs):
+    batch = [torch.zeros(num_steps, num_envs)] * 3 + [torch.zeros(num_steps, num_envs, dtype=torch.bool)] * 2
+    for backend in ("auto", "torch"):
+        adv, ret = ops.gae(*batch, 0.9, 0.95, backend=backend)
+        assert adv.shape == ret.shape == (num_steps, num_envs) and adv.dtype == torch.float32
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    num_steps=st.integers(1, 40),
+    num_envs=st.integers(1, 6),
+    gamma=st.floats(0.0, 1.0),
+    lam=st.floats(0.0, 1.0),
+    p_done=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_gae_auto_matches_float64_loop_on_random_rollouts(num_steps, num_envs, gamma, lam, p_done, seed):
+    batch = _rollout(num_steps, num_envs, seed, p_term=p_done / 2, p_trunc=p_done / 2)
+    adv64, ret64 = _gae_numpy(*batch, gamma, lam)
+    adv, ret = ops.gae(*batch, gamma, lam)
+    np.testing.assert_allclose(adv.numpy(), adv64, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(ret.numpy(), ret64, atol=2e-5, rtol=2e-5)
 
 
 def test_gae_truncation_bootstraps_but_cuts_the_trace():

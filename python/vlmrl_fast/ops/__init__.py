@@ -200,7 +200,8 @@ def gae(
 
             return gae_triton(rewards, values, next_values, terminated, truncated, gamma, lam)
         rust = _rust_gae() if backend == "auto" and rewards.device.type == "cpu" else None
-        if rust is None:
+        # Empty rollouts skip Rust: its binding rejects N = 0 (and there is nothing to do).
+        if rust is None or rewards.numel() == 0:
             return gae_reference(rewards, values, next_values, terminated, truncated, gamma, lam)
         arrays = [x.detach().float().contiguous().numpy() for x in (rewards, values, next_values)]
         dones = [x.detach().bool().contiguous().numpy() for x in (terminated, truncated)]
