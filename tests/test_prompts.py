@@ -123,3 +123,31 @@ def test_template_copy_is_independent() -> None:
     t = prompts.template("Blackjack-v0")
     t["actions"].append("double")
     assert prompts.action_names("Blackjack-v0") == ["stand", "hit"]
+
+
+@pytest.mark.parametrize("env_id", ["NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0"])
+def test_real_env_infos_render_and_round_trip(env_id: str) -> None:
+    """With the engine's own infos: the templates' action lists are the env's,
+    and the expert's actions written as answers parse back and drive the env."""
+    import vlmrl_fast
+
+    if not hasattr(vlmrl_fast, "VlmrlEnv"):
+        pytest.skip("engine not in this build")
+    env = vlmrl_fast.VlmrlEnv(env_id)
+    names = env.action_names
+    assert prompts.action_names(env_id) == names
+    steps = 0
+    for episode in range(5):
+        _, info = env.reset(seed=episode)
+        done = False
+        while not done and steps < 200:
+            prompt = prompts.render(env_id, info)
+            assert "$" not in prompt
+            expert = int(env.expert_action())
+            texts = [prompts.answer(env_id, info, names[expert]), prompts.answer(env_id, info, names[expert], cot=False)]
+            p = parse_actions(texts, names)
+            assert p.index.tolist() == [expert, expert]
+            _, _, terminated, truncated, info = env.step(int(p.index[0]))
+            done = terminated or truncated
+            steps += 1
+    assert steps >= 5
