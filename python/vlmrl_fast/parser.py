@@ -148,6 +148,9 @@ class ActionFallback:
             raise ActionNamesError(f"got {len(names)} action-name lists for {n} parsed answers")
         actions = parsed.index.copy()
         bad = np.flatnonzero(~parsed.valid)
+        if shared and self.policy == "random" and len(names) > 0:
+            actions[bad] = self.rng.integers(len(names), size=bad.size)
+            return ResolvedActions(actions, int(bad.size))
         for i in bad:
             legal = names if shared else names[i]
             if len(legal) == 0:
