@@ -4,13 +4,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use vlmrl_core::parser::{parse_batch, Parsed, ParserError, Vocab, Vocabs};
+use vlmrl_core::parser::{parse_batch_into, BatchOut, ParserError, Vocab, Vocabs};
 
 create_exception!(
     vlmrl_fast._core,
@@ -159,26 +158,35 @@ fn py_parse_actions<'py>(
     } else {
         vec![names_of(action_names, "action_names")?]
     };
+    // Output arrays allocated (zeroed) up front; the parser writes into them
+    // with the GIL released. They reach Python only after it is done.
+    let n = strs.len();
+    let index = PyArray1::<i64>::zeros(py, n, false);
+    let valid = PyArray1::<bool>::zeros(py, n, false);
+    let key_start = PyArray1::<i64>::zeros(py, n, false);
+    let value_span = PyArray2::<i64>::zeros(py, [n, 2], false);
+    // SAFETY: the arrays were just created here, are C-contiguous, and no
+    // other reference to them exists until they are returned.
+    let out = unsafe {
+        BatchOut {
+            index: index.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            valid: valid.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            key_start: key_start.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            value_span: value_span.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+        }
+    };
     let result = py.detach(|| {
-        catch_unwind(AssertUnwindSafe(|| -> Result<Vec<Parsed>, ParserError> {
+        catch_unwind(AssertUnwindSafe(|| -> Result<(), ParserError> {
             let vocabs: Vec<Vocab> = lists.iter().map(|l| Vocab::new(l)).collect::<Result<_, _>>()?;
-            let mut out = vec![Parsed::NONE; strs.len()];
             let vocabs = if per_text { Vocabs::PerText(&vocabs) } else { Vocabs::Shared(&vocabs[0]) };
-            parse_batch(&strs, Some(&ascii), vocabs, &mut out)?;
-            Ok(out)
+            parse_batch_into(&strs, Some(&ascii), vocabs, out)
         }))
     });
-    let parsed = match result {
+    match result {
         Ok(r) => r.map_err(to_py)?,
         Err(_) => return Err(ParserInternalError::new_err("parser panicked; please report this input")),
-    };
-    let n = parsed.len();
-    let index: Vec<i64> = parsed.iter().map(|p| p.index).collect();
-    let valid: Vec<bool> = parsed.iter().map(Parsed::valid).collect();
-    let key_start: Vec<i64> = parsed.iter().map(|p| p.key_start).collect();
-    let spans: Vec<i64> = parsed.iter().flat_map(|p| [p.value_start, p.value_end]).collect();
-    let spans = Array2::from_shape_vec((n, 2), spans).expect("two offsets per answer");
-    Ok((index.into_pyarray(py), valid.into_pyarray(py), key_start.into_pyarray(py), spans.into_pyarray(py)))
+    }
+    Ok((index, valid, key_start, value_span))
 }
 
 /// The prompt templates, file name stem -> TOML text.

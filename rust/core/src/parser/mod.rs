@@ -107,6 +107,49 @@ fn parse_text(text: &str, ascii: bool, vocab: &Vocab, scratch: &mut Scratch) -> 
     }
 }
 
+/// Struct-of-arrays output of [`parse_batch_into`] (e.g. numpy buffers),
+/// one entry per text; `value_span` holds (start, end) pairs, 2 per text.
+pub struct BatchOut<'a> {
+    pub index: &'a mut [i64],
+    pub valid: &'a mut [bool],
+    pub key_start: &'a mut [i64],
+    pub value_span: &'a mut [i64],
+}
+
+/// Parses texts `base..base + n` in order, handing each result to `emit`
+/// (with its position in the chunk).
+fn run_chunk(
+    texts: &[&str],
+    ascii: Option<&[bool]>,
+    vocabs: Vocabs<'_>,
+    base: usize,
+    n: usize,
+    mut emit: impl FnMut(usize, Parsed),
+) {
+    let mut scratch = Scratch::default();
+    for k in 0..n {
+        let i = base + k;
+        if let Some(t) = texts.get(i + PREFETCH_AHEAD) {
+            prefetch_tail(t);
+        }
+        let vocab = match vocabs {
+            Vocabs::Shared(v) => v,
+            Vocabs::PerText(v) => &v[i],
+        };
+        emit(k, parse_text(texts[i], ascii.is_some_and(|a| a[i]), vocab, &mut scratch));
+    }
+}
+
+fn check_batch(texts: &[&str], ascii: Option<&[bool]>, vocabs: Vocabs<'_>) -> Result<(), ParserError> {
+    if let Vocabs::PerText(v) = vocabs {
+        if v.len() != texts.len() {
+            return Err(ParserError::LengthMismatch { texts: texts.len(), vocabularies: v.len() });
+        }
+    }
+    assert!(ascii.is_none_or(|a| a.len() == texts.len()), "one ascii flag per text");
+    Ok(())
+}
+
 /// Parse a batch of answers in parallel (rayon) into `out`. `ascii`, when
 /// given, flags the texts known to be pure ASCII (see `parse_text`); a wrong
 /// flag gives wrong offsets but never reads outside a text.
@@ -116,31 +159,50 @@ pub fn parse_batch(
     vocabs: Vocabs<'_>,
     out: &mut [Parsed],
 ) -> Result<(), ParserError> {
-    if let Vocabs::PerText(v) = vocabs {
-        if v.len() != texts.len() {
-            return Err(ParserError::LengthMismatch { texts: texts.len(), vocabularies: v.len() });
-        }
-    }
+    check_batch(texts, ascii, vocabs)?;
     assert_eq!(texts.len(), out.len(), "output buffer must have one slot per text");
-    assert!(ascii.is_none_or(|a| a.len() == texts.len()), "one ascii flag per text");
-    let vocab_of = |i: usize| match vocabs {
-        Vocabs::Shared(v) => v,
-        Vocabs::PerText(v) => &v[i],
-    };
-    let run = |base: usize, out: &mut [Parsed]| {
-        let mut scratch = Scratch::default();
-        for (k, o) in out.iter_mut().enumerate() {
-            let i = base + k;
-            if let Some(t) = texts.get(i + PREFETCH_AHEAD) {
-                prefetch_tail(t);
-            }
-            *o = parse_text(texts[i], ascii.is_some_and(|a| a[i]), vocab_of(i), &mut scratch);
-        }
-    };
+    let run = |base: usize, o: &mut [Parsed]| run_chunk(texts, ascii, vocabs, base, o.len(), |k, p| o[k] = p);
     if texts.len() < PARALLEL_MIN {
         run(0, out);
     } else {
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| run(c * CHUNK, o));
+    }
+    Ok(())
+}
+
+/// [`parse_batch`] writing straight into struct-of-arrays buffers (the
+/// binding's numpy arrays), with no intermediate copy.
+pub fn parse_batch_into(
+    texts: &[&str],
+    ascii: Option<&[bool]>,
+    vocabs: Vocabs<'_>,
+    out: BatchOut<'_>,
+) -> Result<(), ParserError> {
+    check_batch(texts, ascii, vocabs)?;
+    let n = texts.len();
+    assert!(
+        out.index.len() == n && out.valid.len() == n && out.key_start.len() == n && out.value_span.len() == 2 * n,
+        "output buffers must have one slot per text (two for value_span)"
+    );
+    let run = |base: usize, ix: &mut [i64], va: &mut [bool], ks: &mut [i64], sp: &mut [i64]| {
+        run_chunk(texts, ascii, vocabs, base, ix.len(), |k, p| {
+            ix[k] = p.index;
+            va[k] = p.valid();
+            ks[k] = p.key_start;
+            sp[2 * k] = p.value_start;
+            sp[2 * k + 1] = p.value_end;
+        })
+    };
+    if n < PARALLEL_MIN {
+        run(0, out.index, out.valid, out.key_start, out.value_span);
+    } else {
+        out.index
+            .par_chunks_mut(CHUNK)
+            .zip(out.valid.par_chunks_mut(CHUNK))
+            .zip(out.key_start.par_chunks_mut(CHUNK))
+            .zip(out.value_span.par_chunks_mut(2 * CHUNK))
+            .enumerate()
+            .for_each(|(c, (((ix, va), ks), sp))| run(c * CHUNK, ix, va, ks, sp));
     }
     Ok(())
 }

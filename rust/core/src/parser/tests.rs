@@ -94,6 +94,13 @@ fn batch_matches_single_parses() {
     let mut out2 = vec![Parsed::NONE; refs.len()];
     parse_batch(&refs, Some(&ascii), Vocabs::Shared(&v), &mut out2).unwrap();
     assert_eq!(out, out2);
+    let n = refs.len();
+    let (mut ix, mut va, mut ks, mut sp) = (vec![0i64; n], vec![false; n], vec![0i64; n], vec![0i64; 2 * n]);
+    let soa = BatchOut { index: &mut ix, valid: &mut va, key_start: &mut ks, value_span: &mut sp };
+    parse_batch_into(&refs, Some(&ascii), Vocabs::Shared(&v), soa).unwrap();
+    for (k, o) in out.iter().enumerate() {
+        assert_eq!((ix[k], va[k], ks[k], sp[2 * k], sp[2 * k + 1]), (o.index, o.valid(), o.key_start, o.value_start, o.value_end));
+    }
     for (t, o) in refs.iter().zip(&out) {
         assert_eq!(*o, parse(t, &v));
     }
