@@ -77,7 +77,10 @@ fn seq_items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py
     if let Ok(t) = obj.cast::<PyTuple>() {
         return Ok(t.iter().collect());
     }
-    Err(ParserTypeError::new_err(format!("{what} must be a list or tuple, not {}", type_name(obj))))
+    Err(ParserTypeError::new_err(format!(
+        "{what} must be a list or tuple, not {}",
+        type_name(obj)
+    )))
 }
 
 fn names_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
@@ -85,15 +88,25 @@ fn names_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
         .iter()
         .enumerate()
         .map(|(j, n)| {
-            n.cast::<PyString>().map_err(|_| ()).and_then(|s| s.to_str().map(str::to_owned).map_err(|_| ())).map_err(
-                |_| ParserTypeError::new_err(format!("{what}[{j}] must be a str without lone surrogates, not {}", type_name(n))),
-            )
+            n.cast::<PyString>()
+                .map_err(|_| ())
+                .and_then(|s| s.to_str().map(str::to_owned).map_err(|_| ()))
+                .map_err(|_| {
+                    ParserTypeError::new_err(format!(
+                        "{what}[{j}] must be a str without lone surrogates, not {}",
+                        type_name(n)
+                    ))
+                })
         })
         .collect()
 }
 
-type Arrays<'py> =
-    (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray2<i64>>);
+type Arrays<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray2<i64>>,
+);
 
 /// parse_actions(texts, action_names)
 /// --
@@ -116,7 +129,10 @@ fn py_parse_actions<'py>(
     } else if let Ok(l) = texts.cast::<PyList>() {
         l.to_tuple()
     } else {
-        return Err(ParserTypeError::new_err(format!("texts must be a list or tuple, not {}", type_name(texts))));
+        return Err(ParserTypeError::new_err(format!(
+            "texts must be a list or tuple, not {}",
+            type_name(texts)
+        )));
     };
     let n = tuple.len();
     let mut fixed: Vec<(usize, String)> = Vec::new();
@@ -154,7 +170,11 @@ fn py_parse_actions<'py>(
         }
     };
     let lists: Vec<Vec<String>> = if per_text {
-        name_items.iter().enumerate().map(|(i, l)| names_of(l, &format!("action_names[{i}]"))).collect::<PyResult<_>>()?
+        name_items
+            .iter()
+            .enumerate()
+            .map(|(i, l)| names_of(l, &format!("action_names[{i}]")))
+            .collect::<PyResult<_>>()?
     } else {
         vec![names_of(action_names, "action_names")?]
     };
@@ -169,29 +189,48 @@ fn py_parse_actions<'py>(
     // other reference to them exists until they are returned.
     let out = unsafe {
         BatchOut {
-            index: index.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
-            valid: valid.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
-            key_start: key_start.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
-            value_span: value_span.as_slice_mut().map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            index: index
+                .as_slice_mut()
+                .map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            valid: valid
+                .as_slice_mut()
+                .map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            key_start: key_start
+                .as_slice_mut()
+                .map_err(|e| ParserInternalError::new_err(e.to_string()))?,
+            value_span: value_span
+                .as_slice_mut()
+                .map_err(|e| ParserInternalError::new_err(e.to_string()))?,
         }
     };
     let result = py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| -> Result<(), ParserError> {
             let vocabs: Vec<Vocab> = lists.iter().map(|l| Vocab::new(l)).collect::<Result<_, _>>()?;
-            let vocabs = if per_text { Vocabs::PerText(&vocabs) } else { Vocabs::Shared(&vocabs[0]) };
+            let vocabs = if per_text {
+                Vocabs::PerText(&vocabs)
+            } else {
+                Vocabs::Shared(&vocabs[0])
+            };
             parse_batch_into(&strs, Some(&ascii), vocabs, out)
         }))
     });
     match result {
         Ok(r) => r.map_err(to_py)?,
-        Err(_) => return Err(ParserInternalError::new_err("parser panicked; please report this input")),
+        Err(_) => {
+            return Err(ParserInternalError::new_err(
+                "parser panicked; please report this input",
+            ))
+        }
     }
     Ok((index, valid, key_start, value_span))
 }
 
 /// The prompt templates, file name stem -> TOML text.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("NumberLine-v0", include_str!("../../../envs/prompts/NumberLine-v0.toml")),
+    (
+        "NumberLine-v0",
+        include_str!("../../../envs/prompts/NumberLine-v0.toml"),
+    ),
     ("EZPoints-v0", include_str!("../../../envs/prompts/EZPoints-v0.toml")),
     ("Points24-v0", include_str!("../../../envs/prompts/Points24-v0.toml")),
     ("Blackjack-v0", include_str!("../../../envs/prompts/Blackjack-v0.toml")),

@@ -66,14 +66,28 @@ impl Vocab {
             let mut chars = Vec::new();
             normalize_into(raw.as_ref(), &mut chars);
             let (Some(&first), Some(&last)) = (chars.first(), chars.last()) else {
-                return Err(ParserError::EmptyName { index, name: raw.as_ref().to_string() });
+                return Err(ParserError::EmptyName {
+                    index,
+                    name: raw.as_ref().to_string(),
+                });
             };
-            let canon = prepared.iter().find(|n| n.chars == chars).map_or(index as i64, |n| n.canon);
-            prepared.push(Name { chars, canon, bound_start: is_word(first), bound_end: is_word(last) });
+            let canon = prepared
+                .iter()
+                .find(|n| n.chars == chars)
+                .map_or(index as i64, |n| n.canon);
+            prepared.push(Name {
+                chars,
+                canon,
+                bound_start: is_word(first),
+                bound_end: is_word(last),
+            });
         }
         let mut by_len: Vec<usize> = (0..prepared.len()).collect();
         by_len.sort_by_key(|&i| std::cmp::Reverse(prepared[i].chars.len()));
-        Ok(Vocab { names: prepared, by_len })
+        Ok(Vocab {
+            names: prepared,
+            by_len,
+        })
     }
 
     /// Number of action names.

@@ -32,7 +32,9 @@ pub enum ParserError {
     #[error("action name {index} ({name:?}) is empty or only whitespace")]
     EmptyName { index: usize, name: String },
     /// Per-text action-name lists whose count differs from the text count.
-    #[error("got {vocabularies} action-name lists for {texts} texts; pass one list for all texts or exactly one per text")]
+    #[error(
+        "got {vocabularies} action-name lists for {texts} texts; pass one list for all texts or exactly one per text"
+    )]
     LengthMismatch { texts: usize, vocabularies: usize },
 }
 
@@ -52,7 +54,12 @@ pub struct Parsed {
 
 impl Parsed {
     /// The parse of a text without an action key.
-    pub const NONE: Parsed = Parsed { index: -1, key_start: -1, value_start: -1, value_end: -1 };
+    pub const NONE: Parsed = Parsed {
+        index: -1,
+        key_start: -1,
+        value_start: -1,
+        value_end: -1,
+    };
 
     /// Whether the answer named exactly one action.
     pub fn valid(&self) -> bool {
@@ -95,10 +102,18 @@ fn parse_text(text: &str, ascii: bool, vocab: &Vocab, scratch: &mut Scratch) -> 
     let offset = |b: usize| if ascii { b } else { char_count(&text.as_bytes()[..b]) };
     let key_start = offset(key_byte) as i64;
     let Some((vs, ve)) = value_bounds(text, after_colon) else {
-        return Parsed { key_start, ..Parsed::NONE };
+        return Parsed {
+            key_start,
+            ..Parsed::NONE
+        };
     };
     let value_start = offset(vs);
-    let value_end = value_start + if ascii { ve - vs } else { char_count(&text.as_bytes()[vs..ve]) };
+    let value_end = value_start
+        + if ascii {
+            ve - vs
+        } else {
+            char_count(&text.as_bytes()[vs..ve])
+        };
     Parsed {
         index: vocab.match_value(&text[vs..ve], &mut scratch.value),
         key_start,
@@ -136,14 +151,20 @@ fn run_chunk(
             Vocabs::Shared(v) => v,
             Vocabs::PerText(v) => &v[i],
         };
-        emit(k, parse_text(texts[i], ascii.is_some_and(|a| a[i]), vocab, &mut scratch));
+        emit(
+            k,
+            parse_text(texts[i], ascii.is_some_and(|a| a[i]), vocab, &mut scratch),
+        );
     }
 }
 
 fn check_batch(texts: &[&str], ascii: Option<&[bool]>, vocabs: Vocabs<'_>) -> Result<(), ParserError> {
     if let Vocabs::PerText(v) = vocabs {
         if v.len() != texts.len() {
-            return Err(ParserError::LengthMismatch { texts: texts.len(), vocabularies: v.len() });
+            return Err(ParserError::LengthMismatch {
+                texts: texts.len(),
+                vocabularies: v.len(),
+            });
         }
     }
     assert!(ascii.is_none_or(|a| a.len() == texts.len()), "one ascii flag per text");
@@ -165,7 +186,9 @@ pub fn parse_batch(
     if texts.len() < PARALLEL_MIN {
         run(0, out);
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| run(c * CHUNK, o));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, o)| run(c * CHUNK, o));
     }
     Ok(())
 }

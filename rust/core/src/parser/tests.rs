@@ -14,8 +14,9 @@ fn slice(text: &str, s: i64, e: i64) -> String {
 }
 
 const BLACKJACK: &[&str] = &["stand", "hit"];
-const POINTS24: &[&str] =
-    &["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "+", "-", "*", "/", "(", ")", "="];
+const POINTS24: &[&str] = &[
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "+", "-", "*", "/", "(", ")", "=",
+];
 
 #[test]
 fn quoted_key_and_value() {
@@ -76,17 +77,34 @@ fn offsets_count_code_points() {
 
 #[test]
 fn errors() {
-    assert!(matches!(Vocab::new(&["hit", "  "]), Err(ParserError::EmptyName { index: 1, .. })));
+    assert!(matches!(
+        Vocab::new(&["hit", "  "]),
+        Err(ParserError::EmptyName { index: 1, .. })
+    ));
     let v = [vocab(BLACKJACK)];
     let mut out = [Parsed::NONE; 2];
     let r = parse_batch(&["a", "b"], None, Vocabs::PerText(&v), &mut out);
-    assert_eq!(r, Err(ParserError::LengthMismatch { texts: 2, vocabularies: 1 }));
+    assert_eq!(
+        r,
+        Err(ParserError::LengthMismatch {
+            texts: 2,
+            vocabularies: 1
+        })
+    );
 }
 
 #[test]
 fn batch_matches_single_parses() {
     let v = vocab(POINTS24);
-    let texts: Vec<String> = (0..2000).map(|i| format!("{{\"thoughts\": \"n{i}{}\", \"action\": \"{}\"}}", ["", "é😀"][i % 2], i % 12)).collect();
+    let texts: Vec<String> = (0..2000)
+        .map(|i| {
+            format!(
+                "{{\"thoughts\": \"n{i}{}\", \"action\": \"{}\"}}",
+                ["", "é😀"][i % 2],
+                i % 12
+            )
+        })
+        .collect();
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
     let mut out = vec![Parsed::NONE; refs.len()];
     parse_batch(&refs, None, Vocabs::Shared(&v), &mut out).unwrap();
@@ -96,10 +114,18 @@ fn batch_matches_single_parses() {
     assert_eq!(out, out2);
     let n = refs.len();
     let (mut ix, mut va, mut ks, mut sp) = (vec![0i64; n], vec![false; n], vec![0i64; n], vec![0i64; 2 * n]);
-    let soa = BatchOut { index: &mut ix, valid: &mut va, key_start: &mut ks, value_span: &mut sp };
+    let soa = BatchOut {
+        index: &mut ix,
+        valid: &mut va,
+        key_start: &mut ks,
+        value_span: &mut sp,
+    };
     parse_batch_into(&refs, Some(&ascii), Vocabs::Shared(&v), soa).unwrap();
     for (k, o) in out.iter().enumerate() {
-        assert_eq!((ix[k], va[k], ks[k], sp[2 * k], sp[2 * k + 1]), (o.index, o.valid(), o.key_start, o.value_start, o.value_end));
+        assert_eq!(
+            (ix[k], va[k], ks[k], sp[2 * k], sp[2 * k + 1]),
+            (o.index, o.valid(), o.key_start, o.value_start, o.value_end)
+        );
     }
     for (t, o) in refs.iter().zip(&out) {
         assert_eq!(*o, parse(t, &v));
@@ -123,9 +149,43 @@ impl Rng {
 }
 
 const PIECES: &[&str] = &[
-    "\"action\"", "'action'", "action", "ACTION", ":", " ", "\n", "\"", "'", "[", "]", "{", "}", ",",
-    "hit", "stand", "10", "1", "+", "(", "go to cabinet 1", ".", "\\", "```json", "<|im_end|>", "\u{0}",
-    "\u{7}", "é", "ß", "İ", "K", "😀", "\u{2028}", "\u{a0}", "白", "white", "stands",
+    "\"action\"",
+    "'action'",
+    "action",
+    "ACTION",
+    ":",
+    " ",
+    "\n",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "hit",
+    "stand",
+    "10",
+    "1",
+    "+",
+    "(",
+    "go to cabinet 1",
+    ".",
+    "\\",
+    "```json",
+    "<|im_end|>",
+    "\u{0}",
+    "\u{7}",
+    "é",
+    "ß",
+    "İ",
+    "K",
+    "😀",
+    "\u{2028}",
+    "\u{a0}",
+    "白",
+    "white",
+    "stands",
 ];
 
 fn random_piece(r: &mut Rng, s: &mut String) {
@@ -150,7 +210,10 @@ fn random_text(r: &mut Rng, names: &[&str]) -> String {
         for _ in 0..r.below(6) {
             random_piece(r, &mut noise);
         }
-        s = format!("{{\"thoughts\": \"{noise}\", \"action\": \"{}\"}}", names[r.below(names.len())]);
+        s = format!(
+            "{{\"thoughts\": \"{noise}\", \"action\": \"{}\"}}",
+            names[r.below(names.len())]
+        );
         for _ in 0..r.below(3) {
             let at = r.below(s.chars().count() + 1);
             let mut piece = String::new();
@@ -168,7 +231,11 @@ fn random_text(r: &mut Rng, names: &[&str]) -> String {
 
 #[test]
 fn fuzz_never_panics_and_offsets_stay_inside() {
-    let lists: [&[&str]; 3] = [BLACKJACK, POINTS24, &["go to cabinet 1", "take apple 1 from countertop 2"]];
+    let lists: [&[&str]; 3] = [
+        BLACKJACK,
+        POINTS24,
+        &["go to cabinet 1", "take apple 1 from countertop 2"],
+    ];
     let vocabs = lists.map(vocab);
     let mut r = Rng(0x9E37_79B9_7F4A_7C15);
     let mut scratch = Scratch::default();
@@ -194,5 +261,8 @@ fn fuzz_never_panics_and_offsets_stay_inside() {
             assert!(a.windows(b.len()).any(|w| w == b), "{t:?} {p:?}");
         }
     }
-    assert!(valid > 30_000, "the generator should also produce valid answers ({valid})");
+    assert!(
+        valid > 30_000,
+        "the generator should also produce valid answers ({valid})"
+    );
 }
