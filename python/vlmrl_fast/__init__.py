@@ -10,6 +10,8 @@ from vlmrl_fast._core import (
     __version__,
 )
 from vlmrl_fast.envs import VlmrlEnv, VlmrlVectorEnv, list_envs, make_vec, register_envs
+from vlmrl_fast import prompts
+from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
 
 register_envs()
 
@@ -26,4 +28,9 @@ __all__ = [
     "list_envs",
     "make_vec",
     "register_envs",
+    "prompts",
+    "parse_actions",
+    "ParsedActions",
+    "ActionFallback",
+    "first_action_token",
 ]

@@ -13,6 +13,7 @@ pub mod render;
 pub mod rng;
 pub mod vecenv;
 pub mod widgets;
+pub mod parser;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
