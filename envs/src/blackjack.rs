@@ -69,7 +69,11 @@ pub fn hand_total(hand: &[Card]) -> (u32, bool) {
 
 fn score(hand: &[Card]) -> u32 {
     let (t, _) = hand_total(hand);
-    if t > 21 { 0 } else { t }
+    if t > 21 {
+        0
+    } else {
+        t
+    }
 }
 
 impl Blackjack {
@@ -84,19 +88,35 @@ impl Blackjack {
     }
 
     fn visible_dealer(&self) -> &[Card] {
-        if self.over { &self.dealer } else { &self.dealer[..1.min(self.dealer.len())] }
+        if self.over {
+            &self.dealer
+        } else {
+            &self.dealer[..1.min(self.dealer.len())]
+        }
     }
-
 }
 
 /// Card slots of a row: 72 px apart, closer when the row would not fit.
 fn slots(cards: &[Card], hide_second: bool) -> Vec<(i32, CardFace)> {
     let n = cards.len() as i32;
-    let step = if n <= 1 { 0 } else { 72.min((300 - 16 - CARD_W as i32) / (n - 1)) };
+    let step = if n <= 1 {
+        0
+    } else {
+        72.min((300 - 16 - CARD_W as i32) / (n - 1))
+    };
     cards
         .iter()
         .enumerate()
-        .map(|(i, &c)| (8 + i as i32 * step, if hide_second && i == 1 { CardFace::Down } else { CardFace::Up(c) }))
+        .map(|(i, &c)| {
+            (
+                8 + i as i32 * step,
+                if hide_second && i == 1 {
+                    CardFace::Down
+                } else {
+                    CardFace::Up(c)
+                },
+            )
+        })
         .collect()
 }
 
@@ -138,7 +158,11 @@ impl Env for Blackjack {
                         dealer.len()
                     )));
                 }
-                let deck = if obj.contains_key("deck") { state::cards(ID, obj, "deck")? } else { Vec::new() };
+                let deck = if obj.contains_key("deck") {
+                    state::cards(ID, obj, "deck")?
+                } else {
+                    Vec::new()
+                };
                 self.player = player;
                 self.dealer = dealer;
                 self.deck = deck.into();
@@ -152,7 +176,11 @@ impl Env for Blackjack {
             self.player.push(c);
             if hand_total(&self.player).0 > 21 {
                 self.over = true;
-                return Ok(Transition { reward: -1.0, terminated: true, truncated: false });
+                return Ok(Transition {
+                    reward: -1.0,
+                    terminated: true,
+                    truncated: false,
+                });
             }
             return Ok(Transition::running(0.0));
         }
@@ -163,12 +191,19 @@ impl Env for Blackjack {
         self.over = true;
         let (p, d) = (score(&self.player), score(&self.dealer));
         let reward = (p > d) as i32 as f64 - (p < d) as i32 as f64;
-        Ok(Transition { reward, terminated: true, truncated: false })
+        Ok(Transition {
+            reward,
+            terminated: true,
+            truncated: false,
+        })
     }
     fn info(&self) -> Info {
         let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
         let d: Vec<String> = self.visible_dealer().iter().map(|c| c.to_string()).collect();
-        json!({"Player Card": p, "Dealer Card": d}).as_object().cloned().unwrap_or_default()
+        json!({"Player Card": p, "Dealer Card": d})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
     }
     fn text(&self) -> String {
         let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
@@ -184,7 +219,11 @@ impl Env for Blackjack {
     /// Basic strategy (hit/stand only) against a dealer who stands on all 17s.
     fn expert_action(&self) -> i64 {
         let (total, soft) = hand_total(&self.player);
-        let up = self.dealer.first().map(|c| if c.rank == 1 { 11 } else { value(c) }).unwrap_or(10);
+        let up = self
+            .dealer
+            .first()
+            .map(|c| if c.rank == 1 { 11 } else { value(c) })
+            .unwrap_or(10);
         let hit = if soft {
             total <= 17 || (total == 18 && up >= 9)
         } else {
@@ -203,7 +242,9 @@ impl Env for Blackjack {
         }
         self.dealer_label.show(canvas, "Dealer", full);
         self.player_label.show(canvas, "Player", full);
-        self.dealer_row.show(canvas, &self.sprites, &slots(&self.dealer, !self.over), full);
-        self.player_row.show(canvas, &self.sprites, &slots(&self.player, false), full);
+        self.dealer_row
+            .show(canvas, &self.sprites, &slots(&self.dealer, !self.over), full);
+        self.player_row
+            .show(canvas, &self.sprites, &slots(&self.player, false), full);
     }
 }

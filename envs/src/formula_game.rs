@@ -82,7 +82,17 @@ impl FormulaGame {
         let label = TextField::new(8, l.text_y, 292, line_h, TABLE_GREEN, WHITE, font.clone());
         let first = if l.inline { l.text_y } else { l.text_y + line_h };
         let lines = (0..if l.inline { 0 } else { l.formula_lines })
-            .map(|i| TextField::new(8, first + i as i32 * line_h, 292, line_h, TABLE_GREEN, WHITE, font.clone()))
+            .map(|i| {
+                TextField::new(
+                    8,
+                    first + i as i32 * line_h,
+                    292,
+                    line_h,
+                    TABLE_GREEN,
+                    WHITE,
+                    font.clone(),
+                )
+            })
             .collect();
         let sprites = CardSprites::get(l.card_w, l.card_h, TABLE_GREEN);
         let card_y = l.card_y;
@@ -114,7 +124,11 @@ impl FormulaGame {
     }
 
     fn value_of(&self, c: Card) -> i64 {
-        if self.rules.face_cards_as_10 { c.value10() as i64 } else { c.rank as i64 }
+        if self.rules.face_cards_as_10 {
+            c.value10() as i64
+        } else {
+            c.rank as i64
+        }
     }
 
     pub fn reset(&mut self, rng: &mut Rng, st: Option<&Value>) -> Result<(), EnvError> {
@@ -144,7 +158,11 @@ impl FormulaGame {
 
     pub fn step(&mut self, action: i64) -> Result<Transition, EnvError> {
         if self.formula.len() > self.rules.max_len {
-            return Ok(Transition { reward: -1.0, terminated: false, truncated: true });
+            return Ok(Transition {
+                reward: -1.0,
+                terminated: false,
+                truncated: true,
+            });
         }
         let nn = self.rules.numbers.len();
         let a = action as usize;
@@ -163,7 +181,11 @@ impl FormulaGame {
         let op = self.rules.ops[a - nn];
         if op == "=" {
             let ok = self.used.len() == self.rules.num_cards && formula::equals(&self.formula, self.rules.target);
-            return Ok(Transition { reward: if ok { 10.0 } else { -1.0 }, terminated: true, truncated: false });
+            return Ok(Transition {
+                reward: if ok { 10.0 } else { -1.0 },
+                terminated: true,
+                truncated: false,
+            });
         }
         self.formula.push(Token::Sym(op));
         Ok(Transition::running(0.0))
@@ -227,7 +249,11 @@ impl FormulaGame {
         for t in &self.formula {
             let tok = t.to_string();
             let last = lines.last_mut().expect("at least one line");
-            let candidate = if last.is_empty() { tok.clone() } else { format!("{last} {tok}") };
+            let candidate = if last.is_empty() {
+                tok.clone()
+            } else {
+                format!("{last} {tok}")
+            };
             if font.text_width(&candidate) <= width || last.is_empty() {
                 *last = candidate;
             } else {
@@ -242,7 +268,12 @@ impl FormulaGame {
         if full {
             canvas.fill(TABLE_GREEN);
         }
-        let slots: Vec<(i32, CardFace)> = self.cards.iter().zip(l.card_x).map(|(&c, &x)| (x, CardFace::Up(c))).collect();
+        let slots: Vec<(i32, CardFace)> = self
+            .cards
+            .iter()
+            .zip(l.card_x)
+            .map(|(&c, &x)| (x, CardFace::Up(c)))
+            .collect();
         self.card_row.show(canvas, &self.sprites, &slots, full);
         let font = self.label.font.clone();
         if l.inline {

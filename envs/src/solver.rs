@@ -92,9 +92,15 @@ fn search(items: &[Item], ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, fi
                 continue;
             }
             for &op in ops {
-                let Some(c) = combine(&items[i], &items[j], op) else { continue };
-                let mut rest: Vec<Item> =
-                    items.iter().enumerate().filter(|&(k, _)| k != i && k != j).map(|(_, it)| it.clone()).collect();
+                let Some(c) = combine(&items[i], &items[j], op) else {
+                    continue;
+                };
+                let mut rest: Vec<Item> = items
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != i && k != j)
+                    .map(|(_, it)| it.clone())
+                    .collect();
                 rest.push(c);
                 search(&rest, ops, target, out, first_only);
                 if first_only && !out.is_empty() {
@@ -108,7 +114,11 @@ fn search(items: &[Item], ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, fi
 fn leaves(numbers: &[i64]) -> Vec<Item> {
     numbers
         .iter()
-        .map(|&v| Item { value: Rat::int(v as i128), tokens: vec![Token::Num(v)], prec: 3 })
+        .map(|&v| Item {
+            value: Rat::int(v as i128),
+            tokens: vec![Token::Num(v)],
+            prec: 3,
+        })
         .collect()
 }
 
@@ -149,7 +159,9 @@ pub fn solve_from(numbers: &[i64], ops: &[Op], target: i64, prefix: &[Token]) ->
     if prefix.is_empty() {
         return solve(numbers, ops, target);
     }
-    all_solutions(numbers, ops, target).into_iter().find(|s| s.starts_with(prefix))
+    all_solutions(numbers, ops, target)
+        .into_iter()
+        .find(|s| s.starts_with(prefix))
 }
 
 #[cfg(test)]

@@ -22,7 +22,11 @@ fn incremental_redraw_equals_full_redraw() {
         for step in 0..3000 {
             let n = env.num_actions() as u64;
             // Mostly the expert (long episodes), sometimes a random action.
-            let a = if policy.bernoulli(0.7) { env.expert_action() } else { policy.below(n) as i64 };
+            let a = if policy.bernoulli(0.7) {
+                env.expert_action()
+            } else {
+                policy.below(n) as i64
+            };
             let t = env.step(a, &mut rng).unwrap();
             if t.done() {
                 env.reset(&mut rng, None).unwrap();
@@ -42,7 +46,9 @@ fn stream(id: &str, threads: usize, seed: u64) -> Vec<(u64, Vec<f64>)> {
     let mut policy = Rng::new(1);
     let mut out = Vec::new();
     for _ in 0..300 {
-        let actions: Vec<i64> = (0..6).map(|i| policy.below(v.env(i).num_actions() as u64) as i64).collect();
+        let actions: Vec<i64> = (0..6)
+            .map(|i| policy.below(v.env(i).num_actions() as u64) as i64)
+            .collect();
         v.step(&actions).unwrap();
         // A cheap fingerprint of all frames (FNV-1a over 8-byte words).
         let mut h = 0xcbf2_9ce4_8422_2325u64;

@@ -72,7 +72,9 @@ impl<'a> Canvas<'a> {
 
     /// Fills the rectangle at (x, y) of size w x h, clipped to the canvas.
     pub fn fill_rect(&mut self, x: i32, y: i32, w: i32, h: i32, color: Rgb) {
-        let Some((x0, y0, x1, y1)) = self.clip(x, y, w, h) else { return };
+        let Some((x0, y0, x1, y1)) = self.clip(x, y, w, h) else {
+            return;
+        };
         let row_bytes = (x1 - x0) * 3;
         // Write the first row pixel by pixel, then copy it: memcpy-speed fills.
         let first = (y0 * self.width + x0) * 3;
@@ -95,7 +97,9 @@ impl<'a> Canvas<'a> {
 
     /// Copies `sprite` with its top-left corner at (x, y), clipped.
     pub fn blit(&mut self, x: i32, y: i32, sprite: &Sprite) {
-        let Some((x0, y0, x1, y1)) = self.clip(x, y, sprite.width as i32, sprite.height as i32) else { return };
+        let Some((x0, y0, x1, y1)) = self.clip(x, y, sprite.width as i32, sprite.height as i32) else {
+            return;
+        };
         let sx = (x0 as i64 - x as i64) as usize;
         let sy = (y0 as i64 - y as i64) as usize;
         let n = (x1 - x0) * 3;
@@ -199,8 +203,20 @@ fn in_rounded_rect(x: usize, y: usize, w: usize, h: usize, r: usize, inset: usiz
         return false;
     }
     let r = (r - i).max(0);
-    let cx = if x < r + i { r + i } else if x >= w - r - i { w - r - i - 1 } else { return true };
-    let cy = if y < r + i { r + i } else if y >= h - r - i { h - r - i - 1 } else { return true };
+    let cx = if x < r + i {
+        r + i
+    } else if x >= w - r - i {
+        w - r - i - 1
+    } else {
+        return true;
+    };
+    let cy = if y < r + i {
+        r + i
+    } else if y >= h - r - i {
+        h - r - i - 1
+    } else {
+        return true;
+    };
     let (dx, dy) = (x - cx, y - cy);
     dx * dx + dy * dy <= r * r
 }
@@ -237,8 +253,20 @@ fn draw_card_face(card: Card, w: usize, h: usize, bg: Rgb) -> Sprite {
     let sy = m / 2 + rank_font.ascent + 1;
     let rank_w = rank_font.text_width(label);
     let suit_w = small_suit.text_width(&card.suit.symbol().to_string());
-    c.draw_text(&small_suit, m + (rank_w - suit_w) / 2, sy, &card.suit.symbol().to_string(), color);
-    c.draw_char_centered(&big_suit, card.suit.symbol(), w as i32 / 2 + m / 2, h as i32 * 11 / 20, color);
+    c.draw_text(
+        &small_suit,
+        m + (rank_w - suit_w) / 2,
+        sy,
+        &card.suit.symbol().to_string(),
+        color,
+    );
+    c.draw_char_centered(
+        &big_suit,
+        card.suit.symbol(),
+        w as i32 / 2 + m / 2,
+        h as i32 * 11 / 20,
+        color,
+    );
     s
 }
 
@@ -276,7 +304,12 @@ impl CardSprites {
                         draw_card_face(card, width, height, bg)
                     })
                     .collect();
-                Arc::new(CardSprites { width, height, faces, back: draw_card_back(width, height, bg) })
+                Arc::new(CardSprites {
+                    width,
+                    height,
+                    faces,
+                    back: draw_card_back(width, height, bg),
+                })
             })
             .clone()
     }

@@ -150,7 +150,11 @@ pub struct VecEnv {
 }
 
 fn first_error(results: Vec<Result<(), EnvError>>) -> Result<(), EngineError> {
-    match results.into_iter().enumerate().find_map(|(index, r)| r.err().map(|source| (index, source))) {
+    match results
+        .into_iter()
+        .enumerate()
+        .find_map(|(index, r)| r.err().map(|source| (index, source)))
+    {
         Some((index, source)) => Err(EngineError::Env(VecEnvError { index, source })),
         None => Ok(()),
     }
@@ -269,9 +273,19 @@ impl VecEnv {
         let task = |(i, (slot, o)): (usize, (&mut Slot, &mut [u8]))| slot.guarded(|s| f(i, s, o));
         match &self.pool {
             Some(pool) => pool.install(|| {
-                slots.par_iter_mut().zip(obs.par_chunks_mut(OBS_BYTES)).enumerate().map(task).collect()
+                slots
+                    .par_iter_mut()
+                    .zip(obs.par_chunks_mut(OBS_BYTES))
+                    .enumerate()
+                    .map(task)
+                    .collect()
             }),
-            None => slots.iter_mut().zip(obs.chunks_mut(OBS_BYTES)).enumerate().map(task).collect(),
+            None => slots
+                .iter_mut()
+                .zip(obs.chunks_mut(OBS_BYTES))
+                .enumerate()
+                .map(task)
+                .collect(),
         }
     }
 
@@ -286,16 +300,29 @@ impl VecEnv {
     /// Resets the envs selected by `mask` (all when None), reseeding every
     /// env's stream from `seed` when given, loading `states[i]` where it is
     /// Some. On an error (which names the env) the other envs are reset.
-    pub fn reset(&mut self, seed: Option<u64>, states: Option<&[Option<Value>]>, mask: Option<&[bool]>) -> Result<(), EngineError> {
+    pub fn reset(
+        &mut self,
+        seed: Option<u64>,
+        states: Option<&[Option<Value>]>,
+        mask: Option<&[bool]>,
+    ) -> Result<(), EngineError> {
         let n = self.num_envs();
         if let Some(st) = states {
             if st.len() != n {
-                return Err(EngineError::Shape { what: "states", expected: n, got: st.len() });
+                return Err(EngineError::Shape {
+                    what: "states",
+                    expected: n,
+                    got: st.len(),
+                });
             }
         }
         if let Some(m) = mask {
             if m.len() != n {
-                return Err(EngineError::Shape { what: "reset_mask", expected: n, got: m.len() });
+                return Err(EngineError::Shape {
+                    what: "reset_mask",
+                    expected: n,
+                    got: m.len(),
+                });
             }
         }
         if let Some(seed) = seed {
@@ -319,7 +346,11 @@ impl VecEnv {
     pub fn step(&mut self, actions: &[i64]) -> Result<(), EngineError> {
         let n = self.num_envs();
         if actions.len() != n {
-            return Err(EngineError::Shape { what: "actions", expected: n, got: actions.len() });
+            return Err(EngineError::Shape {
+                what: "actions",
+                expected: n,
+                got: actions.len(),
+            });
         }
         let mode = self.mode;
         for (index, (s, &a)) in self.slots.iter().zip(actions).enumerate() {
@@ -328,7 +359,10 @@ impl VecEnv {
             } else if mode == AutoReset::NextStep && s.done {
                 continue; // the action is ignored: this step resets the env
             } else if !s.env.accepts_action(a) {
-                EnvError::InvalidAction { value: a, num_actions: s.env.num_actions() }
+                EnvError::InvalidAction {
+                    value: a,
+                    num_actions: s.env.num_actions(),
+                }
             } else {
                 continue;
             };

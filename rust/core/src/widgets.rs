@@ -30,7 +30,12 @@ fn layout(font: &Font, x: i32, text: &str) -> (Vec<Placed>, i32) {
         } else {
             (p + g.xmin, p + g.xmin + g.width as i32)
         };
-        out.push(Placed { ch, pen: p, ink_l, ink_r });
+        out.push(Placed {
+            ch,
+            pen: p,
+            ink_l,
+            ink_r,
+        });
         pen += g.advance;
     }
     (out, pen.round() as i32)
@@ -56,7 +61,18 @@ pub struct TextField {
 impl TextField {
     /// A field at (x, y) of size w x h; its text is drawn at the top-left.
     pub fn new(x: i32, y: i32, w: i32, h: i32, bg: Rgb, fg: Rgb, font: Arc<Font>) -> TextField {
-        TextField { x, y, w, h, bg, fg, font, shown: None, placed: Vec::new(), extent: x }
+        TextField {
+            x,
+            y,
+            w,
+            h,
+            bg,
+            fg,
+            font,
+            shown: None,
+            placed: Vec::new(),
+            extent: x,
+        }
     }
 
     fn draw_from(&self, canvas: &mut Canvas<'_>, placed: &[Placed]) {
@@ -88,7 +104,11 @@ impl TextField {
         }
         let (new, new_end) = layout(&self.font, self.x, text);
         let new_extent = new.iter().map(|p| p.ink_r).max().unwrap_or(self.x).max(self.x);
-        let restart = if force || self.shown.is_none() { None } else { self.restart(&new, new_end) };
+        let restart = if force || self.shown.is_none() {
+            None
+        } else {
+            self.restart(&new, new_end)
+        };
         match restart {
             Some((j, r)) => {
                 let right = self.extent.max(new_extent).min(self.x + self.w);

@@ -35,7 +35,10 @@ impl TrajectoryBuffer {
 }
 
 /// A [T, N] view of one field, kept alive by the buffer object.
-fn view2<'py, T: Element>(slf: &Bound<'py, TrajectoryBuffer>, pick: fn(&CoreBuffer) -> &Vec<T>) -> PyResult<Bound<'py, PyArray2<T>>> {
+fn view2<'py, T: Element>(
+    slf: &Bound<'py, TrajectoryBuffer>,
+    pick: fn(&CoreBuffer) -> &Vec<T>,
+) -> PyResult<Bound<'py, PyArray2<T>>> {
     let me = slf.borrow();
     let inner = me.lock(slf.py());
     let view = ArrayView2::from_shape((me.num_steps, me.num_envs), pick(&inner).as_slice())
@@ -50,7 +53,12 @@ impl TrajectoryBuffer {
     #[pyo3(signature = (num_steps, num_envs, max_tokens=256, pad_id=0))]
     fn new(num_steps: usize, num_envs: usize, max_tokens: usize, pad_id: i64) -> PyResult<Self> {
         let inner = CoreBuffer::new(num_steps, num_envs, max_tokens, pad_id).map_err(buffer_err)?;
-        Ok(TrajectoryBuffer { inner: Mutex::new(inner), num_steps, num_envs, max_tokens })
+        Ok(TrajectoryBuffer {
+            inner: Mutex::new(inner),
+            num_steps,
+            num_envs,
+            max_tokens,
+        })
     }
 
     #[getter]
@@ -178,9 +186,16 @@ fn gae_typed<'py, F: Float + Element>(
 ) -> PyResult<(Bound<'py, PyArray2<F>>, Bound<'py, PyArray2<F>>)> {
     let [rewards, values, next_values] = arrays;
     let shape = rewards.shape().to_vec();
-    for (name, a) in [("values", values.shape()), ("next_values", next_values.shape()), ("terminated", terminated.shape()), ("truncated", truncated.shape())] {
+    for (name, a) in [
+        ("values", values.shape()),
+        ("next_values", next_values.shape()),
+        ("terminated", terminated.shape()),
+        ("truncated", truncated.shape()),
+    ] {
         if a != shape.as_slice() {
-            return Err(EnvArgumentError::new_err(format!("gae: {name} has shape {a:?}, rewards has {shape:?}")));
+            return Err(EnvArgumentError::new_err(format!(
+                "gae: {name} has shape {a:?}, rewards has {shape:?}"
+            )));
         }
     }
     let x = GaeInputs {
@@ -193,7 +208,8 @@ fn gae_typed<'py, F: Float + Element>(
     let n = shape[1];
     let mut adv = vec![F::from_f64(0.0); shape[0] * n];
     let mut ret = adv.clone();
-    py.detach(|| core_gae(&x, n, gamma, lam, &mut adv, &mut ret)).map_err(|e| EnvArgumentError::new_err(e.to_string()))?;
+    py.detach(|| core_gae(&x, n, gamma, lam, &mut adv, &mut ret))
+        .map_err(|e| EnvArgumentError::new_err(e.to_string()))?;
     let to2 = |v: Vec<F>| -> PyResult<Bound<'py, PyArray2<F>>> { Ok(PyArray::from_vec(py, v).reshape([shape[0], n])?) };
     Ok((to2(adv)?, to2(ret)?))
 }

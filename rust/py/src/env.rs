@@ -131,8 +131,10 @@ impl VecEnv {
                 frames[i] = frame.into_any().unbind();
                 mask[i] = true;
             }
-            let finals: Vec<(usize, &Info)> =
-                ended.iter().map(|&i| (i, inner.final_info(i).expect("ended env has a final info"))).collect();
+            let finals: Vec<(usize, &Info)> = ended
+                .iter()
+                .map(|&i| (i, inner.final_info(i).expect("ended env has a final info")))
+                .collect();
             out.set_item("final_obs", PyArray1::from_vec(py, frames))?;
             out.set_item("_final_obs", PyArray1::from_vec(py, mask.clone()))?;
             out.set_item("final_info", vector_info(py, n, &finals)?)?;
@@ -159,9 +161,16 @@ impl VecEnv {
     ) -> PyResult<Self> {
         let kw = kwargs_to_json(kwargs)?;
         let mode = AutoReset::parse(autoreset_mode).map_err(from_engine)?;
-        let envs = (0..num_envs).map(|_| vlmrl_envs::make(env_id, &kw)).collect::<Result<Vec<_>, _>>().map_err(from_env)?;
+        let envs = (0..num_envs)
+            .map(|_| vlmrl_envs::make(env_id, &kw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(from_env)?;
         let inner = CoreVecEnv::new(envs, num_threads, mode, seed).map_err(from_engine)?;
-        Ok(VecEnv { inner: Mutex::new(inner), env_id: vlmrl_envs::bare_id(env_id).to_string(), num_envs })
+        Ok(VecEnv {
+            inner: Mutex::new(inner),
+            env_id: vlmrl_envs::bare_id(env_id).to_string(),
+            num_envs,
+        })
     }
 
     /// The env id without namespace, e.g. "Points24-v0".
@@ -202,11 +211,16 @@ impl VecEnv {
         with_info: bool,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let states: Option<Vec<Option<Value>>> = states
-            .map(|st| st.iter().map(|s| if s.is_none() { Ok(None) } else { to_json(s).map(Some) }).collect::<PyResult<_>>())
+            .map(|st| {
+                st.iter()
+                    .map(|s| if s.is_none() { Ok(None) } else { to_json(s).map(Some) })
+                    .collect::<PyResult<_>>()
+            })
             .transpose()?;
         let mut inner = self.lock(py)?;
         let engine = &mut *inner;
-        py.detach(|| engine.reset(seed, states.as_deref(), mask.as_deref())).map_err(from_engine)?;
+        py.detach(|| engine.reset(seed, states.as_deref(), mask.as_deref()))
+            .map_err(from_engine)?;
         with_info.then(|| self.build_info(py, &inner)).transpose()
     }
 
@@ -220,7 +234,10 @@ impl VecEnv {
         actions: PyReadonlyArray1<'py, i64>,
         with_info: bool,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let actions = actions.as_slice().map_err(|e| EnvPanicError::new_err(format!("actions: {e}")))?.to_vec();
+        let actions = actions
+            .as_slice()
+            .map_err(|e| EnvPanicError::new_err(format!("actions: {e}")))?
+            .to_vec();
         let mut inner = self.lock(py)?;
         let engine = &mut *inner;
         py.detach(|| engine.step(&actions)).map_err(from_engine)?;
