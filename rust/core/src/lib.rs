@@ -4,6 +4,7 @@
 //! the thin binding crate in `rust/py`.
 
 pub mod env;
+pub mod preprocess;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
