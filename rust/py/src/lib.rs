@@ -3,9 +3,12 @@
 
 use pyo3::prelude::*;
 
+mod preprocess;
+
 /// The private native module `vlmrl_fast._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", vlmrl_core::VERSION)?;
+    preprocess::register(m)?;
     Ok(())
 }
