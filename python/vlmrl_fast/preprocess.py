@@ -103,7 +103,7 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
     cls = type(ip)
     if getattr(ip, "do_pad", None):
         return "padding (do_pad) is not supported"
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"backend": backend}
     if getattr(ip, "do_rescale", False):
         kwargs["rescale_factor"] = float(ip.rescale_factor)
     if getattr(ip, "do_normalize", False):
@@ -133,7 +133,7 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
         mine, theirs = getattr(cls, method, None), getattr(base, method, None)
         if mine is not theirs:
             return f"{cls.__name__} overrides {method}"
-    kwargs.update(layout="channels_first", crop_rounding=backend)
+    kwargs.update(layout="channels_first")
     if "resample" in kwargs:
         if size.shortest_edge and not (size.longest_edge or size.height or size.max_height):
             kwargs["shortest_edge"] = int(size.shortest_edge)

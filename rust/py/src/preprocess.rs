@@ -13,7 +13,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use vlmrl_core::preprocess::{
-    CropRounding, Filter, Layout, PatchGeometry, Pipeline, PipelineSpec, PreprocessError as CoreError, SizeRule,
+    Backend, Filter, Layout, PatchGeometry, Pipeline, PipelineSpec, PreprocessError as CoreError, SizeRule,
 };
 
 create_exception!(
@@ -59,7 +59,7 @@ impl PyPreprocessor {
     #[new]
     #[pyo3(signature = (
         *, layout, resample=None, shortest_edge=None, height=None, width=None, min_pixels=None, max_pixels=None,
-        crop_height=None, crop_width=None, crop_rounding="pil", rescale_factor=None, image_mean=None,
+        crop_height=None, crop_width=None, backend="pil", rescale_factor=None, image_mean=None,
         image_std=None, patch_size=14, merge_size=2, temporal_patch_size=2
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -73,7 +73,7 @@ impl PyPreprocessor {
         max_pixels: Option<usize>,
         crop_height: Option<usize>,
         crop_width: Option<usize>,
-        crop_rounding: &str,
+        backend: &str,
         rescale_factor: Option<f64>,
         image_mean: Option<Vec<f64>>,
         image_std: Option<Vec<f64>>,
@@ -82,6 +82,11 @@ impl PyPreprocessor {
         temporal_patch_size: usize,
     ) -> PyResult<Self> {
         let bad = |m: String| Err(PreprocessError::new_err(m));
+        let backend = match backend {
+            "pil" => Backend::Pillow,
+            "torchvision" => Backend::Torchvision,
+            other => return bad(format!("backend must be 'pil' or 'torchvision', got {other:?}")),
+        };
         let layout = match layout {
             "channels_first" => {
                 let crop = match (crop_height, crop_width) {
@@ -89,12 +94,7 @@ impl PyPreprocessor {
                     (None, None) => None,
                     _ => return bad("crop_height and crop_width must be given together".into()),
                 };
-                let rounding = match crop_rounding {
-                    "pil" => CropRounding::Pillow,
-                    "torchvision" => CropRounding::Torchvision,
-                    other => return bad(format!("crop_rounding must be 'pil' or 'torchvision', got {other:?}")),
-                };
-                Layout::ChannelsFirst { crop, rounding }
+                Layout::ChannelsFirst { crop }
             }
             "qwen2_vl" => Layout::Qwen2VlPatches(PatchGeometry { patch_size, merge_size, temporal_patch_size }),
             other => return bad(format!("layout must be 'channels_first' or 'qwen2_vl', got {other:?}")),
@@ -122,7 +122,7 @@ impl PyPreprocessor {
             (None, None) => None,
             _ => return bad("image_mean and image_std must be given together".into()),
         };
-        let spec = PipelineSpec { resize, rescale: rescale_factor, normalize, layout };
+        let spec = PipelineSpec { backend, resize, rescale: rescale_factor, normalize, layout };
         Ok(Self { pipeline: Pipeline::new(spec).map_err(to_py)? })
     }
 

@@ -7,6 +7,7 @@
 //! channel-first `[3, H, W]` (CLIP, SigLIP) or Qwen2-VL's flattened patch rows.
 
 pub mod layout;
+pub mod pillow;
 pub mod resize;
 
 use rayon::prelude::*;
@@ -49,13 +50,14 @@ pub enum SizeRule {
     SmartResize { min_pixels: usize, max_pixels: usize },
 }
 
-/// Where a crop larger than the image places the image: the two Hugging Face
-/// backends round the zero padding differently.
+/// Which Hugging Face backend the pipeline reproduces. They differ in the
+/// resampler's fixed-point precision and in where a crop larger than the
+/// image puts the zero padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CropRounding {
-    /// NumPy/Pillow backend: top = floor((image - crop) / 2).
+pub enum Backend {
+    /// `*ImageProcessorPil`: Pillow resampling; crop top = floor((image - crop) / 2).
     Pillow,
-    /// torchvision backend: pad floor((crop - image) / 2) before.
+    /// torchvision `*ImageProcessor`: torch's uint8 kernel; pad floor((crop - image) / 2) before.
     Torchvision,
 }
 
@@ -63,7 +65,7 @@ pub enum CropRounding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// `[N, 3, H, W]`, optionally center cropped to `(height, width)`.
-    ChannelsFirst { crop: Option<(usize, usize)>, rounding: CropRounding },
+    ChannelsFirst { crop: Option<(usize, usize)> },
     /// Qwen2-VL patch rows `[N * grid_h * grid_w, 3 * T * P * P]`.
     Qwen2VlPatches(PatchGeometry),
 }
@@ -71,6 +73,8 @@ pub enum Layout {
 /// Everything a pipeline does, read from a Hugging Face processor's config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineSpec {
+    /// The backend whose arithmetic is reproduced.
+    pub backend: Backend,
     /// Resize rule and filter; `None` when the processor does not resize.
     pub resize: Option<(SizeRule, Filter)>,
     /// Multiply by this (usually 1/255); `None` to skip.
@@ -135,7 +139,7 @@ impl Pipeline {
             Layout::Qwen2VlPatches(g) if g.patch_size == 0 || g.merge_size == 0 || g.temporal_patch_size == 0 => {
                 return bad("patch_size, merge_size and temporal_patch_size must be positive")
             }
-            Layout::ChannelsFirst { crop: Some((0, _)) | Some((_, 0)), .. } => return bad("crop size must be positive"),
+            Layout::ChannelsFirst { crop: Some((0, _)) | Some((_, 0)) } => return bad("crop size must be positive"),
             _ => {}
         }
         let table = ValueTable::new(spec.rescale, spec.normalize);
@@ -186,7 +190,7 @@ impl Pipeline {
     }
 
     fn window(&self, resized: (usize, usize)) -> Window {
-        let Layout::ChannelsFirst { crop, rounding } = self.spec.layout else {
+        let Layout::ChannelsFirst { crop } = self.spec.layout else {
             unreachable!("only the channel-first layout crops")
         };
         let Some((ch, cw)) = crop else {
@@ -194,10 +198,10 @@ impl Pipeline {
         };
         let offset = |image: usize, crop: usize| -> isize {
             let (image, crop) = (image as isize, crop as isize);
-            match rounding {
-                CropRounding::Pillow => (image - crop).div_euclid(2),
-                CropRounding::Torchvision if crop > image => -((crop - image) / 2),
-                CropRounding::Torchvision => (image - crop) / 2,
+            match self.spec.backend {
+                Backend::Pillow => (image - crop).div_euclid(2),
+                Backend::Torchvision if crop > image => -((crop - image) / 2),
+                Backend::Torchvision => (image - crop) / 2,
             }
         };
         Window { top: offset(resized.0, ch), left: offset(resized.1, cw), height: ch, width: cw }
@@ -234,7 +238,7 @@ impl Pipeline {
             |scratch, (src, dst)| {
                 let img: &[u8] = match self.spec.resize {
                     Some((_, filter)) => {
-                        match resize::resize_rgb8(scratch, src, (height, width), resized, filter)? {
+                        match resize::resize_rgb8(scratch, src, (height, width), resized, filter, self.spec.backend)? {
                             Some(()) => &scratch.resized,
                             None => src,
                         }

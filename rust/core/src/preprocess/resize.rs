@@ -1,6 +1,10 @@
 //! Output-size rules and convolution resampling of RGB8 images.
 //!
-//! The resampling is `fast_image_resize`'s convolution, whose filters
+//! Pillow-backend processors resample with [`super::pillow`] (exact 22-bit
+//! Pillow arithmetic). torchvision-backend processors resample with
+//! `fast_image_resize`, which equals torch's uint8 antialiased kernel.
+//!
+//! That resampling is `fast_image_resize`'s convolution, whose filters
 //! (bilinear, Catmull-Rom bicubic with a = -0.5, Lanczos3, box, Hamming) and
 //! coefficient layout are those of Pillow (its kernels are a port of
 //! Pillow-SIMD). One difference matters for exactness: for 8-bit images the
@@ -13,7 +17,8 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use super::PreprocessError;
+use super::pillow::{self, PillowScratch};
+use super::{Backend, PreprocessError};
 
 /// Resampling filter, named as in `PIL.Image.Resampling`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +108,7 @@ pub fn smart_resize(
 #[derive(Default)]
 pub struct Scratch {
     resizer: Resizer,
+    pillow: PillowScratch,
     /// Result of the horizontal pass.
     horizontal: Vec<u8>,
     /// Final resized image.
@@ -137,21 +143,27 @@ fn one_pass(
     resizer.resize(&src_img, &mut dst_img, &options).map_err(resize_err)
 }
 
-/// Resizes one HWC RGB8 image to `dst` size into `scratch.resized`, or returns
-/// `None` when the size is unchanged (the caller then reads `src` directly).
+/// Resizes one HWC RGB8 image to `dst` size into `scratch.resized` as the
+/// given backend does, or returns `None` when the size is unchanged (the
+/// caller then reads `src` directly).
 pub fn resize_rgb8(
     scratch: &mut Scratch,
     src: &[u8],
     src_size: (usize, usize),
     dst_size: (usize, usize),
     filter: Filter,
+    backend: Backend,
 ) -> Result<Option<()>, PreprocessError> {
     let (sh, sw) = src_size;
     let (dh, dw) = dst_size;
     if src_size == dst_size {
         return Ok(None);
     }
-    let Scratch { resizer, horizontal, resized } = scratch;
+    let Scratch { resizer, pillow: pil, horizontal, resized } = scratch;
+    if backend == Backend::Pillow {
+        pillow::resize(pil, src, src_size, dst_size, filter, resized);
+        return Ok(Some(()));
+    }
     match (sw != dw, sh != dh) {
         (true, true) => {
             one_pass(resizer, src, (sh, sw), horizontal, (sh, dw), filter)?;
@@ -194,10 +206,12 @@ mod tests {
         let src = vec![77u8; 5 * 9 * 3];
         let mut s = Scratch::new();
         for filter in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos, Filter::Box, Filter::Hamming] {
-            resize_rgb8(&mut s, &src, (5, 9), (13, 4), filter).unwrap().unwrap();
-            assert_eq!(s.resized.len(), 13 * 4 * 3);
-            assert!(s.resized.iter().all(|&v| v == 77), "{filter:?}");
+            for backend in [Backend::Pillow, Backend::Torchvision] {
+                resize_rgb8(&mut s, &src, (5, 9), (13, 4), filter, backend).unwrap().unwrap();
+                assert_eq!(s.resized.len(), 13 * 4 * 3);
+                assert!(s.resized.iter().all(|&v| v == 77), "{filter:?} {backend:?}");
+            }
         }
-        assert!(resize_rgb8(&mut s, &src, (5, 9), (5, 9), Filter::Bicubic).unwrap().is_none());
+        assert!(resize_rgb8(&mut s, &src, (5, 9), (5, 9), Filter::Bicubic, Backend::Pillow).unwrap().is_none());
     }
 }

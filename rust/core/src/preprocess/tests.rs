@@ -7,16 +7,18 @@ const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 fn clip336() -> Pipeline {
     Pipeline::new(PipelineSpec {
+        backend: Backend::Pillow,
         resize: Some((SizeRule::ShortestEdge(336), Filter::Bicubic)),
         rescale: Some(1.0 / 255.0),
         normalize: Some((CLIP_MEAN, CLIP_STD)),
-        layout: Layout::ChannelsFirst { crop: Some((336, 336)), rounding: CropRounding::Pillow },
+        layout: Layout::ChannelsFirst { crop: Some((336, 336)) },
     })
     .unwrap()
 }
 
 fn qwen2vl() -> Pipeline {
     Pipeline::new(PipelineSpec {
+        backend: Backend::Pillow,
         resize: Some((SizeRule::SmartResize { min_pixels: 56 * 56, max_pixels: 28 * 28 * 1280 }, Filter::Bicubic)),
         rescale: Some(1.0 / 255.0),
         normalize: Some((CLIP_MEAN, CLIP_STD)),
@@ -88,10 +90,11 @@ fn bad_inputs_are_named() {
 #[test]
 fn invalid_specs_are_rejected() {
     let spec = PipelineSpec {
+        backend: Backend::Torchvision,
         resize: Some((SizeRule::SmartResize { min_pixels: 10, max_pixels: 100 }, Filter::Bicubic)),
         rescale: None,
         normalize: None,
-        layout: Layout::ChannelsFirst { crop: None, rounding: CropRounding::Pillow },
+        layout: Layout::ChannelsFirst { crop: None },
     };
     assert!(matches!(Pipeline::new(spec.clone()), Err(PreprocessError::InvalidSpec(_))));
     let spec = PipelineSpec { normalize: Some(([0.0; 3], [1.0, 0.0, 1.0])), resize: None, ..spec };
@@ -100,16 +103,17 @@ fn invalid_specs_are_rejected() {
 
 #[test]
 fn crop_rounding_differs_only_when_padding() {
-    let mk = |rounding| {
+    let mk = |backend| {
         Pipeline::new(PipelineSpec {
+            backend,
             resize: None,
             rescale: None,
             normalize: None,
-            layout: Layout::ChannelsFirst { crop: Some((8, 3)), rounding },
+            layout: Layout::ChannelsFirst { crop: Some((8, 3)) },
         })
         .unwrap()
     };
     // Height 5 padded to 8: Pillow puts 2 zero rows on top, torchvision 1.
-    assert_eq!(mk(CropRounding::Pillow).window((5, 7)), Window { top: -2, left: 2, height: 8, width: 3 });
-    assert_eq!(mk(CropRounding::Torchvision).window((5, 7)), Window { top: -1, left: 2, height: 8, width: 3 });
+    assert_eq!(mk(Backend::Pillow).window((5, 7)), Window { top: -2, left: 2, height: 8, width: 3 });
+    assert_eq!(mk(Backend::Torchvision).window((5, 7)), Window { top: -1, left: 2, height: 8, width: 3 });
 }
