@@ -56,14 +56,14 @@ def test_qwen_grid_and_patch_rows():
 
 
 def test_full_processor_and_dtype():
-    from transformers import Qwen2VLProcessor
+    from transformers import Qwen2VLProcessor, Qwen2VLVideoProcessor
     from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models
 
     vocab = {"<unk>": 0, "<|image_pad|>": 1, "<|vision_start|>": 2, "<|vision_end|>": 3, "<|video_pad|>": 4}
     tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")))
     ip = PROCESSORS["qwen2vl_pil"]()
-    processor = Qwen2VLProcessor(image_processor=ip, tokenizer=tok)
+    processor = Qwen2VLProcessor(image_processor=ip, tokenizer=tok, video_processor=Qwen2VLVideoProcessor())
     pipeline = ImagePipeline.from_processor(processor, dtype=torch.bfloat16)
     assert pipeline.native and pipeline.image_processor is ip
     obs = synthetic_obs(2, 300, 300)

@@ -130,54 +130,101 @@ impl Weights {
     }
 }
 
+/// Where a row-wise pass puts output row `i` (its clipped accumulators).
+#[derive(Clone, Copy)]
+enum Emit {
+    /// As row `i` of the output.
+    Rows,
+    /// Transposed: accumulator `y * 3 + c` of row `i` goes to pixel (y, i) of an
+    /// RGB8 image with `width` columns. This folds the transpose back after the
+    /// horizontal pass into its stores.
+    TransposedRgb { width: usize },
+}
+
 #[inline(always)]
-fn rows_pass_body(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], acc: &mut [i32]) {
-    for (i, out_row) in out.chunks_exact_mut(row_len).enumerate() {
-        let (start, count) = w.bounds[i];
-        acc.fill(1 << (PRECISION_BITS - 1));
-        for (k, &weight) in w.weights[i * w.window..][..count].iter().enumerate() {
-            let row = &src[(start + k) * row_len..(start + k + 1) * row_len];
+fn clip8(a: i32) -> u8 {
+    (a >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Accumulates output row `i` into `dst` (clipped to 8 bits), 32 lanes at a
+/// time so that the accumulators stay in registers across the taps.
+#[inline(always)]
+fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8]) {
+    const L: usize = 32;
+    let rows = &src[start * row_len..(start + taps.len()) * row_len];
+    let mut x = 0;
+    while x < row_len {
+        let n = L.min(row_len - x);
+        let mut acc = [1i32 << (PRECISION_BITS - 1); L];
+        for (k, &weight) in taps.iter().enumerate() {
+            let row = &rows[k * row_len + x..k * row_len + x + n];
             for (a, &s) in acc.iter_mut().zip(row) {
                 *a += s as i32 * weight;
             }
         }
-        for (o, &a) in out_row.iter_mut().zip(acc.iter()) {
-            *o = (a >> PRECISION_BITS).clamp(0, 255) as u8;
+        for (o, &a) in dst[x..x + n].iter_mut().zip(acc.iter()) {
+            *o = clip8(a);
+        }
+        x += n;
+    }
+}
+
+#[inline(always)]
+fn rows_pass_body(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut [u8], emit: Emit) {
+    for (i, &(start, count)) in w.bounds.iter().enumerate() {
+        let taps = &w.weights[i * w.window..][..count];
+        match emit {
+            Emit::Rows => row_of(src, row_len, start, taps, &mut out[i * row_len..(i + 1) * row_len]),
+            Emit::TransposedRgb { width } => {
+                row_of(src, row_len, start, taps, tmp);
+                for (y, px) in tmp.chunks_exact(3).enumerate() {
+                    let d = (y * width + i) * 3;
+                    out[d..d + 3].copy_from_slice(px);
+                }
+            }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn rows_pass_avx2(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], acc: &mut [i32]) {
-    rows_pass_body(src, row_len, w, out, acc)
+unsafe fn rows_pass_avx2(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut [u8], emit: Emit) {
+    rows_pass_body(src, row_len, w, out, tmp, emit)
 }
 
 /// Output row `i` = weighted sum of input rows `start_i ..` (rows of `row_len` bytes).
-fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], acc: &mut Vec<i32>) {
-    acc.clear();
-    acc.resize(row_len, 0);
+fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut Vec<u8>, emit: Emit) {
+    set_len(tmp, row_len);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { rows_pass_avx2(src, row_len, w, out, acc) };
+        unsafe { rows_pass_avx2(src, row_len, w, out, &mut tmp[..row_len], emit) };
         return;
     }
-    rows_pass_body(src, row_len, w, out, acc)
+    rows_pass_body(src, row_len, w, out, &mut tmp[..row_len], emit)
+}
+
+/// Sets `v` to length `n` without clearing: every byte is overwritten next.
+fn set_len(v: &mut Vec<u8>, n: usize) {
+    v.resize(n, 0);
+    v.truncate(n);
 }
 
 /// Transposes an RGB8 image of `h` x `w` pixels into `w` x `h`.
 fn transpose_rgb(src: &[u8], (h, w): (usize, usize), dst: &mut Vec<u8>) {
-    dst.clear();
-    dst.resize(h * w * 3, 0);
+    set_len(dst, h * w * 3);
+    let dst = &mut dst[..h * w * 3];
     // Tiles keep both sides in cache.
-    const T: usize = 32;
+    const T: usize = 16;
     for y0 in (0..h).step_by(T) {
         for x0 in (0..w).step_by(T) {
             for y in y0..(y0 + T).min(h) {
-                for x in x0..(x0 + T).min(w) {
-                    let (s, d) = ((y * w + x) * 3, (x * h + y) * 3);
-                    dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+                let row = &src[(y * w + x0) * 3..(y * w + (x0 + T).min(w)) * 3];
+                for (dx, px) in row.chunks_exact(3).enumerate() {
+                    let d = ((x0 + dx) * h + y) * 3;
+                    dst[d] = px[0];
+                    dst[d + 1] = px[1];
+                    dst[d + 2] = px[2];
                 }
             }
         }
@@ -188,9 +235,8 @@ fn transpose_rgb(src: &[u8], (h, w): (usize, usize), dst: &mut Vec<u8>) {
 #[derive(Default)]
 pub struct PillowScratch {
     transposed: Vec<u8>,
-    horizontal_t: Vec<u8>,
     horizontal: Vec<u8>,
-    acc: Vec<i32>,
+    row: Vec<u8>,
 }
 
 /// Resizes the HWC RGB8 image `src` to `dst_size` into `out` as Pillow's
@@ -203,22 +249,23 @@ pub fn resize(
     filter: Filter,
     out: &mut Vec<u8>,
 ) {
-    let PillowScratch { transposed, horizontal_t, horizontal, acc } = scratch;
+    let PillowScratch { transposed, horizontal, row } = scratch;
     let rows: &[u8] = if dw != sw {
+        // The horizontal pass runs on the transposed image (rows = source
+        // columns) and stores its result transposed back.
         transpose_rgb(src, (sh, sw), transposed);
-        horizontal_t.clear();
-        horizontal_t.resize(dw * sh * 3, 0);
-        rows_pass(transposed, sh * 3, &Weights::new(sw, dw, filter), horizontal_t, acc);
-        transpose_rgb(horizontal_t, (dw, sh), horizontal);
+        set_len(horizontal, sh * dw * 3);
+        let emit = Emit::TransposedRgb { width: dw };
+        rows_pass(transposed, sh * 3, &Weights::new(sw, dw, filter), horizontal, row, emit);
         horizontal
     } else {
         src
     };
-    out.clear();
     if dh != sh {
-        out.resize(dh * dw * 3, 0);
-        rows_pass(rows, dw * 3, &Weights::new(sh, dh, filter), out, acc);
+        set_len(out, dh * dw * 3);
+        rows_pass(rows, dw * 3, &Weights::new(sh, dh, filter), out, row, Emit::Rows);
     } else {
+        out.clear();
         out.extend_from_slice(rows);
     }
 }

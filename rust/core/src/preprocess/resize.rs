@@ -134,8 +134,9 @@ fn one_pass(
     (dh, dw): (usize, usize),
     filter: Filter,
 ) -> Result<(), PreprocessError> {
-    dst.clear();
+    // Every byte is overwritten: grow without clearing.
     dst.resize(dh * dw * 3, 0);
+    dst.truncate(dh * dw * 3);
     let src_img = ImageRef::new(sw as u32, sh as u32, src, PixelType::U8x3).map_err(resize_err)?;
     let mut dst_img =
         Image::from_slice_u8(dw as u32, dh as u32, dst.as_mut_slice(), PixelType::U8x3).map_err(resize_err)?;
