@@ -81,6 +81,19 @@ def test_reads_tensors_and_strided_arrays():
     assert torch.equal(pipeline(torch.from_numpy(obs))["pixel_values"], pipeline(obs)["pixel_values"])
 
 
+def test_writes_into_preallocated_storage():
+    ip = PROCESSORS["qwen2vl_pil"]()
+    pipeline = ImagePipeline.from_processor(ip)
+    obs = synthetic_obs(3, 300, 300)
+    storage = torch.full((2, *pipeline.output_shape(3, 300, 300)), float("nan"))
+    got = pipeline(obs, out=storage[1])
+    assert got["pixel_values"].data_ptr() == storage[1].data_ptr()
+    assert_matches(hf_outputs(ip, obs), got)
+    assert torch.isnan(storage[0]).all()
+    with pytest.raises(PreprocessError, match="out has shape"):
+        pipeline(obs[:2], out=storage[1])
+
+
 @pytest.mark.parametrize("name", ["clip336_pil", "qwen2vl_tv"])
 def test_bad_input_is_named(name):
     pipeline = ImagePipeline.from_processor(PROCESSORS[name]())

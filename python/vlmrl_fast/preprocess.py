@@ -197,22 +197,38 @@ class ImagePipeline:
         """True when the Rust pipeline runs, False when the Hugging Face processor is called."""
         return self.core is not None
 
-    def __call__(self, obs: np.ndarray | torch.Tensor) -> Any:
+    def output_shape(self, n: int, height: int, width: int) -> tuple[int, ...]:
+        """Shape of `pixel_values` for `n` observations of `height` x `width` (native pipelines)."""
+        if self.core is None:
+            raise RuntimeError("output_shape needs a native pipeline; this one falls back to Hugging Face")
+        return tuple(self.core.plan(n, height, width)[0])
+
+    def __call__(self, obs: np.ndarray | torch.Tensor, *, out: torch.Tensor | None = None) -> Any:
         """Model image inputs of `obs` (uint8 [N, H, W, 3], read in place when C-contiguous).
 
         Returns a `transformers.BatchFeature` of torch tensors: `pixel_values` in
         `self.dtype`, plus `image_grid_thw` (int64 [N, 3]) for the Qwen2-VL family.
+        `out`: a contiguous float32 CPU tensor of `output_shape(...)` (e.g. one step
+        of a rollout's storage) that receives the values in place of a new tensor.
         """
         from transformers import BatchFeature
 
         if isinstance(obs, torch.Tensor):
             obs = obs.detach().cpu().numpy()
         if self.core is None:
+            if out is not None:
+                raise ValueError("out= needs a native pipeline; this one falls back to Hugging Face")
             return self._fallback(obs)
         if isinstance(obs, np.ndarray) and not obs.flags.c_contiguous:
             obs = np.ascontiguousarray(obs)
-        values, grid = self.core(obs)
-        pixel_values = torch.from_numpy(values)
+        if out is not None:
+            if out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous():
+                raise ValueError("out must be a contiguous float32 CPU tensor")
+            values, grid = self.core(obs, out.numpy())
+            pixel_values = out
+        else:
+            values, grid = self.core(obs)
+            pixel_values = torch.from_numpy(values)
         if self.dtype != torch.float32:
             pixel_values = pixel_values.to(self.dtype)
         data: dict[str, torch.Tensor] = {"pixel_values": pixel_values}
