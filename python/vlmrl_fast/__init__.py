@@ -1,5 +1,36 @@
 """vlmrl_fast: fine-tune vision-language models as decision-making agents with RL."""
 
-from vlmrl_fast._core import __version__
+from vlmrl_fast._core import (
+    ActionTypeError,
+    EnvArgumentError,
+    EnvPanicError,
+    InvalidActionError,
+    InvalidStateError,
+    ResetNeededError,
+    __version__,
+)
+from vlmrl_fast.envs import VlmrlEnv, VlmrlVectorEnv, list_envs, make_vec, register_envs
+from vlmrl_fast import prompts
+from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
 
-__all__ = ["__version__"]
+register_envs()
+
+__all__ = [
+    "__version__",
+    "ActionTypeError",
+    "EnvArgumentError",
+    "EnvPanicError",
+    "InvalidActionError",
+    "InvalidStateError",
+    "ResetNeededError",
+    "VlmrlEnv",
+    "VlmrlVectorEnv",
+    "list_envs",
+    "make_vec",
+    "register_envs",
+    "prompts",
+    "parse_actions",
+    "ParsedActions",
+    "ActionFallback",
+    "first_action_token",
+]
