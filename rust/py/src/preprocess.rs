@@ -6,9 +6,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use numpy::{
-    Element, PyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
-};
+use numpy::{Element, PyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -44,7 +42,10 @@ fn triple(name: &str, v: Option<Vec<f64>>) -> PyResult<Option<[f64; 3]>> {
         None => Ok(None),
         Some(v) if v.len() == 3 => Ok(Some([v[0], v[1], v[2]])),
         Some(v) if v.len() == 1 => Ok(Some([v[0]; 3])),
-        Some(v) => Err(PreprocessError::new_err(format!("{name} must have 1 or 3 values, got {}", v.len()))),
+        Some(v) => Err(PreprocessError::new_err(format!(
+            "{name} must have 1 or 3 values, got {}",
+            v.len()
+        ))),
     }
 }
 
@@ -96,14 +97,20 @@ impl PyPreprocessor {
                 };
                 Layout::ChannelsFirst { crop }
             }
-            "qwen2_vl" => Layout::Qwen2VlPatches(PatchGeometry { patch_size, merge_size, temporal_patch_size }),
+            "qwen2_vl" => Layout::Qwen2VlPatches(PatchGeometry {
+                patch_size,
+                merge_size,
+                temporal_patch_size,
+            }),
             other => return bad(format!("layout must be 'channels_first' or 'qwen2_vl', got {other:?}")),
         };
         let resize = match resample {
             None => None,
             Some(code) => {
                 let Some(filter) = Filter::from_pil_code(code) else {
-                    return bad(format!("resample {code} is not supported (PIL codes 1-5: LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING)"));
+                    return bad(format!(
+                        "resample {code} is not supported (PIL codes 1-5: LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING)"
+                    ));
                 };
                 let rule = match (layout, shortest_edge, height, width) {
                     (Layout::Qwen2VlPatches(_), ..) => match (min_pixels, max_pixels) {
@@ -122,8 +129,16 @@ impl PyPreprocessor {
             (None, None) => None,
             _ => return bad("image_mean and image_std must be given together".into()),
         };
-        let spec = PipelineSpec { backend, resize, rescale: rescale_factor, normalize, layout };
-        Ok(Self { pipeline: Pipeline::new(spec).map_err(to_py)? })
+        let spec = PipelineSpec {
+            backend,
+            resize,
+            rescale: rescale_factor,
+            normalize,
+            layout,
+        };
+        Ok(Self {
+            pipeline: Pipeline::new(spec).map_err(to_py)?,
+        })
     }
 
     /// Output shape and Qwen2-VL grid (grid_h, grid_w) for n images of height x width.
@@ -167,7 +182,9 @@ impl PyPreprocessor {
         let (n, h, w) = (shape[0], shape[1], shape[2]);
         let plan = self.pipeline.plan(n, h, w).map_err(to_py)?;
         let obs = arr.cast::<PyArray<u8, numpy::Ix4>>()?.try_readonly()?;
-        let src = obs.as_slice().map_err(|_| PreprocessError::new_err("observations must be C-contiguous"))?;
+        let src = obs
+            .as_slice()
+            .map_err(|_| PreprocessError::new_err("observations must be C-contiguous"))?;
         let out = match out {
             Some(o) => {
                 if o.shape() != plan.shape.as_slice() {
@@ -184,7 +201,9 @@ impl PyPreprocessor {
         };
         {
             let mut dst = out.try_readwrite()?;
-            let dst = dst.as_slice_mut().map_err(|_| PreprocessError::new_err("out must be C-contiguous"))?;
+            let dst = dst
+                .as_slice_mut()
+                .map_err(|_| PreprocessError::new_err("out must be C-contiguous"))?;
             let pipeline = &self.pipeline;
             let result = py.detach(|| catch_unwind(AssertUnwindSafe(|| pipeline.run(src, n, h, w, dst))));
             match result {

@@ -69,7 +69,11 @@ fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &Va
     let inside_cols = window.left >= 0 && window.left as usize + window.width <= w;
     for y in 0..window.height {
         let row_out = y * window.width..(y + 1) * window.width;
-        let (r, g, b) = (&mut r_plane[row_out.clone()], &mut g_plane[row_out.clone()], &mut b_plane[row_out]);
+        let (r, g, b) = (
+            &mut r_plane[row_out.clone()],
+            &mut g_plane[row_out.clone()],
+            &mut b_plane[row_out],
+        );
         let sy = y as isize + window.top;
         if sy < 0 || sy as usize >= h {
             r.fill(table.get(0, 0));
@@ -81,7 +85,12 @@ fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &Va
         if inside_cols {
             // Hot path: no padding on this row.
             let src = &src_row[window.left as usize * 3..(window.left as usize + window.width) * 3];
-            for (((px, r), g), b) in src.chunks_exact(3).zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+            for (((px, r), g), b) in src
+                .chunks_exact(3)
+                .zip(r.iter_mut())
+                .zip(g.iter_mut())
+                .zip(b.iter_mut())
+            {
                 *r = table.get(0, px[0]);
                 *g = table.get(1, px[1]);
                 *b = table.get(2, px[2]);
@@ -89,7 +98,9 @@ fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &Va
         } else {
             for x in 0..window.width {
                 let sx = x as isize + window.left;
-                let px = if sx < 0 || sx as usize >= w { [0u8; 3] } else {
+                let px = if sx < 0 || sx as usize >= w {
+                    [0u8; 3]
+                } else {
                     let i = sx as usize * 3;
                     [src_row[i], src_row[i + 1], src_row[i + 2]]
                 };
@@ -135,7 +146,13 @@ pub fn write_qwen_patches(img: &[u8], hw: (usize, usize), g: PatchGeometry, tabl
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn write_qwen_patches_avx2(img: &[u8], hw: (usize, usize), g: PatchGeometry, table: &ValueTable, out: &mut [f32]) {
+unsafe fn write_qwen_patches_avx2(
+    img: &[u8],
+    hw: (usize, usize),
+    g: PatchGeometry,
+    table: &ValueTable,
+    out: &mut [f32],
+) {
     write_qwen_patches_body(img, hw, g, table, out)
 }
 
@@ -187,11 +204,33 @@ mod tests {
             .flat_map(|y| (0..w).flat_map(move |x| [(10 * y + x) as u8, (100 + 10 * y + x) as u8, (200 + x) as u8]))
             .collect();
         let mut out = vec![0f32; 3 * 2 * 2];
-        write_chw(&img, (h, w), Window { top: 0, left: 1, height: 2, width: 2 }, &identity(), &mut out);
+        write_chw(
+            &img,
+            (h, w),
+            Window {
+                top: 0,
+                left: 1,
+                height: 2,
+                width: 2,
+            },
+            &identity(),
+            &mut out,
+        );
         assert_eq!(&out[..4], &[1., 2., 11., 12.]);
         assert_eq!(&out[4..8], &[101., 102., 111., 112.]);
         let mut out = vec![0f32; 3 * 4 * 3];
-        write_chw(&img, (h, w), Window { top: -1, left: -1, height: 4, width: 3 }, &identity(), &mut out);
+        write_chw(
+            &img,
+            (h, w),
+            Window {
+                top: -1,
+                left: -1,
+                height: 4,
+                width: 3,
+            },
+            &identity(),
+            &mut out,
+        );
         assert_eq!(&out[..12], &[0., 0., 0., 0., 0., 1., 0., 10., 11., 0., 0., 0.]);
     }
 
@@ -207,11 +246,18 @@ mod tests {
         // 4x4 image, patch 1, merge 2, temporal 2: grid 4x4, rows in 2x2 blocks.
         let (h, w) = (4, 4);
         let img: Vec<u8> = (0..h * w).flat_map(|i| [i as u8, 0, 0]).collect();
-        let g = PatchGeometry { patch_size: 1, merge_size: 2, temporal_patch_size: 2 };
+        let g = PatchGeometry {
+            patch_size: 1,
+            merge_size: 2,
+            temporal_patch_size: 2,
+        };
         let mut out = vec![0f32; 16 * g.row_len()];
         write_qwen_patches(&img, (h, w), g, &identity(), &mut out);
         let red: Vec<f32> = out.chunks_exact(6).map(|r| r[0]).collect();
-        assert_eq!(red, vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]);
+        assert_eq!(
+            red,
+            vec![0., 1., 4., 5., 2., 3., 6., 7., 8., 9., 12., 13., 10., 11., 14., 15.]
+        );
         // The temporal copy repeats the frame.
         assert!(out.chunks_exact(6).all(|r| r[0] == r[1]));
     }

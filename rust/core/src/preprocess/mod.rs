@@ -139,7 +139,9 @@ impl Pipeline {
             Layout::Qwen2VlPatches(g) if g.patch_size == 0 || g.merge_size == 0 || g.temporal_patch_size == 0 => {
                 return bad("patch_size, merge_size and temporal_patch_size must be positive")
             }
-            Layout::ChannelsFirst { crop: Some((0, _)) | Some((_, 0)) } => return bad("crop size must be positive"),
+            Layout::ChannelsFirst {
+                crop: Some((0, _)) | Some((_, 0)),
+            } => return bad("crop size must be positive"),
             _ => {}
         }
         let table = ValueTable::new(spec.rescale, spec.normalize);
@@ -166,14 +168,20 @@ impl Pipeline {
             Some((SizeRule::ShortestEdge(s), _)) => shortest_edge_size(height, width, s),
             Some((SizeRule::Exact { height, width }, _)) => (height, width),
             Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)) => {
-                let Layout::Qwen2VlPatches(g) = self.spec.layout else { unreachable!("checked in new") };
+                let Layout::Qwen2VlPatches(g) = self.spec.layout else {
+                    unreachable!("checked in new")
+                };
                 smart_resize(height, width, g.patch_size * g.merge_size, min_pixels, max_pixels)?
             }
         };
         match self.spec.layout {
             Layout::ChannelsFirst { crop, .. } => {
                 let (h, w) = crop.unwrap_or(resized);
-                Ok(OutputPlan { resized, shape: vec![n, 3, h, w], grid: None })
+                Ok(OutputPlan {
+                    resized,
+                    shape: vec![n, 3, h, w],
+                    grid: None,
+                })
             }
             Layout::Qwen2VlPatches(g) => {
                 let f = g.patch_size * g.merge_size;
@@ -184,7 +192,11 @@ impl Pipeline {
                     )));
                 }
                 let grid = (resized.0 / g.patch_size, resized.1 / g.patch_size);
-                Ok(OutputPlan { resized, shape: vec![n * grid.0 * grid.1, g.row_len()], grid: Some(grid) })
+                Ok(OutputPlan {
+                    resized,
+                    shape: vec![n * grid.0 * grid.1, g.row_len()],
+                    grid: Some(grid),
+                })
             }
         }
     }
@@ -194,7 +206,12 @@ impl Pipeline {
             unreachable!("only the channel-first layout crops")
         };
         let Some((ch, cw)) = crop else {
-            return Window { top: 0, left: 0, height: resized.0, width: resized.1 };
+            return Window {
+                top: 0,
+                left: 0,
+                height: resized.0,
+                width: resized.1,
+            };
         };
         let offset = |image: usize, crop: usize| -> isize {
             let (image, crop) = (image as isize, crop as isize);
@@ -204,7 +221,12 @@ impl Pipeline {
                 Backend::Torchvision => (image - crop) / 2,
             }
         };
-        Window { top: offset(resized.0, ch), left: offset(resized.1, cw), height: ch, width: cw }
+        Window {
+            top: offset(resized.0, ch),
+            left: offset(resized.1, cw),
+            height: ch,
+            width: cw,
+        }
     }
 
     /// Preprocesses `n` HWC RGB8 images of `height` x `width` stored
@@ -228,14 +250,18 @@ impl Pipeline {
             )));
         }
         if out.len() != plan.len() {
-            return Err(PreprocessError::OutputSize { expected: plan.len(), got: out.len() });
+            return Err(PreprocessError::OutputSize {
+                expected: plan.len(),
+                got: out.len(),
+            });
         }
         let per_image = plan.len() / n;
         let resized = plan.resized;
         let window = matches!(self.spec.layout, Layout::ChannelsFirst { .. }).then(|| self.window(resized));
-        input.par_chunks_exact(image_bytes).zip(out.par_chunks_exact_mut(per_image)).try_for_each_init(
-            resize::Scratch::new,
-            |scratch, (src, dst)| {
+        input
+            .par_chunks_exact(image_bytes)
+            .zip(out.par_chunks_exact_mut(per_image))
+            .try_for_each_init(resize::Scratch::new, |scratch, (src, dst)| {
                 let img: &[u8] = match self.spec.resize {
                     Some((_, filter)) => {
                         match resize::resize_rgb8(scratch, src, (height, width), resized, filter, self.spec.backend)? {
@@ -252,8 +278,7 @@ impl Pipeline {
                     Layout::Qwen2VlPatches(g) => layout::write_qwen_patches(img, resized, g, &self.table, dst),
                 }
                 Ok(())
-            },
-        )?;
+            })?;
         Ok(plan)
     }
 }

@@ -122,11 +122,19 @@ impl Weights {
             for (w, slot) in real[..count].iter().zip(out.iter_mut()) {
                 let w = if total != 0.0 { w / total } else { *w };
                 let scaled = w * (1u32 << PRECISION_BITS) as f64;
-                *slot = if w < 0.0 { (scaled - 0.5).trunc() as i32 } else { (scaled + 0.5).trunc() as i32 };
+                *slot = if w < 0.0 {
+                    (scaled - 0.5).trunc() as i32
+                } else {
+                    (scaled + 0.5).trunc() as i32
+                };
             }
             bounds.push((start, count));
         }
-        Self { bounds, weights, window }
+        Self {
+            bounds,
+            weights,
+            window,
+        }
     }
 }
 
@@ -249,7 +257,11 @@ pub fn resize(
     filter: Filter,
     out: &mut Vec<u8>,
 ) {
-    let PillowScratch { transposed, horizontal, row } = scratch;
+    let PillowScratch {
+        transposed,
+        horizontal,
+        row,
+    } = scratch;
     let rows: &[u8] = if dw != sw {
         // The horizontal pass runs on the transposed image (rows = source
         // columns) and stores its result transposed back.
@@ -281,7 +293,10 @@ mod tests {
             for (n, &(start, count)) in w.bounds.iter().enumerate() {
                 assert!(start + count <= i && count > 0);
                 let s: i64 = w.weights[n * w.window..][..count].iter().map(|&k| k as i64).sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= count as i64, "{i}->{o} at {n}: {s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= count as i64,
+                    "{i}->{o} at {n}: {s}"
+                );
             }
         }
     }
@@ -301,7 +316,14 @@ mod tests {
         // A 0/255 step: bicubic rings next to the edge and is clipped to 0..=255.
         let src: Vec<u8> = (0..8).flat_map(|x| [if x < 4 { 0u8 } else { 255 }; 3]).collect();
         let mut out = Vec::new();
-        resize(&mut PillowScratch::default(), &src, (1, 8), (1, 16), Filter::Bicubic, &mut out);
+        resize(
+            &mut PillowScratch::default(),
+            &src,
+            (1, 8),
+            (1, 16),
+            Filter::Bicubic,
+            &mut out,
+        );
         let red: Vec<u8> = out.chunks_exact(3).map(|p| p[0]).collect();
         assert_eq!(red[0], 0);
         assert_eq!(red[15], 255);

@@ -63,7 +63,11 @@ impl Filter {
 /// with truncation, as `transformers.image_transforms.get_resize_output_image_size`
 /// (with `default_to_square=False`) and torchvision's `resize` do.
 pub fn shortest_edge_size(height: usize, width: usize, size: usize) -> (usize, usize) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     // Python's `int(size * long / short)`: a correctly rounded division of
     // exact integers, then truncation; f64 does the same below 2^53.
     let new_long = ((size * long) as f64 / short as f64) as usize;
@@ -160,7 +164,12 @@ pub fn resize_rgb8(
     if src_size == dst_size {
         return Ok(None);
     }
-    let Scratch { resizer, pillow: pil, horizontal, resized } = scratch;
+    let Scratch {
+        resizer,
+        pillow: pil,
+        horizontal,
+        resized,
+    } = scratch;
     if backend == Backend::Pillow {
         pillow::resize(pil, src, src_size, dst_size, filter, resized);
         return Ok(Some(()));
@@ -199,20 +208,35 @@ mod tests {
         // Large images shrink under max_pixels.
         let (h, w) = smart_resize(3000, 4000, 28, lo, hi).unwrap();
         assert!(h * w <= hi && h % 28 == 0 && w % 28 == 0);
-        assert!(matches!(smart_resize(1, 300, 28, lo, hi), Err(PreprocessError::AspectRatio { .. })));
+        assert!(matches!(
+            smart_resize(1, 300, 28, lo, hi),
+            Err(PreprocessError::AspectRatio { .. })
+        ));
     }
 
     #[test]
     fn constant_image_stays_constant() {
         let src = vec![77u8; 5 * 9 * 3];
         let mut s = Scratch::new();
-        for filter in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos, Filter::Box, Filter::Hamming] {
+        for filter in [
+            Filter::Bilinear,
+            Filter::Bicubic,
+            Filter::Lanczos,
+            Filter::Box,
+            Filter::Hamming,
+        ] {
             for backend in [Backend::Pillow, Backend::Torchvision] {
-                resize_rgb8(&mut s, &src, (5, 9), (13, 4), filter, backend).unwrap().unwrap();
+                resize_rgb8(&mut s, &src, (5, 9), (13, 4), filter, backend)
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(s.resized.len(), 13 * 4 * 3);
                 assert!(s.resized.iter().all(|&v| v == 77), "{filter:?} {backend:?}");
             }
         }
-        assert!(resize_rgb8(&mut s, &src, (5, 9), (5, 9), Filter::Bicubic, Backend::Pillow).unwrap().is_none());
+        assert!(
+            resize_rgb8(&mut s, &src, (5, 9), (5, 9), Filter::Bicubic, Backend::Pillow)
+                .unwrap()
+                .is_none()
+        );
     }
 }

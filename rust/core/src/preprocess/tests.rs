@@ -19,10 +19,20 @@ fn clip336() -> Pipeline {
 fn qwen2vl() -> Pipeline {
     Pipeline::new(PipelineSpec {
         backend: Backend::Pillow,
-        resize: Some((SizeRule::SmartResize { min_pixels: 56 * 56, max_pixels: 28 * 28 * 1280 }, Filter::Bicubic)),
+        resize: Some((
+            SizeRule::SmartResize {
+                min_pixels: 56 * 56,
+                max_pixels: 28 * 28 * 1280,
+            },
+            Filter::Bicubic,
+        )),
         rescale: Some(1.0 / 255.0),
         normalize: Some((CLIP_MEAN, CLIP_STD)),
-        layout: Layout::Qwen2VlPatches(PatchGeometry { patch_size: 14, merge_size: 2, temporal_patch_size: 2 }),
+        layout: Layout::Qwen2VlPatches(PatchGeometry {
+            patch_size: 14,
+            merge_size: 2,
+            temporal_patch_size: 2,
+        }),
     })
     .unwrap()
 }
@@ -31,7 +41,9 @@ fn qwen2vl() -> Pipeline {
 fn clip_constant_batch_normalizes_each_channel() {
     let p = clip336();
     let (n, h, w) = (3, 300, 300);
-    let input: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat([10 * i as u8, 128, 255]).take(h * w).flatten()).collect();
+    let input: Vec<u8> = (0..n)
+        .flat_map(|i| std::iter::repeat([10 * i as u8, 128, 255]).take(h * w).flatten())
+        .collect();
     let plan = p.plan(n, h, w).unwrap();
     assert_eq!(plan.shape, vec![3, 3, 336, 336]);
     let mut out = vec![f32::NAN; plan.len()];
@@ -82,22 +94,40 @@ fn bad_inputs_are_named() {
     let mut out = vec![0f32; 3 * 336 * 336];
     let err = p.run(&[0u8; 10], 1, 300, 300, &mut out).unwrap_err();
     assert!(err.to_string().contains("expected 1 x 300 x 300 x 3"), "{err}");
-    let err = p.run(&vec![0u8; 300 * 300 * 3], 1, 300, 300, &mut out[1..]).unwrap_err();
+    let err = p
+        .run(&vec![0u8; 300 * 300 * 3], 1, 300, 300, &mut out[1..])
+        .unwrap_err();
     assert!(matches!(err, PreprocessError::OutputSize { .. }));
-    assert!(matches!(qwen2vl().plan(1, 1, 300), Err(PreprocessError::AspectRatio { .. })));
+    assert!(matches!(
+        qwen2vl().plan(1, 1, 300),
+        Err(PreprocessError::AspectRatio { .. })
+    ));
 }
 
 #[test]
 fn invalid_specs_are_rejected() {
     let spec = PipelineSpec {
         backend: Backend::Torchvision,
-        resize: Some((SizeRule::SmartResize { min_pixels: 10, max_pixels: 100 }, Filter::Bicubic)),
+        resize: Some((
+            SizeRule::SmartResize {
+                min_pixels: 10,
+                max_pixels: 100,
+            },
+            Filter::Bicubic,
+        )),
         rescale: None,
         normalize: None,
         layout: Layout::ChannelsFirst { crop: None },
     };
-    assert!(matches!(Pipeline::new(spec.clone()), Err(PreprocessError::InvalidSpec(_))));
-    let spec = PipelineSpec { normalize: Some(([0.0; 3], [1.0, 0.0, 1.0])), resize: None, ..spec };
+    assert!(matches!(
+        Pipeline::new(spec.clone()),
+        Err(PreprocessError::InvalidSpec(_))
+    ));
+    let spec = PipelineSpec {
+        normalize: Some(([0.0; 3], [1.0, 0.0, 1.0])),
+        resize: None,
+        ..spec
+    };
     assert!(matches!(Pipeline::new(spec), Err(PreprocessError::InvalidSpec(_))));
 }
 
@@ -114,6 +144,22 @@ fn crop_rounding_differs_only_when_padding() {
         .unwrap()
     };
     // Height 5 padded to 8: Pillow puts 2 zero rows on top, torchvision 1.
-    assert_eq!(mk(Backend::Pillow).window((5, 7)), Window { top: -2, left: 2, height: 8, width: 3 });
-    assert_eq!(mk(Backend::Torchvision).window((5, 7)), Window { top: -1, left: 2, height: 8, width: 3 });
+    assert_eq!(
+        mk(Backend::Pillow).window((5, 7)),
+        Window {
+            top: -2,
+            left: 2,
+            height: 8,
+            width: 3
+        }
+    );
+    assert_eq!(
+        mk(Backend::Torchvision).window((5, 7)),
+        Window {
+            top: -1,
+            left: 2,
+            height: 8,
+            width: 3
+        }
+    );
 }
