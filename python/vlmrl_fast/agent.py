@@ -153,6 +153,21 @@ class Agent(nn.Module):
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id is None:
             self.pad_token_id = self.eos_token_id
+        self.suppressed_token_ids = self._placeholder_token_ids()
+
+    def _placeholder_token_ids(self) -> list[int]:
+        # Image/video placeholder ids must never be generated: the model would take a sampled one
+        # for an image slot and fail. They are removed from the policy in generate (suppressed)
+        # and in evaluate (masked) alike, so both see the same distribution.
+        config = self.base_model.config
+        found = set()
+        for source in (self.processor, config):
+            for attr in ("image_token_id", "image_token_index", "video_token_id",
+                         "vision_start_token_id", "vision_end_token_id", "boi_token_id", "eoi_token_id"):
+                value = getattr(source, attr, None)
+                if isinstance(value, int) and value >= 0 and value != self.eos_token_id:
+                    found.add(value)
+        return sorted(found)
 
     @property
     def device(self) -> torch.device:
@@ -203,6 +218,7 @@ class Agent(nn.Module):
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             num_beams=1,
+            suppress_tokens=self.suppressed_token_ids or None,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
             use_cache=True,
@@ -343,6 +359,12 @@ class Agent(nn.Module):
         finally:
             hook.remove()
         logits = out.logits[:, :-1]  # position t predicts answer token t
+        if self.suppressed_token_ids:
+            vocab_mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+            vocab_mask[[i for i in self.suppressed_token_ids if i < logits.shape[-1]]] = True
+            # A finite fill 1e4 below the largest logit: its probability underflows to exactly 0
+            # as generate's -inf does, without the NaN that 0 * -inf would put into the entropy.
+            logits = logits.masked_fill(vocab_mask, logits.detach().amax() - 1e4)
         temperature = self.temperature if self.temperature > 0 else 1.0
         logp, ent = token_logprobs(logits, answers, temperature=temperature, return_entropy=True)
         logp = logp * answer_mask
@@ -412,7 +434,7 @@ class Agent(nn.Module):
 
             model, _ = load_model(meta["base_model"], replace(settings, lora=False))
             model = PeftModel.from_pretrained(model, src / "model", is_trainable=True)
-            processor = load_processor(src / "model")
+            processor = load_processor(src / "model", require_config=False)
         else:
             from dataclasses import replace
 
