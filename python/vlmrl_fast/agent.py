@@ -265,6 +265,12 @@ class Agent(nn.Module):
     def _rng_devices(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
 
+    def encode_answers(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of answer texts as the agent would generate them (no special tokens added,
+        EOS appended), e.g. for SFT demonstrations scored with `evaluate`."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [list(ids) + [self.eos_token_id] for ids in enc]
+
     # ------------------------------------------------------------------ CoT / action split
     def token_offsets(self, answer_ids: list[int]) -> list[tuple[int, int]]:
         """Character span of each answer token in the decoded answer text.
