@@ -64,13 +64,18 @@ def test_build_is_deterministic_in_the_seed(tmp_path):
 
 
 def test_tokenizer_makes_words_and_json_pieces_single_tokens():
+    from vlmrl_fast import prompts
+
     tok = train_tokenizer(corpus())
-    for piece in ['{"', "current", " number", "target", "thoughts", "action", '":', " smaller"]:
+    for piece in ['{"', "current", " number", "target", "thoughts", "action", '":', " choose"]:
         assert len(tok.tokenize(piece)) == 1, piece
-    answer = '{"current number": 2, "target number": 4, "thoughts": "The current number is smaller than the target number, so I choose +.", "action": "+"}'
+    state = {"Current": 2, "Target": 4}
+    answer = prompts.answer("NumberLine-v0", state, "+")
     ids = tok(answer, add_special_tokens=False)["input_ids"]
     assert len(ids) < 45
     assert tok.decode(ids) == answer
+    prompt_ids = tok(prompts.render("NumberLine-v0", state), add_special_tokens=False)["input_ids"]
+    assert len(prompt_ids) < 160
     # Byte-level: text outside the corpus still round-trips (no unknown token).
     odd = "Ünïcode ✓ 24 = (8/(3-8/3))"
     assert tok.decode(tok(odd, add_special_tokens=False)["input_ids"]) == odd

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from vlmrl_fast.models.value_head import ValueHead
+from vlmrl_fast.parser import first_action_token
 
 try:  # the fused kernel (kernels branch) when present
     from vlmrl_fast.ops import token_logprobs
@@ -114,14 +115,6 @@ class Evaluation:
     num_tokens: torch.Tensor
     token_logprobs: torch.Tensor
     """Per-token log-probs [N, A] (0 on padding)."""
-
-
-def first_action_token(offsets: list[tuple[int, int]], key_start: int) -> int:
-    """Index of the first token whose character span ends after `key_start` (len if none)."""
-    for i, (_, end) in enumerate(offsets):
-        if end > key_start:
-            return i
-    return len(offsets)
 
 
 class Agent(nn.Module):
