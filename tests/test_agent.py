@@ -188,6 +188,20 @@ def test_save_and_load_round_trip(tiny_dirs, tmp_path, lora):
         assert any(p.requires_grad for n, p in loaded.model.named_parameters() if "lora_" in n)
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_precomputed_vision_inputs_give_the_same_batch(tiny_dirs, family):
+    agent = make_agent(tiny_dirs[family])
+    obs = images(2, seed=3)
+    ref = agent.prompt_batch(obs, PROMPTS[:2])
+    vision = agent.processor.image_processor(list(obs), return_tensors="pt")
+    got = agent.prompt_batch(None, PROMPTS[:2], vision=vision)
+    assert torch.equal(got.input_ids, ref.input_ids)
+    assert torch.equal(got.attention_mask, ref.attention_mask)
+    assert got.vision.keys() == ref.vision.keys()
+    for key in ref.vision:
+        assert torch.equal(got.vision[key], ref.vision[key]), key
+
+
 def test_bad_input_is_rejected(tiny_dirs):
     agent = make_agent(tiny_dirs["llava"])
     with pytest.raises(ValueError, match="2 images but 1 prompts"):

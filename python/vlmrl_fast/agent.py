@@ -179,19 +179,46 @@ class Agent(nn.Module):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def prompt_batch(self, images, prompts: list[str]) -> PromptBatch:
-        """Tokenize N prompts with one image each: images uint8 [N, H, W, 3] (array or list)."""
-        if len(images) != len(prompts):
-            raise ValueError(f"prompt_batch: {len(images)} images but {len(prompts)} prompts")
-        if len(prompts) == 0:
+    def prompt_batch(self, images, prompts: list[str], *, vision=None) -> PromptBatch:
+        """Tokenize N prompts with one image each: images uint8 [N, H, W, 3] (array or list).
+
+        `vision`: the model's image inputs for these images, already computed (e.g. by
+        `vlmrl_fast.preprocess.ImagePipeline`: `pixel_values`, `image_grid_thw`, ...); the Hugging
+        Face image processor is then skipped and only the text side runs. `images` may be None then.
+        """
+        n = len(prompts)
+        if n == 0:
             raise ValueError("prompt_batch: empty batch")
+        texts = [self.chat_text(p) for p in prompts]
+        if vision is not None:
+            return self._prompt_batch_with_vision(texts, dict(vision))
+        if len(images) != n:
+            raise ValueError(f"prompt_batch: {len(images)} images but {n} prompts")
         imgs = [np.ascontiguousarray(im) for im in images]
         for i, im in enumerate(imgs):
             if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
                 raise ValueError(f"prompt_batch: image {i} must be uint8 [H, W, 3], got {im.dtype} {im.shape}")
-        texts = [self.chat_text(p) for p in prompts]
         enc = self.processor(images=imgs, text=texts, padding=True, return_tensors="pt")
         vision = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        return PromptBatch(enc["input_ids"], enc["attention_mask"], vision).to(self.device)
+
+    def _prompt_batch_with_vision(self, texts: list[str], vision: dict) -> PromptBatch:
+        # The text side of the processor call: each image placeholder expanded to as many image
+        # tokens as the given image inputs need (transformers 5 processor API).
+        proc = self.processor
+        if not hasattr(proc, "replace_image_token") or not hasattr(proc, "get_text_with_replacements"):
+            raise ValueError(f"prompt_batch: precomputed vision inputs need a transformers 5 processor; "
+                             f"{type(proc).__name__} has no replace_image_token")
+        try:
+            repl = [proc.replace_image_token(vision, image_idx=i) for i in range(len(texts))]
+        except (NotImplementedError, KeyError, IndexError) as exc:
+            raise ValueError(f"prompt_batch: cannot expand image placeholders of {type(proc).__name__} from "
+                             f"the given vision inputs {sorted(vision)} ({exc!r})") from None
+        expanded, _ = proc.get_text_with_replacements(list(texts), repl)
+        enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
+        vision = {k: torch.as_tensor(v) for k, v in vision.items()}
+        if getattr(proc, "return_mm_token_type_ids", False):
+            vision["mm_token_type_ids"] = torch.as_tensor(proc.create_mm_token_type_ids(enc["input_ids"]))
         return PromptBatch(enc["input_ids"], enc["attention_mask"], vision).to(self.device)
 
     # ------------------------------------------------------------------ generation
