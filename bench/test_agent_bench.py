@@ -28,7 +28,7 @@ RESULTS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny matrices: threads only add spin-wait overhead
     path = build_tiny_vlm("llava", tmp_path_factory.mktemp("bench") / "tiny", size="default")
     model, processor = load_model(path, ModelSettings(lora=False))
     agent = Agent(model, processor, temperature=0.2, max_new_tokens=MAX_NEW_TOKENS)
