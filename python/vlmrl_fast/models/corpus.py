@@ -28,6 +28,11 @@ def _numberline_states() -> Iterator[dict]:
         yield {"Target": target, "Current": current}
 
 
+def _numberline_text(state: dict) -> str:
+    """NumberLine's info["text"] (the engine's one-line description of the image)."""
+    return f"Target number: {state['Target']}. Current number: {state['Current']}."
+
+
 def _fallback_numberline_prompt(cot: bool) -> str:
     fmt = (
         '{"current number": x, "target number": x, "thoughts": "first read out the current and '
@@ -103,7 +108,10 @@ def _template_texts(render, answer) -> list[str]:
     texts: list[str] = []
     for cot in (True, False):
         for state in _numberline_states():
-            texts.append(render("NumberLine-v0", state, cot=cot))
+            prompt = render("NumberLine-v0", state, cot=cot)
+            texts.append(prompt)
+            # The trainer's state_text option appends the env's description of the image.
+            texts.append(f"{prompt}\nThe image shows: {_numberline_text(state)}")
             texts.extend(answer("NumberLine-v0", state, a, cot=cot) for a in _NUMBERLINE_ACTIONS)
     cards = [s + r for s in _SUITS for r in _RANKS]
     samples = []
