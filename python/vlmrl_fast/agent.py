@@ -25,20 +25,8 @@ import torch
 from torch import nn
 
 from vlmrl_fast.models.value_head import ValueHead
+from vlmrl_fast.ops import token_logprobs
 from vlmrl_fast.parser import first_action_token
-
-try:  # the fused kernel (kernels branch) when present
-    from vlmrl_fast.ops import token_logprobs
-except ImportError:  # same signature and semantics, plain torch
-
-    def token_logprobs(logits, tokens, temperature=1.0, return_entropy=False):
-        """log p(token) under softmax(logits / temperature), float32; optionally the entropy."""
-        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-        picked = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        if not return_entropy:
-            return picked
-        return picked, -(logp.exp() * logp).sum(-1)
-
 
 _VISION_KEYS_NOT_BATCHED = ("pixel_values", "pixel_values_videos")
 
@@ -370,7 +358,7 @@ class Agent(nn.Module):
             mm = vision["mm_token_type_ids"]
             vision["mm_token_type_ids"] = torch.cat([mm, mm.new_zeros(n, width)], 1)
 
-        captured = {}
+        captured: dict[str, torch.Tensor] = {}
         head = self.model.get_output_embeddings()
         hook = head.register_forward_hook(lambda _m, args, _o: captured.__setitem__("h", args[0]))
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,7 +116,7 @@ def _check_dtype_device(settings: ModelSettings) -> None:
         raise ValueError("ModelSettings.dtype='float16' needs a GPU; use 'float32' or 'bfloat16' on the CPU")
 
 
-def lora_target_names(model: nn.Module, targets: str | list[str], vision: bool) -> list[str]:
+def lora_target_names(model: Any, targets: str | list[str], vision: bool) -> list[str]:
     """Full names of the linear layers that get LoRA adapters.
 
     Language-model linears always (the paper's setting), the vision tower's and projector's only
@@ -186,6 +187,7 @@ def load_model(name_or_path: str | os.PathLike, settings: ModelSettings | None =
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": torch.device(settings.device).index or 0}
+    model: Any
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
