@@ -13,6 +13,9 @@ from vlmrl_fast.envs import VlmrlEnv, VlmrlVectorEnv, list_envs, make_vec, regis
 from vlmrl_fast import prompts
 from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
 
+from vlmrl_fast import prompts
+from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
+
 register_envs()
 
 __all__ = [
