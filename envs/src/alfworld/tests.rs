@@ -1,7 +1,7 @@
 //! Unit tests of the ALFWorld game logic (no engine needed).
 
 use super::catalog::*;
-use super::command::{self, Command};
+use super::command::Command;
 use super::game::{Game, NOTHING_HAPPENS};
 use super::task::{Task, TaskType, TASK_TYPES};
 use super::world::{Dice, Loc, Object, Receptacle, World};
