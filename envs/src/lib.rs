@@ -8,7 +8,14 @@ use vlmrl_core::env::Env;
 use vlmrl_core::error::EnvError;
 
 pub mod alfworld;
-
+pub mod blackjack;
+pub mod dummy;
+pub mod ezpoints;
+pub mod formula;
+pub mod formula_game;
+pub mod numberline;
+pub mod points24;
+pub mod solver;
 
 /// Keyword arguments of an env constructor (from Python's **kwargs).
 pub type Kwargs = Map<String, Value>;
@@ -29,7 +36,12 @@ pub struct EnvSpec {
 
 /// Every env the engine can build.
 pub const REGISTRY: &[EnvSpec] = &[
+    EnvSpec { id: "NumberLine-v0", public: true, make: numberline::make },
+    EnvSpec { id: "EZPoints-v0", public: true, make: ezpoints::make },
+    EnvSpec { id: "Points24-v0", public: true, make: points24::make },
+    EnvSpec { id: "Blackjack-v0", public: true, make: blackjack::make },
     EnvSpec { id: "ALFWorld-v0", public: true, make: alfworld::make },
+    EnvSpec { id: "Dummy-v0", public: false, make: dummy::make },
 ];
 
 /// Strips the gymnasium namespace: "vlmrl_fast/Points24-v0" -> "Points24-v0".

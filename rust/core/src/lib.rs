@@ -9,6 +9,7 @@ pub mod error;
 pub mod font;
 pub mod render;
 pub mod rng;
+pub mod vecenv;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
