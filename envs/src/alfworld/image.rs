@@ -1,18 +1,25 @@
 //! The 300x300 image of an ALFWorld state: the task, where the agent stands,
 //! the receptacle there with its objects drawn and labelled (or the room's
 //! receptacles when it stands in the middle), the held object, and the last
-//! feedback. Every band is redrawn only when what it shows changed.
+//! feedback.
 //!
 //! Layout (y ranges): task 0..36, location 36..56, receptacle panel
-//! 56..206, held object 206..226, feedback 226..300.
+//! 56..206, held object 206..230, feedback 230..300.
+//!
+//! Speed: a step changes a few small things, so each band remembers the
+//! rectangles it inked and, when its content changes, clears just those and
+//! draws the new content. Text lines are composed in a scratch sprite (glyph
+//! coverage -> colour through a lookup table) and copied in one blit.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use vlmrl_core::font::{Face, Font};
-use vlmrl_core::render::{Canvas, Rgb, BLACK, WHITE};
+use vlmrl_core::render::{Canvas, Rgb, Sprite, BLACK, WHITE};
 
 use super::catalog::{OBJECTS, RECEPS};
 use super::game::Game;
+use super::task::Task;
 use super::world::{Object, World};
 
 const TASK_BG: Rgb = [40, 60, 110];
@@ -22,35 +29,54 @@ const HELD_BG: Rgb = [218, 234, 218];
 const FEEDBACK_BG: Rgb = WHITE;
 const INK: Rgb = [25, 25, 25];
 
-const PANEL_Y: i32 = 56;
-const PANEL_H: i32 = 150;
+/// Bands: (y, height, background).
+const TASK: (i32, i32, Rgb) = (0, 36, TASK_BG);
+const LOCATION: (i32, i32, Rgb) = (36, 20, LOC_BG);
+const PANEL: (i32, i32, Rgb) = (56, 150, PANEL_BG);
+const HELD: (i32, i32, Rgb) = (206, 24, HELD_BG);
+const FEEDBACK: (i32, i32, Rgb) = (230, 70, FEEDBACK_BG);
+
 const GRID_COLS: i32 = 4;
 const GRID_ROWS: i32 = 3;
+const BORDER: i32 = 6;
 
-/// What each band showed last time, so unchanged bands are left alone.
-#[derive(Default)]
-pub struct View {
-    task: Option<String>,
-    location: Option<String>,
-    panel: Option<Vec<u32>>,
-    held: Option<String>,
-    feedback: Option<String>,
+/// A font with one ink colour on one background, as a coverage lookup table.
+struct Style {
+    font: Arc<Font>,
+    lut: [Rgb; 256],
 }
 
-struct Fonts {
-    bold12: Arc<Font>,
-    bold13: Arc<Font>,
-    regular11: Arc<Font>,
-    regular10: Arc<Font>,
+impl Style {
+    fn new(face: Face, px: u32, fg: Rgb, bg: Rgb) -> Style {
+        let mut lut = [bg; 256];
+        for (a, c) in lut.iter_mut().enumerate() {
+            let a = a as u32;
+            for ch in 0..3 {
+                c[ch] = ((bg[ch] as u32 * (255 - a) + fg[ch] as u32 * a + 127) / 255) as u8;
+            }
+        }
+        Style { font: Font::get(face, px), lut }
+    }
 }
 
-fn fonts() -> &'static Fonts {
-    static FONTS: std::sync::OnceLock<Fonts> = std::sync::OnceLock::new();
-    FONTS.get_or_init(|| Fonts {
-        bold12: Font::get(Face::Bold, 12),
-        bold13: Font::get(Face::Bold, 13),
-        regular11: Font::get(Face::Regular, 11),
-        regular10: Font::get(Face::Regular, 10),
+struct Styles {
+    task: Style,
+    location: Style,
+    panel: Style,
+    panel_bold: Style,
+    held: Style,
+    feedback: Style,
+}
+
+fn styles() -> &'static Styles {
+    static S: OnceLock<Styles> = OnceLock::new();
+    S.get_or_init(|| Styles {
+        task: Style::new(Face::Bold, 12, WHITE, TASK_BG),
+        location: Style::new(Face::Bold, 13, INK, LOC_BG),
+        panel: Style::new(Face::Regular, 10, INK, PANEL_BG),
+        panel_bold: Style::new(Face::Bold, 13, INK, WHITE),
+        held: Style::new(Face::Bold, 12, INK, HELD_BG),
+        feedback: Style::new(Face::Regular, 11, INK, FEEDBACK_BG),
     })
 }
 
@@ -93,13 +119,62 @@ pub fn wrap(font: &Font, text: &str, max_w: i32, max_lines: usize) -> Vec<String
     lines
 }
 
-fn draw_lines(c: &mut Canvas<'_>, font: &Font, x: i32, y: i32, lines: &[String], color: Rgb) {
-    for (i, line) in lines.iter().enumerate() {
-        c.draw_text(font, x, y + i as i32 * font.line_height, line, color);
-    }
+/// Icons, drawn once per (kind, lit, background) and blitted afterwards.
+struct Icons {
+    on_panel: Vec<Sprite>,
+    on_held: Vec<Sprite>,
+    lit_lamp: Sprite,
 }
 
-/// "apple 1" plus its states: "(hot, clean)" or "(on)" for a lit lamp.
+const ICON: usize = 24;
+
+/// A colour between `a` and `b` (t in 0..=256 steps toward b).
+fn mix(a: Rgb, b: Rgb, t: u32) -> Rgb {
+    let m = |x: u8, y: u8| ((x as u32 * (256 - t) + y as u32 * t) / 256) as u8;
+    [m(a[0], b[0]), m(a[1], b[1]), m(a[2], b[2])]
+}
+
+/// A disc for food and dishes, a lamp shape for lamps, a rounded block for
+/// everything else; outlined in a darker shade of the object's colour.
+fn draw_icon(kind: u8, lit: bool, bg: Rgb) -> Sprite {
+    let mut s = Sprite::filled(ICON, ICON, bg);
+    let mut c = s.canvas();
+    let k = &OBJECTS[kind as usize];
+    let (color, edge) = (k.color, mix(k.color, BLACK, 150));
+    let (cx, cy) = (12, 12);
+    if k.lamp {
+        if lit {
+            c.fill_rect(cx - 12, cy - 12, 24, 14, [255, 245, 170]);
+        }
+        c.fill_rect(cx - 8, cy - 9, 16, 8, color);
+        c.fill_rect(cx - 1, cy - 1, 3, 9, edge);
+        c.fill_rect(cx - 6, cy + 8, 13, 3, edge);
+        return s;
+    }
+    let r: i32 = 9;
+    let round = kind < 12;
+    for dy in -r..=r {
+        let half = if round { ((r * r - dy * dy) as f32).sqrt() as i32 } else { r + 1 };
+        let edge_row = dy.abs() >= r - 1;
+        c.fill_rect(cx - half, cy + dy, 2 * half + 1, 1, if edge_row { edge } else { color });
+        if !edge_row {
+            c.fill_rect(cx - half, cy + dy, 2, 1, edge);
+            c.fill_rect(cx + half - 1, cy + dy, 2, 1, edge);
+        }
+    }
+    s
+}
+
+fn icons() -> &'static Icons {
+    static I: OnceLock<Icons> = OnceLock::new();
+    I.get_or_init(|| Icons {
+        on_panel: (0..OBJECTS.len() as u8).map(|k| draw_icon(k, false, PANEL_BG)).collect(),
+        on_held: (0..OBJECTS.len() as u8).map(|k| draw_icon(k, false, HELD_BG)).collect(),
+        lit_lamp: draw_icon(super::catalog::DESKLAMP, true, PANEL_BG),
+    })
+}
+
+/// "(hot, clean)", "(on)" for a lit lamp, or "".
 fn states_of(o: &Object) -> String {
     let s: Vec<&str> = [(o.clean, "clean"), (o.hot, "hot"), (o.cool, "cool"), (o.on, "on")]
         .iter()
@@ -113,53 +188,110 @@ fn state_bits(o: &Object) -> u32 {
     o.clean as u32 | (o.hot as u32) << 1 | (o.cool as u32) << 2 | (o.on as u32) << 3
 }
 
-/// A colour between `a` and `b` (t in 0..=256 steps toward b).
-fn mix(a: Rgb, b: Rgb, t: u32) -> Rgb {
-    let m = |x: u8, y: u8| ((x as u32 * (256 - t) + y as u32 * t) / 256) as u8;
-    [m(a[0], b[0]), m(a[1], b[1]), m(a[2], b[2])]
+/// One band of the image: what it shows and the rectangles it inked.
+struct Band<K> {
+    key: Option<K>,
+    dirty: Vec<(i32, i32, i32, i32)>,
 }
 
-/// An object icon centred at (cx, cy): a disc for food and dishes, a lamp
-/// shape for lamps, a rounded block for everything else; outlined in dark.
-fn draw_icon(c: &mut Canvas<'_>, kind: u8, lit: bool, cx: i32, cy: i32) {
-    let k = &OBJECTS[kind as usize];
-    let color = k.color;
-    let edge = mix(color, BLACK, 150);
-    if k.lamp {
-        if lit {
-            c.fill_rect(cx - 12, cy - 12, 24, 14, [255, 245, 170]);
-        }
-        c.fill_rect(cx - 8, cy - 9, 16, 8, color);
-        c.fill_rect(cx - 1, cy - 1, 3, 9, edge);
-        c.fill_rect(cx - 6, cy + 8, 13, 3, edge);
-        return;
+impl<K> Default for Band<K> {
+    fn default() -> Self {
+        Band { key: None, dirty: Vec::new() }
     }
-    let r: i32 = 9;
-    let round = kind < 12;
-    for dy in -r..=r {
-        let half = if round {
-            let mut h = 0;
-            while (h + 1) * (h + 1) + dy * dy <= r * r {
-                h += 1;
+}
+
+/// A canvas plus the scratch buffers for composing text lines.
+struct Painter<'c, 'a> {
+    c: &'c mut Canvas<'a>,
+    line: &'c mut Sprite,
+    cover: &'c mut Vec<u8>,
+    labels: &'c mut HashMap<(u8, String), Sprite>,
+}
+
+impl Painter<'_, '_> {
+    /// Draws one line of text with its top-left at (x, y); returns its rect.
+    fn text(&mut self, st: &Style, x: i32, y: i32, text: &str) -> (i32, i32, i32, i32) {
+        let font = &st.font;
+        let w = font.text_width(text).max(1) as usize + 1;
+        let h = font.line_height.max(1) as usize;
+        self.cover.clear();
+        self.cover.resize(w * h, 0);
+        let mut pen = 0.0f32;
+        for ch in text.chars() {
+            let g = font.glyph(ch);
+            let gx = pen.round() as i32 + g.xmin;
+            let gy = font.ascent + g.top;
+            // Clip the glyph box to the line once, then take the maximum
+            // coverage where glyph boxes overlap.
+            let c0 = (-gx).max(0) as usize;
+            let c1 = ((w as i32 - gx).max(0) as usize).min(g.width);
+            if c0 < c1 {
+                for row in 0..g.height {
+                    let py = gy + row as i32;
+                    if py < 0 || py >= h as i32 {
+                        continue;
+                    }
+                    let src = &g.coverage[row * g.width + c0..row * g.width + c1];
+                    let start = py as usize * w + (gx + c0 as i32) as usize;
+                    for (cell, &a) in self.cover[start..start + (c1 - c0)].iter_mut().zip(src) {
+                        *cell = (*cell).max(a);
+                    }
+                }
             }
-            h
-        } else {
-            r + 2
-        };
-        let edge_row = dy.abs() >= r - 1;
-        c.fill_rect(cx - half, cy + dy, 2 * half + 1, 1, if edge_row { edge } else { color });
-        if !edge_row {
-            c.fill_rect(cx - half, cy + dy, 2, 1, edge);
-            c.fill_rect(cx + half - 1, cy + dy, 2, 1, edge);
+            pen += g.advance;
+        }
+        let line = &mut *self.line;
+        line.width = w;
+        line.height = h;
+        line.rgb.resize(w * h * 3, 0);
+        for (px, &a) in line.rgb.chunks_exact_mut(3).zip(self.cover.iter()) {
+            px.copy_from_slice(&st.lut[a as usize]);
+        }
+        self.c.blit(x, y, line);
+        (x, y, w as i32, h as i32)
+    }
+
+    /// Like [`Painter::text`] for text that recurs within an episode
+    /// (object and receptacle names): composed once, then only blitted.
+    fn label(&mut self, st: &Style, style_id: u8, x: i32, y: i32, text: &str) -> (i32, i32, i32, i32) {
+        if let Some(sp) = self.labels.get(&(style_id, text.to_string())) {
+            self.c.blit(x, y, sp);
+            return (x, y, sp.width as i32, sp.height as i32);
+        }
+        let r = self.text(st, x, y, text);
+        if self.labels.len() > 512 {
+            self.labels.clear();
+        }
+        self.labels.insert((style_id, text.to_string()), self.line.clone());
+        r
+    }
+
+    fn clear(&mut self, dirty: &mut Vec<(i32, i32, i32, i32)>, bg: Rgb) {
+        for (x, y, w, h) in dirty.drain(..) {
+            self.c.fill_rect(x, y, w, h, bg);
         }
     }
+}
+
+/// What each band showed last time, so unchanged bands are left alone.
+#[derive(Default)]
+pub struct View {
+    task: Band<Task>,
+    location: Band<(Option<usize>, bool)>,
+    panel: Band<Vec<u32>>,
+    held: Band<Option<(usize, u32)>>,
+    feedback: Band<String>,
+    line: Option<Sprite>,
+    cover: Vec<u8>,
+    /// Composed labels of this episode, by (style, text).
+    labels: HashMap<(u8, String), Sprite>,
 }
 
 /// Key of the panel's content: where the agent is, open or not, the objects
 /// there and their states.
 fn panel_key(w: &World) -> Vec<u32> {
     match w.agent_at {
-        None => vec![u32::MAX, w.receps.len() as u32],
+        None => vec![u32::MAX],
         Some(r) => {
             let rc = &w.receps[r];
             let mut k = Vec::with_capacity(rc.contents.len() + 2);
@@ -171,125 +303,154 @@ fn panel_key(w: &World) -> Vec<u32> {
     }
 }
 
-fn draw_panel(c: &mut Canvas<'_>, w: &World) {
-    let f = fonts();
-    c.fill_rect(0, PANEL_Y, 300, PANEL_H, PANEL_BG);
+fn draw_panel(p: &mut Painter<'_, '_>, w: &World, dirty: &mut Vec<(i32, i32, i32, i32)>) {
+    let s = styles();
+    let (py, ph, _) = PANEL;
     let Some(r) = w.agent_at else {
         // The middle of the room: the receptacles around, in three columns.
-        let rows = ((w.receps.len() as i32) + 2) / 3;
-        let lh = (PANEL_H - 8) / rows.max(1);
-        let lh = lh.min(f.regular10.line_height + 2);
+        let rows = (w.receps.len() as i32 + 2) / 3;
+        let lh = ((ph - 8) / rows.max(1)).min(s.panel.font.line_height + 2);
         for (i, rc) in w.receps.iter().enumerate() {
             let (col, row) = (i as i32 / rows, i as i32 % rows);
-            let (x, y) = (8 + col * 98, PANEL_Y + 4 + row * lh);
-            c.fill_rect(x, y + 3, 6, 6, RECEPS[rc.kind as usize].color);
-            c.draw_text(&f.regular10, x + 9, y, &rc.name, INK);
+            let (x, y) = (8 + col * 98, py + 4 + row * lh);
+            p.c.fill_rect(x, y + 3, 6, 6, RECEPS[rc.kind as usize].color);
+            dirty.push((x, y + 3, 6, 6));
+            dirty.push(p.label(&s.panel, 0, x + 9, y, &rc.name));
         }
         return;
     };
     let rc = &w.receps[r];
     let color = RECEPS[rc.kind as usize].color;
-    let (bx, by, bw, bh) = (6, PANEL_Y + 4, 288, PANEL_H - 8);
-    c.fill_rect(bx, by, bw, bh, color);
+    let (bx, by, bw, bh) = (6, py + 4, 288, ph - 8);
+    for rect in [
+        (bx, by, bw, BORDER),
+        (bx, by + bh - BORDER, bw, BORDER),
+        (bx, by, BORDER, bh),
+        (bx + bw - BORDER, by, BORDER, bh),
+    ] {
+        p.c.fill_rect(rect.0, rect.1, rect.2, rect.3, color);
+        dirty.push(rect);
+    }
     if !rc.accessible() {
-        // A closed door: darker panel, a handle, and the word "closed".
-        c.fill_rect(bx + 8, by + 8, bw - 16, bh - 16, mix(color, BLACK, 60));
-        c.fill_rect(bx + bw - 34, by + bh / 2 - 12, 8, 24, mix(color, WHITE, 120));
-        let tw = f.bold13.text_width("closed");
-        c.fill_rect(150 - tw / 2 - 6, by + bh / 2 - 11, tw + 12, 22, WHITE);
-        c.draw_text(&f.bold13, 150 - tw / 2, by + bh / 2 - 9, "closed", INK);
+        // A closed door: a dark panel with a handle and the word "closed".
+        let door = (150 - 50, by + 12, 100, bh - 24);
+        p.c.fill_rect(door.0, door.1, door.2, door.3, mix(color, BLACK, 60));
+        p.c.fill_rect(door.0 + 78, door.1 + door.3 / 2 - 14, 8, 28, mix(color, WHITE, 120));
+        dirty.push(door);
+        let tw = s.panel_bold.font.text_width("closed");
+        let label = (150 - tw / 2 - 6, door.1 + door.3 / 2 - 10, tw + 12, 20);
+        p.c.fill_rect(label.0, label.1, label.2, label.3, WHITE);
+        p.text(&s.panel_bold, label.0 + 6, label.1 + 2, "closed");
         return;
     }
-    c.fill_rect(bx + 6, by + 6, bw - 12, bh - 12, mix(color, WHITE, 190));
     if rc.contents.is_empty() {
-        let tw = f.regular11.text_width("empty");
-        c.draw_text(&f.regular11, 150 - tw / 2, by + bh / 2 - 7, "empty", INK);
+        let tw = s.panel.font.text_width("empty");
+        dirty.push(p.text(&s.panel, 150 - tw / 2, by + bh / 2 - 7, "empty"));
         return;
     }
-    let (cw, ch) = ((bw - 12) / GRID_COLS, (bh - 12) / GRID_ROWS);
+    let (ix, iy) = (bx + BORDER, by + BORDER);
+    let (cw, ch) = ((bw - 2 * BORDER) / GRID_COLS, (bh - 2 * BORDER) / GRID_ROWS);
     let cells = (GRID_COLS * GRID_ROWS) as usize;
+    let lh = s.panel.font.line_height;
     for (slot, &i) in rc.contents.iter().enumerate().take(cells) {
         let o = &w.objects[i];
         let (col, row) = (slot as i32 % GRID_COLS, slot as i32 / GRID_COLS);
-        let (x, y) = (bx + 6 + col * cw, by + 6 + row * ch);
+        let (x, y) = (ix + col * cw, iy + row * ch);
         if slot == cells - 1 && rc.contents.len() > cells {
             let more = format!("+{} more", rc.contents.len() - cells + 1);
-            c.draw_text(&f.regular10, x + 4, y + ch / 2 - 6, &more, INK);
+            dirty.push(p.text(&s.panel, x + 4, y + ch / 2 - 6, &more));
             break;
         }
-        draw_icon(c, o.kind, o.on, x + cw / 2, y + 12);
-        let tw = f.regular10.text_width(&o.name);
-        c.draw_text(&f.regular10, x + (cw - tw) / 2, y + 23, &o.name, INK);
+        let icon = if o.on { &icons().lit_lamp } else { &icons().on_panel[o.kind as usize] };
+        p.c.blit(x + cw / 2 - 12, y + 1, icon);
+        dirty.push((x + cw / 2 - 12, y + 1, ICON as i32, ICON as i32));
+        let tw = s.panel.font.text_width(&o.name);
+        dirty.push(p.label(&s.panel, 0, x + (cw - tw) / 2, y + 23, &o.name));
         let st = states_of(o);
         if !st.is_empty() {
-            let tw = f.regular10.text_width(&st);
-            c.draw_text(&f.regular10, x + (cw - tw) / 2, y + 23 + f.regular10.line_height - 2, &st, INK);
+            let tw = s.panel.font.text_width(&st);
+            dirty.push(p.label(&s.panel, 0, x + (cw - tw) / 2, y + 21 + lh, &st));
         }
     }
 }
 
 impl View {
-    /// Draws `game` into `c`; with `full` false only the bands whose content
-    /// changed since the last call.
+    /// Draws `game` into `c`; with `full` false only what changed since the
+    /// last call (the canvas must then hold this view's last drawing).
     pub fn render(&mut self, c: &mut Canvas<'_>, game: &Game, full: bool) {
-        let f = fonts();
+        let s = styles();
         let w = &game.world;
+        let mut line = self.line.take().unwrap_or_else(|| Sprite::filled(1, 1, WHITE));
+        let mut p = Painter { c, line: &mut line, cover: &mut self.cover, labels: &mut self.labels };
         if full {
-            *self = View::default();
-        }
-        let task = w.task.description();
-        if self.task.as_deref() != Some(task.as_str()) {
-            c.fill_rect(0, 0, 300, 36, TASK_BG);
-            let lines = wrap(&f.bold12, &format!("Task: {task}"), 290, 2);
-            draw_lines(c, &f.bold12, 5, 3, &lines, WHITE);
-            self.task = Some(task);
-        }
-        let location = match w.agent_at {
-            None => "At: the middle of the room".to_string(),
-            Some(r) => {
-                let rc = &w.receps[r];
-                match (rc.openable(), rc.open) {
-                    (false, _) => format!("At: {}", rc.name),
-                    (true, true) => format!("At: {} (open)", rc.name),
-                    (true, false) => format!("At: {} (closed)", rc.name),
-                }
+            for (y, h, bg) in [TASK, LOCATION, PANEL, HELD, FEEDBACK] {
+                p.c.fill_rect(0, y, 300, h, bg);
             }
-        };
-        if self.location.as_deref() != Some(location.as_str()) {
-            c.fill_rect(0, 36, 300, 20, LOC_BG);
-            c.draw_text(&f.bold13, 5, 38, &location, INK);
-            self.location = Some(location);
+            p.c.fill_rect(0, FEEDBACK.0, 300, 1, [180, 180, 180]);
+            self.task = Band::default();
+            self.location = Band::default();
+            self.panel = Band::default();
+            self.held = Band::default();
+            self.feedback = Band::default();
         }
-        let key = panel_key(w);
-        if self.panel.as_ref() != Some(&key) {
-            draw_panel(c, w);
-            self.panel = Some(key);
-        }
-        let held = match w.held {
-            None => "Holding: nothing".to_string(),
-            Some(h) => {
-                let o = &w.objects[h];
-                format!("Holding: {} {}", o.name, states_of(o)).trim_end().to_string()
+        if self.task.key != Some(w.task) {
+            p.clear(&mut self.task.dirty, TASK.2);
+            let lines = wrap(&s.task.font, &format!("Task: {}", w.task.description()), 290, 2);
+            for (i, l) in lines.iter().enumerate() {
+                let r = p.text(&s.task, 5, 3 + i as i32 * s.task.font.line_height, l);
+                self.task.dirty.push(r);
             }
-        };
-        if self.held.as_deref() != Some(held.as_str()) {
-            c.fill_rect(0, 206, 300, 20, HELD_BG);
-            let x = match w.held {
-                Some(h) => {
-                    draw_icon(c, w.objects[h].kind, false, 14, 216);
-                    28
+            self.task.key = Some(w.task);
+        }
+        let lkey = (w.agent_at, w.agent_at.is_some_and(|r| w.receps[r].open));
+        if self.location.key != Some(lkey) {
+            p.clear(&mut self.location.dirty, LOCATION.2);
+            let text = match w.agent_at {
+                None => "At: the middle of the room".to_string(),
+                Some(r) => {
+                    let rc = &w.receps[r];
+                    match (rc.openable(), rc.open) {
+                        (false, _) => format!("At: {}", rc.name),
+                        (true, true) => format!("At: {} (open)", rc.name),
+                        (true, false) => format!("At: {} (closed)", rc.name),
+                    }
                 }
-                None => 5,
             };
-            c.draw_text(&f.bold12, x, 209, &held, INK);
-            self.held = Some(held);
+            let r = p.label(&s.location, 1, 5, LOCATION.0 + 2, &text);
+            self.location.dirty.push(r);
+            self.location.key = Some(lkey);
         }
-        if self.feedback.as_deref() != Some(game.feedback.as_str()) {
-            c.fill_rect(0, 226, 300, 74, FEEDBACK_BG);
-            c.fill_rect(0, 226, 300, 1, [180, 180, 180]);
-            let lines = wrap(&f.regular11, &game.feedback, 290, 5);
-            draw_lines(c, &f.regular11, 5, 229, &lines, INK);
-            self.feedback = Some(game.feedback.clone());
+        let pkey = panel_key(w);
+        if self.panel.key.as_ref() != Some(&pkey) {
+            p.clear(&mut self.panel.dirty, PANEL.2);
+            draw_panel(&mut p, w, &mut self.panel.dirty);
+            self.panel.key = Some(pkey);
         }
+        let hkey = w.held.map(|h| (h, state_bits(&w.objects[h])));
+        if self.held.key != Some(hkey) {
+            p.clear(&mut self.held.dirty, HELD.2);
+            let (x, text) = match w.held {
+                None => (5, "Holding: nothing".to_string()),
+                Some(h) => {
+                    let o = &w.objects[h];
+                    p.c.blit(2, HELD.0, &icons().on_held[o.kind as usize]);
+                    self.held.dirty.push((2, HELD.0, ICON as i32, ICON as i32));
+                    (28, format!("Holding: {} {}", o.name, states_of(o)).trim_end().to_string())
+                }
+            };
+            let r = p.label(&s.held, 2, x, HELD.0 + 5, &text);
+            self.held.dirty.push(r);
+            self.held.key = Some(hkey);
+        }
+        if self.feedback.key.as_deref() != Some(game.feedback.as_str()) {
+            p.clear(&mut self.feedback.dirty, FEEDBACK.2);
+            let lh = s.feedback.font.line_height;
+            for (i, l) in wrap(&s.feedback.font, &game.feedback, 290, 5).iter().enumerate() {
+                let r = p.text(&s.feedback, 5, FEEDBACK.0 + 2 + i as i32 * lh, l);
+                self.feedback.dirty.push(r);
+            }
+            self.feedback.key = Some(game.feedback.clone());
+        }
+        self.line = Some(line);
     }
 }
