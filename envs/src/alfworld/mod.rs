@@ -66,7 +66,10 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
         None | Some(Value::Null) => TASK_TYPES.to_vec(),
         Some(v) => parse_task_types(v, "task_types")?,
     };
-    Ok(Box::new(AlfWorld { max_steps, task_types, game: None, view: image::View::default() }))
+    // A placeholder episode until the first reset, so that the action list
+    // is never empty (gymnasium sizes a Discrete space from it).
+    let game = Game::new(&mut Rng::new(0), Some(task_types[0]), max_steps);
+    Ok(Box::new(AlfWorld { max_steps, task_types, game: Some(game), view: image::View::default() }))
 }
 
 impl AlfWorld {
