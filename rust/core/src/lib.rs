@@ -12,6 +12,7 @@ pub mod gae;
 pub mod render;
 pub mod rng;
 pub mod vecenv;
+pub mod parser;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,6 +1,8 @@
 //! The pyo3 binding crate: converts arguments, calls vlmrl-core / vlmrl-envs,
 //! converts results and errors. No engine logic lives here.
 
+pub mod parser;
+
 use pyo3::prelude::*;
 
 mod buffer;
@@ -15,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     env::register(m)?;
     buffer::register(m)?;
+    parser::register(m)?;
     Ok(())
 }
