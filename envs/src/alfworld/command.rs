@@ -33,7 +33,7 @@ impl Command {
         match *self {
             Command::Look => "look".to_string(),
             Command::Inventory => "inventory".to_string(),
-            Command::GoTo(x) => format!("go to {}", r(x)),
+            Command::GoTo(x) => w.receps[x].go_to.clone(),
             Command::Open(x) => format!("open {}", r(x)),
             Command::Close(x) => format!("close {}", r(x)),
             Command::Take(a, b) => format!("take {} from {}", o(a), r(b)),

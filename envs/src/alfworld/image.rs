@@ -63,7 +63,6 @@ struct Styles {
     task: Style,
     location: Style,
     panel: Style,
-    panel_bold: Style,
     held: Style,
     feedback: Style,
 }
@@ -74,7 +73,6 @@ fn styles() -> &'static Styles {
         task: Style::new(Face::Bold, 12, WHITE, TASK_BG),
         location: Style::new(Face::Bold, 13, INK, LOC_BG),
         panel: Style::new(Face::Regular, 10, INK, PANEL_BG),
-        panel_bold: Style::new(Face::Bold, 13, INK, WHITE),
         held: Style::new(Face::Bold, 12, INK, HELD_BG),
         feedback: Style::new(Face::Regular, 11, INK, FEEDBACK_BG),
     })
@@ -205,7 +203,7 @@ struct Painter<'c, 'a> {
     c: &'c mut Canvas<'a>,
     line: &'c mut Sprite,
     cover: &'c mut Vec<u8>,
-    labels: &'c mut HashMap<(u8, String), Sprite>,
+    labels: &'c mut [HashMap<String, Sprite>; 3],
 }
 
 impl Painter<'_, '_> {
@@ -254,15 +252,17 @@ impl Painter<'_, '_> {
     /// Like [`Painter::text`] for text that recurs within an episode
     /// (object and receptacle names): composed once, then only blitted.
     fn label(&mut self, st: &Style, style_id: u8, x: i32, y: i32, text: &str) -> (i32, i32, i32, i32) {
-        if let Some(sp) = self.labels.get(&(style_id, text.to_string())) {
+        let cache = &mut self.labels[style_id as usize];
+        if let Some(sp) = cache.get(text) {
             self.c.blit(x, y, sp);
             return (x, y, sp.width as i32, sp.height as i32);
         }
         let r = self.text(st, x, y, text);
-        if self.labels.len() > 512 {
-            self.labels.clear();
+        let cache = &mut self.labels[style_id as usize];
+        if cache.len() > 256 {
+            cache.clear();
         }
-        self.labels.insert((style_id, text.to_string()), self.line.clone());
+        cache.insert(text.to_string(), self.line.clone());
         r
     }
 
@@ -283,8 +283,8 @@ pub struct View {
     feedback: Band<String>,
     line: Option<Sprite>,
     cover: Vec<u8>,
-    /// Composed labels of this episode, by (style, text).
-    labels: HashMap<(u8, String), Sprite>,
+    /// Composed labels, by style (panel, location, held) and text.
+    labels: [HashMap<String, Sprite>; 3],
 }
 
 /// Key of the panel's content: where the agent is, open or not, the objects
@@ -322,34 +322,28 @@ fn draw_panel(p: &mut Painter<'_, '_>, w: &World, dirty: &mut Vec<(i32, i32, i32
     let rc = &w.receps[r];
     let color = RECEPS[rc.kind as usize].color;
     let (bx, by, bw, bh) = (6, py + 4, 288, ph - 8);
-    for rect in [
-        (bx, by, bw, BORDER),
-        (bx, by + bh - BORDER, bw, BORDER),
-        (bx, by, BORDER, bh),
-        (bx + bw - BORDER, by, BORDER, bh),
-    ] {
-        p.c.fill_rect(rect.0, rect.1, rect.2, rect.3, color);
-        dirty.push(rect);
-    }
+    // The receptacle's colour as a bar on top (cheap to redraw, unlike a frame).
+    let bar = (bx, by, bw, BORDER);
+    p.c.fill_rect(bar.0, bar.1, bar.2, bar.3, color);
+    dirty.push(bar);
     if !rc.accessible() {
-        // A closed door: a dark panel with a handle and the word "closed".
-        let door = (150 - 50, by + 12, 100, bh - 24);
+        // A closed door: a panel in the receptacle's colour, a handle, and
+        // the word "closed".
+        let door = (150 - 36, by + 16, 72, 84);
         p.c.fill_rect(door.0, door.1, door.2, door.3, mix(color, BLACK, 60));
-        p.c.fill_rect(door.0 + 78, door.1 + door.3 / 2 - 14, 8, 28, mix(color, WHITE, 120));
+        p.c.fill_rect(door.0 + 56, door.1 + 30, 6, 24, mix(color, WHITE, 120));
         dirty.push(door);
-        let tw = s.panel_bold.font.text_width("closed");
-        let label = (150 - tw / 2 - 6, door.1 + door.3 / 2 - 10, tw + 12, 20);
-        p.c.fill_rect(label.0, label.1, label.2, label.3, WHITE);
-        p.text(&s.panel_bold, label.0 + 6, label.1 + 2, "closed");
+        let tw = s.panel.font.text_width("closed");
+        dirty.push(p.label(&s.panel, 0, 150 - tw / 2, door.1 + door.3 + 4, "closed"));
         return;
     }
     if rc.contents.is_empty() {
         let tw = s.panel.font.text_width("empty");
-        dirty.push(p.text(&s.panel, 150 - tw / 2, by + bh / 2 - 7, "empty"));
+        dirty.push(p.label(&s.panel, 0, 150 - tw / 2, by + bh / 2 - 7, "empty"));
         return;
     }
-    let (ix, iy) = (bx + BORDER, by + BORDER);
-    let (cw, ch) = ((bw - 2 * BORDER) / GRID_COLS, (bh - 2 * BORDER) / GRID_ROWS);
+    let (ix, iy) = (bx, by + BORDER + 2);
+    let (cw, ch) = (bw / GRID_COLS, (bh - BORDER - 2) / GRID_ROWS);
     let cells = (GRID_COLS * GRID_ROWS) as usize;
     let lh = s.panel.font.line_height;
     for (slot, &i) in rc.contents.iter().enumerate().take(cells) {
@@ -358,7 +352,7 @@ fn draw_panel(p: &mut Painter<'_, '_>, w: &World, dirty: &mut Vec<(i32, i32, i32
         let (x, y) = (ix + col * cw, iy + row * ch);
         if slot == cells - 1 && rc.contents.len() > cells {
             let more = format!("+{} more", rc.contents.len() - cells + 1);
-            dirty.push(p.text(&s.panel, x + 4, y + ch / 2 - 6, &more));
+            dirty.push(p.label(&s.panel, 0, x + 4, y + ch / 2 - 6, &more));
             break;
         }
         let icon = if o.on { &icons().lit_lamp } else { &icons().on_panel[o.kind as usize] };

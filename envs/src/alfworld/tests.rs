@@ -25,6 +25,7 @@ fn recep(kind: u8, num: u8) -> Receptacle {
         open: false,
         contents: vec![],
         name: format!("{} {}", RECEPS[kind as usize].name, num),
+        go_to: format!("go to {} {}", RECEPS[kind as usize].name, num),
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Receptacle {
     /// Objects in or on it, in the order the text lists them.
     pub contents: Vec<usize>,
     pub name: String,
+    /// "go to <name>", kept because it is listed at almost every step.
+    pub go_to: String,
 }
 
 impl Receptacle {
@@ -143,7 +145,8 @@ impl World {
             let n = lo as usize + d.below((hi - lo) as usize + 1);
             for num in 1..=n {
                 let name = format!("{} {}", RECEPS[kind as usize].name, num);
-                receps.push(Receptacle { kind, num: num as u8, open: false, contents: Vec::new(), name });
+                let go_to = format!("go to {name}");
+                receps.push(Receptacle { kind, num: num as u8, open: false, contents: Vec::new(), name, go_to });
             }
         }
         let present = |k: u8| receps.iter().any(|r| r.kind == k);
