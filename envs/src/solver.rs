@@ -3,10 +3,13 @@
 //! arithmetic. Solutions come out as formula tokens with minimal brackets,
 //! ready to be played one action at a time.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use crate::formula::{Rat, Token};
 
 /// Binary operators the solver may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Add,
     Sub,
@@ -110,10 +113,28 @@ fn leaves(numbers: &[i64]) -> Vec<Item> {
 }
 
 /// One solution using every number exactly once, or None.
+///
+/// Memoized on the sorted numbers: a deal's solution does not depend on the
+/// order of its cards, and there are few distinct deals (715 multisets of
+/// four values in 1..=10), so after warm-up the expert costs a lookup.
 pub fn solve(numbers: &[i64], ops: &[Op], target: i64) -> Option<Vec<Token>> {
+    type Key = (Vec<i64>, Vec<Op>, i64);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Option<Vec<Token>>>>> = OnceLock::new();
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    let key = (sorted, ops.to_vec(), target);
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return hit.clone();
+    }
     let mut out = Vec::new();
-    search(&mut leaves(numbers), ops, Rat::int(target as i128), &mut out, true);
-    out.pop()
+    search(&mut leaves(&key.0), ops, Rat::int(target as i128), &mut out, true);
+    let found = out.pop();
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() < 100_000 {
+        map.insert(key, found.clone());
+    }
+    found
 }
 
 /// Every solution the search finds (with repeats across orderings).

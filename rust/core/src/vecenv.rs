@@ -65,6 +65,8 @@ struct Slot {
     ended: bool,
     final_obs: Vec<u8>,
     final_info: Info,
+    /// The last expert action computed for this env.
+    expert: i64,
 }
 
 impl Slot {
@@ -191,6 +193,7 @@ impl VecEnv {
                 ended: false,
                 final_obs: Vec::new(),
                 final_info: Info::new(),
+                expert: 0,
             })
             .collect();
         Ok(VecEnv {
@@ -242,9 +245,19 @@ impl VecEnv {
         let s = &self.slots[i];
         s.ended.then_some(&s.final_info)
     }
-    /// The expert policy's action for every env.
-    pub fn expert_actions(&self) -> Vec<i64> {
-        self.slots.iter().map(|s| s.env.expert_action()).collect()
+    /// The expert policy's action for every env (computed in the pool:
+    /// experts may search). A panicking expert yields an error naming the env.
+    pub fn expert_actions(&mut self) -> Result<Vec<i64>, EngineError> {
+        let mut out = vec![0i64; self.num_envs()];
+        let results = self.run(|_, slot, _| {
+            slot.expert = slot.env.expert_action();
+            Ok(())
+        });
+        first_error(results)?;
+        for (o, s) in out.iter_mut().zip(&self.slots) {
+            *o = s.expert;
+        }
+        Ok(out)
     }
 
     fn run<F>(&mut self, f: F) -> Vec<Result<(), EnvError>>

@@ -233,8 +233,10 @@ impl VecEnv {
 
     /// The expert's action for every env.
     fn expert_actions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = self.lock()?;
-        Ok(PyArray1::from_vec(py, inner.expert_actions()))
+        let mut inner = self.lock()?;
+        let engine = &mut *inner;
+        let actions = py.detach(|| engine.expert_actions()).map_err(from_engine)?;
+        Ok(PyArray1::from_vec(py, actions))
     }
 
     /// Observations [num_envs, 300, 300, 3] uint8: a view of the Rust buffer,
