@@ -22,7 +22,7 @@ GAMES = ["NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0"]
 
 
 def test_registration_and_list_envs():
-    assert vlmrl_fast.list_envs() == [f"vlmrl_fast/{g}" for g in GAMES]
+    assert vlmrl_fast.list_envs()[: len(GAMES)] == [f"vlmrl_fast/{g}" for g in GAMES]
     for env_id in vlmrl_fast.list_envs():
         assert env_id in gym.registry
     env = gym.make_vec("vlmrl_fast/NumberLine-v0", num_envs=3, vectorization_mode="vector_entry_point")

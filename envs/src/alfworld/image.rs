@@ -266,6 +266,22 @@ impl Painter<'_, '_> {
         r
     }
 
+    /// After new text lines were drawn over old ones (same x, y and height
+    /// per line index), clears only what the old lines covered beyond the
+    /// new ones: a composed line carries its own background.
+    fn clear_uncovered(&mut self, old: &[(i32, i32, i32, i32)], new: &[(i32, i32, i32, i32)], bg: Rgb) {
+        for (i, &(x, y, w, h)) in old.iter().enumerate() {
+            match new.get(i) {
+                Some(&(nx, ny, nw, nh)) if (nx, ny, nh) == (x, y, h) => {
+                    if w > nw {
+                        self.c.fill_rect(x + nw, y, w - nw, h, bg);
+                    }
+                }
+                _ => self.c.fill_rect(x, y, w, h, bg),
+            }
+        }
+    }
+
     fn clear(&mut self, dirty: &mut Vec<(i32, i32, i32, i32)>, bg: Rgb) {
         for (x, y, w, h) in dirty.drain(..) {
             self.c.fill_rect(x, y, w, h, bg);
@@ -398,7 +414,6 @@ impl View {
         }
         let lkey = (w.agent_at, w.agent_at.is_some_and(|r| w.receps[r].open));
         if self.location.key != Some(lkey) {
-            p.clear(&mut self.location.dirty, LOCATION.2);
             let text = match w.agent_at {
                 None => "At: the middle of the room".to_string(),
                 Some(r) => {
@@ -410,8 +425,9 @@ impl View {
                     }
                 }
             };
-            let r = p.label(&s.location, 1, 5, LOCATION.0 + 2, &text);
-            self.location.dirty.push(r);
+            let r = [p.label(&s.location, 1, 5, LOCATION.0 + 2, &text)];
+            p.clear_uncovered(&self.location.dirty, &r, LOCATION.2);
+            self.location.dirty = r.to_vec();
             self.location.key = Some(lkey);
         }
         let pkey = panel_key(w);
@@ -437,12 +453,13 @@ impl View {
             self.held.key = Some(hkey);
         }
         if self.feedback.key.as_deref() != Some(game.feedback.as_str()) {
-            p.clear(&mut self.feedback.dirty, FEEDBACK.2);
             let lh = s.feedback.font.line_height;
+            let mut new = Vec::with_capacity(5);
             for (i, l) in wrap(&s.feedback.font, &game.feedback, 290, 5).iter().enumerate() {
-                let r = p.text(&s.feedback, 5, FEEDBACK.0 + 2 + i as i32 * lh, l);
-                self.feedback.dirty.push(r);
+                new.push(p.text(&s.feedback, 5, FEEDBACK.0 + 2 + i as i32 * lh, l));
             }
+            p.clear_uncovered(&self.feedback.dirty, &new, FEEDBACK.2);
+            self.feedback.dirty = new;
             self.feedback.key = Some(game.feedback.clone());
         }
         self.line = Some(line);
