@@ -1,5 +1,29 @@
 """vlmrl_fast: fine-tune vision-language models as decision-making agents with RL."""
 
-from vlmrl_fast._core import __version__
+from vlmrl_fast._core import (
+    ActionTypeError,
+    EnvArgumentError,
+    EnvPanicError,
+    InvalidActionError,
+    InvalidStateError,
+    ResetNeededError,
+    __version__,
+)
+from vlmrl_fast.envs import VlmrlEnv, VlmrlVectorEnv, list_envs, make_vec, register_envs
 
-__all__ = ["__version__"]
+register_envs()
+
+__all__ = [
+    "__version__",
+    "ActionTypeError",
+    "EnvArgumentError",
+    "EnvPanicError",
+    "InvalidActionError",
+    "InvalidStateError",
+    "ResetNeededError",
+    "VlmrlEnv",
+    "VlmrlVectorEnv",
+    "list_envs",
+    "make_vec",
+    "register_envs",
+]

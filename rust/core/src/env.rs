@@ -1,7 +1,17 @@
 //! The environment interface every game implements (envs/ crate), and the
 //! observation geometry shared by all of them.
+//!
+//! The vector env (`vecenv`) drives any `Box<dyn Env>` and knows nothing about
+//! the games: it owns one [`Rng`] and one 300x300x3 canvas per env, validates
+//! actions with [`Env::accepts_action`], and adds the generic info keys
+//! ("text" from [`Env::text`], "admissible_commands" for envs whose action set
+//! changes from step to step).
 
 use serde_json::{Map, Value};
+
+use crate::error::EnvError;
+use crate::render::Canvas;
+use crate::rng::Rng;
 
 /// Observation height in pixels.
 pub const OBS_H: usize = 300;
@@ -19,4 +29,75 @@ pub struct Transition {
     pub reward: f64,
     pub terminated: bool,
     pub truncated: bool,
+}
+
+impl Transition {
+    /// A step that neither terminates nor truncates.
+    pub fn running(reward: f64) -> Self {
+        Transition { reward, terminated: false, truncated: false }
+    }
+    /// True when the episode is over (terminated or truncated).
+    pub fn done(&self) -> bool {
+        self.terminated || self.truncated
+    }
+}
+
+/// One environment. Implementations live in the `vlmrl-envs` crate, one file
+/// per game, and are created by its registry (`vlmrl_envs::make`).
+///
+/// Contract:
+/// - `reset` must be called before `step`; the engine enforces it.
+/// - All randomness comes from the `rng` passed in, so the same seed gives the
+///   same episode whatever the thread count.
+/// - `render` writes the observation of the current state into `canvas`. With
+///   `full == false` the canvas still holds what this env drew last (after its
+///   last reset or step), so the env may redraw only what changed; with
+///   `full == true` it must draw everything. The pixels must be the same
+///   either way.
+pub trait Env: Send {
+    /// The registered id, e.g. "Points24-v0".
+    fn id(&self) -> &str;
+
+    /// The names of the actions available now, in action-index order.
+    fn action_names(&self) -> Vec<String>;
+
+    /// The number of actions available now (`action_names().len()`; override
+    /// when that is cheaper to know than the names).
+    fn num_actions(&self) -> usize {
+        self.action_names().len()
+    }
+
+    /// True when the action set changes from step to step (ALFWorld's
+    /// admissible commands): the engine then reports the current names in
+    /// info["admissible_commands"].
+    fn dynamic_actions(&self) -> bool {
+        false
+    }
+
+    /// Whether `action` may be passed to `step` now. Default: `0..num_actions()`.
+    /// An env that gives meaning to other values (ALFWorld: -1 = an
+    /// inadmissible command) overrides this.
+    fn accepts_action(&self, action: i64) -> bool {
+        action >= 0 && (action as u64) < self.num_actions() as u64
+    }
+
+    /// Starts a new episode, from `state` when given (the game's explicit
+    /// state format, e.g. {"cards": ["H5", "S3"]}), else drawn from `rng`.
+    fn reset(&mut self, rng: &mut Rng, state: Option<&Value>) -> Result<(), EnvError>;
+
+    /// Advances one step with an action that `accepts_action` approved.
+    fn step(&mut self, action: i64, rng: &mut Rng) -> Result<Transition, EnvError>;
+
+    /// The game's info keys for the current state (e.g. "Cards", "Formula").
+    fn info(&self) -> Info;
+
+    /// One line describing what the image shows, for text-only agents
+    /// (info["text"]), e.g. "Target number: 3. Current number: 1.".
+    fn text(&self) -> String;
+
+    /// The action the built-in expert policy takes now.
+    fn expert_action(&self) -> i64;
+
+    /// Draws the current state into `canvas` (see the trait docs for `full`).
+    fn render(&mut self, canvas: &mut Canvas<'_>, full: bool);
 }

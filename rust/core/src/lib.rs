@@ -3,7 +3,13 @@
 //! No pyo3 here: everything is testable with `cargo test` and callable from
 //! the thin binding crate in `rust/py`.
 
+pub mod card;
 pub mod env;
+pub mod error;
+pub mod font;
+pub mod render;
+pub mod rng;
+pub mod vecenv;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

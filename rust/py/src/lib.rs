@@ -3,9 +3,15 @@
 
 use pyo3::prelude::*;
 
+mod env;
+mod errors;
+mod json;
+
 /// The private native module `vlmrl_fast._core`.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", vlmrl_core::VERSION)?;
+    errors::register(m)?;
+    env::register(m)?;
     Ok(())
 }

@@ -1,0 +1,215 @@
+//! Blackjack-v0 (gymnasium's rules with natural=False, sab=False): infinite
+//! deck, ace counts 11 unless that busts, action 0 = "stand", 1 = "hit";
+//! hitting past 21 loses (-1); standing lets the dealer draw to 17 or more,
+//! then +1 / 0 / -1. The dealer's second card is face down until the hand
+//! ends. A drawn 10-value card shows as J, Q or K.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use vlmrl_core::card::Card;
+use vlmrl_core::env::{Env, Info, Transition};
+use vlmrl_core::error::EnvError;
+use vlmrl_core::font::{Face, Font};
+use vlmrl_core::render::{Canvas, CardSprites, TextField, TABLE_GREEN, WHITE};
+use vlmrl_core::rng::Rng;
+
+use crate::formula_game::random_suit;
+use crate::{kwargs, state, Kwargs};
+
+const ID: &str = "Blackjack-v0";
+const CARD_W: usize = 64;
+const CARD_H: usize = 90;
+const DEALER_Y: i32 = 42;
+const PLAYER_Y: i32 = 180;
+
+/// The Blackjack game.
+pub struct Blackjack {
+    player: Vec<Card>,
+    dealer: Vec<Card>,
+    /// Scripted next draws (from an explicit state), used before random ones.
+    deck: VecDeque<Card>,
+    over: bool,
+    sprites: Arc<CardSprites>,
+    drawn_player: Vec<Card>,
+    drawn_dealer: Option<(Vec<Card>, bool)>,
+    dealer_label: TextField,
+    player_label: TextField,
+}
+
+/// Registry constructor (no kwargs: natural=False, sab=False are the rules).
+pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
+    kwargs::check_known(ID, kw, &[])?;
+    let font = Font::get(Face::Bold, 22);
+    Ok(Box::new(Blackjack {
+        player: Vec::new(),
+        dealer: Vec::new(),
+        deck: VecDeque::new(),
+        over: false,
+        sprites: CardSprites::get(CARD_W, CARD_H, TABLE_GREEN),
+        drawn_player: Vec::new(),
+        drawn_dealer: None,
+        dealer_label: TextField::new(10, 10, 280, 28, TABLE_GREEN, WHITE, font.clone()),
+        player_label: TextField::new(10, 148, 280, 28, TABLE_GREEN, WHITE, font),
+    }))
+}
+
+/// Value of a card in blackjack (ace 1, faces 10).
+fn value(c: &Card) -> u32 {
+    c.value10() as u32
+}
+
+/// (best total, usable ace): an ace counts 11 when that does not bust.
+pub fn hand_total(hand: &[Card]) -> (u32, bool) {
+    let sum: u32 = hand.iter().map(value).sum();
+    let usable = hand.iter().any(|c| c.rank == 1) && sum + 10 <= 21;
+    (if usable { sum + 10 } else { sum }, usable)
+}
+
+fn score(hand: &[Card]) -> u32 {
+    let (t, _) = hand_total(hand);
+    if t > 21 { 0 } else { t }
+}
+
+impl Blackjack {
+    fn draw(&mut self, rng: &mut Rng) -> Card {
+        if let Some(c) = self.deck.pop_front() {
+            return c;
+        }
+        // Values 1..9 and four 10s per 13, as gymnasium's deck; a 10 shows as J, Q or K.
+        let v = rng.range_inclusive(1, 13) as u8;
+        let rank = if v >= 10 { 11 + rng.below(3) as u8 } else { v };
+        Card::new(random_suit(rng), rank)
+    }
+
+    fn visible_dealer(&self) -> &[Card] {
+        if self.over { &self.dealer } else { &self.dealer[..1.min(self.dealer.len())] }
+    }
+
+    fn row(&self, canvas: &mut Canvas<'_>, y: i32, cards: &[Card], hide_second: bool) {
+        canvas.fill_rect(0, y, 300, CARD_H as i32, TABLE_GREEN);
+        let n = cards.len() as i32;
+        // Overlap the cards when a row would not fit the table.
+        let step = if n <= 1 { 0 } else { (72).min((300 - 16 - CARD_W as i32) / (n - 1)) };
+        for (i, c) in cards.iter().enumerate() {
+            let sprite = if hide_second && i == 1 { self.sprites.back() } else { self.sprites.face(*c) };
+            canvas.blit(8 + i as i32 * step, y, sprite);
+        }
+    }
+}
+
+impl Env for Blackjack {
+    fn id(&self) -> &str {
+        ID
+    }
+    fn action_names(&self) -> Vec<String> {
+        vec!["stand".into(), "hit".into()]
+    }
+    fn num_actions(&self) -> usize {
+        2
+    }
+    fn reset(&mut self, rng: &mut Rng, st: Option<&Value>) -> Result<(), EnvError> {
+        self.over = false;
+        self.deck.clear();
+        match st {
+            None => {
+                // gymnasium deals the dealer's hand first, then the player's.
+                self.dealer = vec![self.draw(rng), self.draw(rng)];
+                self.player = vec![self.draw(rng), self.draw(rng)];
+            }
+            Some(v) => {
+                let obj = state::object(ID, v, &["player", "dealer", "deck"])?;
+                let player = state::cards(ID, obj, "player")?;
+                let dealer = state::cards(ID, obj, "dealer")?;
+                if player.len() < 2 {
+                    return Err(EnvError::InvalidState(format!(
+                        "{ID} state \"player\" must hold at least 2 cards, got {}",
+                        player.len()
+                    )));
+                }
+                if hand_total(&player).0 > 21 {
+                    return Err(EnvError::InvalidState(format!("{ID} state \"player\" is already bust")));
+                }
+                if dealer.len() != 2 {
+                    return Err(EnvError::InvalidState(format!(
+                        "{ID} state \"dealer\" must hold 2 cards, got {}",
+                        dealer.len()
+                    )));
+                }
+                let deck = if obj.contains_key("deck") { state::cards(ID, obj, "deck")? } else { Vec::new() };
+                self.player = player;
+                self.dealer = dealer;
+                self.deck = deck.into();
+            }
+        }
+        Ok(())
+    }
+    fn step(&mut self, action: i64, rng: &mut Rng) -> Result<Transition, EnvError> {
+        if action == 1 {
+            let c = self.draw(rng);
+            self.player.push(c);
+            if hand_total(&self.player).0 > 21 {
+                self.over = true;
+                return Ok(Transition { reward: -1.0, terminated: true, truncated: false });
+            }
+            return Ok(Transition::running(0.0));
+        }
+        while hand_total(&self.dealer).0 < 17 {
+            let c = self.draw(rng);
+            self.dealer.push(c);
+        }
+        self.over = true;
+        let (p, d) = (score(&self.player), score(&self.dealer));
+        let reward = (p > d) as i32 as f64 - (p < d) as i32 as f64;
+        Ok(Transition { reward, terminated: true, truncated: false })
+    }
+    fn info(&self) -> Info {
+        let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
+        let d: Vec<String> = self.visible_dealer().iter().map(|c| c.to_string()).collect();
+        json!({"Player Card": p, "Dealer Card": d}).as_object().cloned().unwrap_or_default()
+    }
+    fn text(&self) -> String {
+        let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
+        let d: Vec<String> = self.visible_dealer().iter().map(|c| c.to_string()).collect();
+        let hidden = if self.over { "" } else { " and one face-down card" };
+        format!(
+            "Dealer cards: {}{hidden}. Player cards: {} (total {}).",
+            d.join(", "),
+            p.join(", "),
+            hand_total(&self.player).0
+        )
+    }
+    /// Basic strategy (hit/stand only) against a dealer who stands on all 17s.
+    fn expert_action(&self) -> i64 {
+        let (total, soft) = hand_total(&self.player);
+        let up = self.dealer.first().map(|c| if c.rank == 1 { 11 } else { value(c) }).unwrap_or(10);
+        let hit = if soft {
+            total <= 17 || (total == 18 && up >= 9)
+        } else {
+            match total {
+                0..=11 => true,
+                12 => !(4..=6).contains(&up),
+                13..=16 => up >= 7,
+                _ => false,
+            }
+        };
+        hit as i64
+    }
+    fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
+        if full {
+            canvas.fill(TABLE_GREEN);
+        }
+        self.dealer_label.show(canvas, "Dealer", full);
+        self.player_label.show(canvas, "Player", full);
+        let dealer_now = (self.dealer.clone(), !self.over);
+        if full || self.drawn_dealer.as_ref() != Some(&dealer_now) {
+            self.row(canvas, DEALER_Y, &self.dealer, !self.over);
+            self.drawn_dealer = Some(dealer_now);
+        }
+        if full || self.drawn_player != self.player {
+            self.row(canvas, PLAYER_Y, &self.player, false);
+            self.drawn_player = self.player.clone();
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! EZPoints-v0 (gym_cards rules): two cards whose values make 12 with "+" or
+//! "*"; type the formula and press "=".
+
+use serde_json::Value;
+use vlmrl_core::card::Card;
+use vlmrl_core::env::{Env, Info, Transition};
+use vlmrl_core::error::EnvError;
+use vlmrl_core::render::Canvas;
+use vlmrl_core::rng::Rng;
+
+use crate::formula_game::{random_suit, FormulaGame, Layout, Rules};
+use crate::solver::Op;
+use crate::{kwargs, Kwargs};
+
+const ID: &str = "EZPoints-v0";
+const TARGET: i64 = 12;
+
+/// The EZPoints game.
+pub struct EzPoints(FormulaGame);
+
+/// gym_cards' deal: card 1 has rank 2..13 (value min(rank, 10)); with
+/// probability 0.5, when that value divides 12, card 2 has value 12 / v,
+/// otherwise 12 - v; the two are swapped with probability 0.5.
+fn deal(rng: &mut Rng) -> Vec<Card> {
+    let first = Card::new(random_suit(rng), rng.range_inclusive(2, 13) as u8);
+    let v = first.value10() as i64;
+    let divides = [1, 2, 3, 4, 6].contains(&v);
+    // Draw the coin only when it matters, as gym_cards' short-circuit does.
+    let second_value = if divides && rng.bernoulli(0.5) { TARGET / v } else { TARGET - v };
+    let second = Card::new(random_suit(rng), second_value as u8);
+    if rng.bernoulli(0.5) { vec![second, first] } else { vec![first, second] }
+}
+
+/// Registry constructor (no kwargs).
+pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
+    kwargs::check_known(ID, kw, &[])?;
+    Ok(Box::new(EzPoints(FormulaGame::new(Rules {
+        id: ID,
+        num_cards: 2,
+        numbers: (1..=10).collect(),
+        ops: &["+", "*", "="],
+        solver_ops: &[Op::Add, Op::Mul],
+        max_len: 5,
+        target: TARGET,
+        face_cards_as_10: true,
+        deal,
+        layout: Layout {
+            card_w: 120,
+            card_h: 168,
+            card_y: 40,
+            card_x: &[20, 160],
+            text_y: 240,
+            font_px: 20,
+            inline: true,
+            formula_lines: 0,
+        },
+    }))))
+}
+
+impl Env for EzPoints {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+    fn action_names(&self) -> Vec<String> {
+        self.0.action_names()
+    }
+    fn num_actions(&self) -> usize {
+        self.0.num_actions()
+    }
+    fn reset(&mut self, rng: &mut Rng, state: Option<&Value>) -> Result<(), EnvError> {
+        self.0.reset(rng, state)
+    }
+    fn step(&mut self, action: i64, _rng: &mut Rng) -> Result<Transition, EnvError> {
+        self.0.step(action)
+    }
+    fn info(&self) -> Info {
+        self.0.info()
+    }
+    fn text(&self) -> String {
+        self.0.text()
+    }
+    fn expert_action(&self) -> i64 {
+        self.0.expert_action()
+    }
+    fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
+        self.0.render(canvas, full)
+    }
+}
