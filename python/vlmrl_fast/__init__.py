@@ -11,6 +11,9 @@ from vlmrl_fast._core import (
 )
 from vlmrl_fast.envs import VlmrlEnv, VlmrlVectorEnv, list_envs, make_vec, register_envs
 
+from vlmrl_fast import prompts
+from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
+
 register_envs()
 
 __all__ = [
@@ -26,4 +29,9 @@ __all__ = [
     "list_envs",
     "make_vec",
     "register_envs",
+    "prompts",
+    "parse_actions",
+    "ParsedActions",
+    "ActionFallback",
+    "first_action_token",
 ]

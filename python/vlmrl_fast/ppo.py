@@ -22,7 +22,7 @@ import torch
 
 from vlmrl_fast.config import TrainConfig
 from vlmrl_fast.ppo_math import compute_gae, cosine_lr, explained_variance, normalize_advantages, ppo_losses
-from vlmrl_fast.rollout import Rollout, collect_rollout
+from vlmrl_fast.rollout import Rollout, collect_rollout, select_rows
 
 
 def derive_seed(*parts: int) -> int:
@@ -68,7 +68,6 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
     b_ref = None if ro.ref_logprobs is None else torch.as_tensor(ro.ref_logprobs.reshape(-1), device=device)
     if cfg.norm_adv:
         b_adv = normalize_advantages(b_adv)
-    frames = ro.frames.reshape(-1, *ro.frames.shape[2:])
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
                                                      "old_approx_kl", "clipfrac", "kl_ref", "ratio_guarded")}
     skipped = dropped_steps = opt_steps = 0
@@ -77,7 +76,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
         for start in range(0, B, cfg.minibatch_size):
             idx = order[start:start + cfg.minibatch_size]
             with accelerator.accumulate(wrapped if wrapped is not None else agent):
-                batch = agent.prompt_batch(frames[idx], [ro.prompts[i] for i in idx]).to(device)
+                batch = select_rows(ro.batches, ro.num_envs, idx, agent.pad_token_id)
                 ev = evaluate(batch, [ro.answer_ids[i] for i in idx], [ro.action_starts[i] for i in idx],
                               lam=cfg.thought_coef)
                 out = ppo_losses(ev.logprob.float(), b_logprobs[idx], b_adv[idx], ev.value.float(),

@@ -92,6 +92,42 @@ def prompt_batch(agent: Any, images: np.ndarray, prompts: list[str]) -> Any:
     return agent.prompt_batch(np.asarray(images), prompts).to(device)
 
 
+def concat_prompt_batches(parts: Sequence[Any], pad_token_id: int) -> Any:
+    """Rows of several PromptBatches as one: token rows left-padded to the longest, vision inputs
+    concatenated along their first axis (per-image patches of Qwen2-VL style models included)."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.input_ids.shape[1] for p in parts)
+
+    def left_pad(x: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+    ids = torch.cat([left_pad(p.input_ids, pad_token_id) for p in parts])
+    mask = torch.cat([left_pad(p.attention_mask, 0) for p in parts])
+    vision = {}
+    for key in parts[0].vision:
+        if key == "mm_token_type_ids":
+            vision[key] = torch.cat([left_pad(p.vision[key], 0) for p in parts])
+        else:
+            vision[key] = torch.cat([p.vision[key] for p in parts])
+    return type(parts[0])(ids, mask, vision)
+
+
+def select_rows(batches: Sequence[Any], num_envs: int, flat_indices: Sequence[int], pad_token_id: int) -> Any:
+    """One PromptBatch of the rollout samples `flat_indices` (t * num_envs + n) from the per-step batches,
+    without running the processor again."""
+    by_step: dict[int, list[int]] = {}
+    for i in flat_indices:
+        by_step.setdefault(int(i) // num_envs, []).append(int(i) % num_envs)
+    parts = [batches[t].select(rows) for t, rows in by_step.items()]
+    order = [t * num_envs + r for t, rows in by_step.items() for r in rows]
+    merged = concat_prompt_batches(parts, pad_token_id)
+    # back to the caller's order, so row k is flat_indices[k]
+    pos = {flat: k for k, flat in enumerate(order)}
+    perm = [pos[int(i)] for i in flat_indices]
+    return merged if perm == list(range(len(perm))) else merged.select(perm)
+
+
 @torch.no_grad()
 def values_of(agent: Any, images: np.ndarray, prompts: list[str]) -> np.ndarray:
     """V(s) of observations: the value head on the last prompt token (the answer does not enter it, so a
@@ -125,6 +161,7 @@ class Rollout:
     rewards: np.ndarray = None  # type: ignore[assignment]
     terminated: np.ndarray = None  # type: ignore[assignment]
     truncated: np.ndarray = None  # type: ignore[assignment]
+    batches: list[Any] = field(default_factory=list)  # [T] PromptBatch of each step, reused by the update
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
@@ -174,6 +211,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
                 ro.ref_logprobs[t] = ref.logprob.float().cpu().numpy()
         t3 = time.perf_counter()
         ro.frames[t] = obs
+        ro.batches.append(batch)
         ro.prompts.extend(prompts)
         ro.answers.extend(gen.texts)
         ro.answer_ids.extend(list(a) for a in gen.answer_ids)

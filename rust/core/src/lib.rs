@@ -10,6 +10,7 @@ pub mod font;
 pub mod render;
 pub mod rng;
 pub mod vecenv;
+pub mod parser;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,6 +1,8 @@
 //! The pyo3 binding crate: converts arguments, calls vlmrl-core / vlmrl-envs,
 //! converts results and errors. No engine logic lives here.
 
+pub mod parser;
+
 use pyo3::prelude::*;
 
 mod env;
@@ -13,5 +15,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", vlmrl_core::VERSION)?;
     errors::register(m)?;
     env::register(m)?;
+    parser::register(m)?;
     Ok(())
 }
