@@ -1,5 +1,11 @@
 """Type stubs of the private native module vlmrl_fast._core."""
 
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import final
+
 __version__: str
 
 # --- parser (rust/py/src/parser.rs) ---
@@ -28,3 +34,140 @@ def parse_actions(
 
 def prompt_templates() -> dict[str, str]:
     """The prompt templates built into this module: {env_id: TOML text}."""
+
+# --- engine (rust/py/src/errors.rs, env.rs, buffer.rs) ---
+
+class InvalidActionError(ValueError):
+    """An action an env does not accept (names the env index and the value)."""
+
+class InvalidStateError(ValueError):
+    """A malformed explicit state passed to reset (names the env index and the value)."""
+
+class EnvArgumentError(ValueError):
+    """A bad argument: unknown env id, unknown kwarg, wrong shape or size."""
+
+class ActionTypeError(TypeError):
+    """Actions of the wrong type or dtype."""
+
+class ResetNeededError(RuntimeError):
+    """step() before reset(), or after an env broke."""
+
+class EnvPanicError(RuntimeError):
+    """An env's code panicked; the env must be reset."""
+
+def list_envs() -> list[str]:
+    """The registered env ids (without the "vlmrl_fast/" namespace)."""
+
+@final
+class VecEnv:
+    """N environments of one id, stepped together in Rust threads."""
+
+    def __new__(
+        cls,
+        env_id: str,
+        num_envs: int,
+        seed: int,
+        num_threads: int = 1,
+        autoreset_mode: str = "next_step",
+        kwargs: dict[str, Any] | None = None,
+    ) -> VecEnv: ...
+    @property
+    def env_id(self) -> str:
+        """The env id without namespace, e.g. "Points24-v0"."""
+    @property
+    def num_envs(self) -> int: ...
+    @property
+    def dynamic_actions(self) -> bool:
+        """Whether the action set changes from step to step (ALFWorld)."""
+    def action_names(self, index: int) -> list[str]:
+        """The current action names of env `index`."""
+    def reset(
+        self,
+        seed: int | None = None,
+        states: list[Any] | None = None,
+        mask: list[bool] | None = None,
+        with_info: bool = True,
+    ) -> dict[str, Any] | None:
+        """Resets the envs (all, or where `mask` is True); returns the vector info."""
+    def step(self, actions: npt.NDArray[np.int64], with_info: bool = True) -> dict[str, Any] | None:
+        """Steps every env; returns the vector info."""
+    def env_info(self, index: int) -> dict[str, Any]:
+        """The info dict of env `index`."""
+    def expert_actions(self) -> npt.NDArray[np.int64]:
+        """The expert's action for every env."""
+    @property
+    def obs(self) -> npt.NDArray[np.uint8]:
+        """Observations [num_envs, 300, 300, 3]: a view of the Rust buffer."""
+    @property
+    def rewards(self) -> npt.NDArray[np.float64]:
+        """Rewards of the last step (view)."""
+    @property
+    def terminated(self) -> npt.NDArray[np.bool_]:
+        """Terminated flags of the last step (view)."""
+    @property
+    def truncated(self) -> npt.NDArray[np.bool_]:
+        """Truncated flags of the last step (view)."""
+
+@final
+class TrajectoryBuffer:
+    """Rollout storage for T steps x N envs; every array is a view of Rust memory."""
+
+    def __new__(cls, num_steps: int, num_envs: int, max_tokens: int = 256, pad_id: int = 0) -> TrajectoryBuffer: ...
+    @property
+    def num_steps(self) -> int: ...
+    @property
+    def num_envs(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
+    def __len__(self) -> int: ...
+    def reset(self) -> None:
+        """Forgets the stored steps."""
+    def add(
+        self,
+        actions: Any,
+        rewards: Any,
+        terminated: Any,
+        truncated: Any,
+        values: Any,
+        logprobs: Any,
+        token_ids: list[list[int]] | None = None,
+    ) -> int:
+        """Appends one step of all envs; returns its step index."""
+    def tokens(self, step: int, index: int) -> npt.NDArray[np.int64]:
+        """Env `index`'s generated tokens at `step`, without padding."""
+    def compute_gae(self, gamma: float, lam: float) -> None:
+        """GAE over all steps into `advantages` and `returns`."""
+    @property
+    def actions(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def rewards(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def terminated(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def truncated(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def values(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def next_values(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def logprobs(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def token_lengths(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def advantages(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def returns(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def token_ids(self) -> npt.NDArray[np.int64]:
+        """[T, N, max_tokens] generated token ids, padded with pad_id."""
+
+def gae(
+    rewards: npt.NDArray[np.floating[Any]],
+    values: npt.NDArray[np.floating[Any]],
+    next_values: npt.NDArray[np.floating[Any]],
+    terminated: npt.NDArray[np.bool_],
+    truncated: npt.NDArray[np.bool_],
+    gamma: float,
+    lam: float,
+) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]]]:
+    """GAE on the CPU over [T, N] arrays; returns (advantages, returns)."""

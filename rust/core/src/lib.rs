@@ -6,7 +6,9 @@
 pub mod card;
 pub mod env;
 pub mod error;
+pub mod buffer;
 pub mod font;
+pub mod gae;
 pub mod render;
 pub mod rng;
 pub mod vecenv;

@@ -5,6 +5,7 @@ pub mod parser;
 
 use pyo3::prelude::*;
 
+mod buffer;
 mod env;
 mod errors;
 mod json;
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     env::register(m)?;
     parser::register(m)?;
+    buffer::register(m)?;
     Ok(())
 }
