@@ -65,6 +65,8 @@ class TrainConfig:
                             group="rollout", min=1e-4, max=10.0)
     max_new_tokens: int = _f(64, "longest answer the model may generate", group="rollout", min=1)
     cot: bool = _f(True, "prompt for chain-of-thought answers (False: action-only prompts)", group="rollout")
+    state_text: bool = _f(False, "append the env's text description of the image (info['text']) to the prompt",
+                          group="rollout")
     thought_coef: float = _f(0.5, "lambda: weight of chain-of-thought token log-probs in the action log-prob",
                              group="rollout", min=0.0, max=1.0)
     invalid_fallback: str = _f("random", "action taken for an answer that does not parse to one action",

@@ -136,7 +136,7 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
     # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update)
     obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0))
     agent.eval()
-    ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot,
+    ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot, state_text=cfg.state_text,
                          lam=cfg.thought_coef, fallback=cfg.invalid_fallback, fallback_action=cfg.fallback_action,
                          invalid_penalty=cfg.invalid_penalty, seed=derive_seed(cfg.seed, rank, update, 1),
                          ref_evaluate=ref_evaluate)

@@ -79,11 +79,15 @@ def choose_actions(texts: list[str], names: list[list[str]], fallback: str, fall
     return actions, valid, np.asarray(parsed.key_start, dtype=np.int64)
 
 
-def render_prompts(env_id: str, infos: list[dict[str, Any]], cot: bool) -> list[str]:
-    """User messages of every env from its info (`vlmrl_fast.prompts.render`)."""
+def render_prompts(env_id: str, infos: list[dict[str, Any]], cot: bool, state_text: bool = False) -> list[str]:
+    """User messages of every env from its info (`vlmrl_fast.prompts.render`); with `state_text` the env's
+    one-line text description of the image (info["text"]) is appended."""
     from vlmrl_fast import prompts
 
-    return [prompts.render(env_id, info, cot=cot) for info in infos]
+    out = [prompts.render(env_id, info, cot=cot) for info in infos]
+    if state_text:
+        out = [f"{p}\nThe image shows: {info.get('text', '')}" for p, info in zip(out, infos)]
+    return out
 
 
 def prompt_batch(agent: Any, images: np.ndarray, prompts: list[str]) -> Any:
@@ -177,7 +181,7 @@ class Rollout:
 
 
 def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: dict[str, Any], *,
-                    num_steps: int, cot: bool, lam: float, fallback: str, fallback_action: int,
+                    num_steps: int, cot: bool, lam: float, state_text: bool = False, fallback: str, fallback_action: int,
                     invalid_penalty: float, seed: int, ref_evaluate: Any = None) -> Rollout:
     """Play num_steps steps of every env from (obs, infos), storing what the PPO update needs.
 
@@ -196,7 +200,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
     env_infos = split_infos(infos, n)
     for t in range(num_steps):
         t0 = time.perf_counter()
-        prompts = render_prompts(env_id, env_infos, cot)
+        prompts = render_prompts(env_id, env_infos, cot, state_text)
         batch = prompt_batch(agent, obs, prompts)
         t1 = time.perf_counter()
         gen = agent.generate(batch, seed=int(rng.integers(2**31)))
@@ -240,7 +244,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         need = np.flatnonzero(trunc & ~term)
         if len(need):
             frames, fin_infos = final_observations(infos, done, obs, n)
-            fin_prompts = render_prompts(env_id, [fin_infos[i] for i in need], cot)
+            fin_prompts = render_prompts(env_id, [fin_infos[i] for i in need], cot, state_text)
             ro.next_values[t, need] = values_of(agent, frames[need], fin_prompts)
         if t > 0:
             running = ~(ro.terminated[t - 1] | ro.truncated[t - 1])
@@ -254,7 +258,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
     running = ~(ro.terminated[-1] | ro.truncated[-1])
     if running.any():
         t0 = time.perf_counter()
-        boot = values_of(agent, obs[running], [p for p, r in zip(render_prompts(env_id, env_infos, cot), running) if r])
+        boot = values_of(agent, obs[running], [p for p, r in zip(render_prompts(env_id, env_infos, cot, state_text), running) if r])
         ro.next_values[-1, running] = boot
         secs["logprob"] += time.perf_counter() - t0
     ro.seconds = secs
@@ -275,6 +279,7 @@ class EvalResult:
 
 
 def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: int, cot: bool = True,
+                   state_text: bool = False,
                    fallback: str = "random", fallback_action: int = 0, record: int = 0,
                    max_steps: int = 1000, make_vec: Any = None, progress: Any = None, **env_kwargs: Any
                    ) -> EvalResult:
@@ -304,7 +309,7 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                     break
                 idx = np.flatnonzero(active)
                 env_infos = split_infos(infos, size)
-                prompts = render_prompts(env_id, [env_infos[i] for i in idx], cot)
+                prompts = render_prompts(env_id, [env_infos[i] for i in idx], cot, state_text)
                 gen = agent.generate(prompt_batch(agent, np.asarray(obs)[idx], prompts),
                                      seed=int(rng.integers(2**31)))
                 names = action_names_per_env(envs, size)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vlmrl_fast.rollout import action_names_per_env, split_infos
+from vlmrl_fast.rollout import action_names_per_env, render_prompts, split_infos
 
 
 @dataclass
@@ -34,7 +34,8 @@ class Demonstrations:
 
 
 def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert", seed: int = 0,
-                         cot: bool = True, num_envs: int = 16, max_steps: int = 100_000,
+                         cot: bool = True, state_text: bool = False, num_envs: int = 16,
+                         max_steps: int = 100_000,
                          **env_kwargs: Any) -> Demonstrations:
     """Play `episodes` episodes with the expert's (or random) actions and record every step."""
     from gymnasium.vector import AutoresetMode
@@ -61,9 +62,10 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
                 chosen = np.asarray(envs.expert_actions(), dtype=np.int64)
             else:
                 chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
-            for i, info in enumerate(split_infos(infos, n)):
+            env_infos = split_infos(infos, n)
+            texts_p.extend(render_prompts(env_id, env_infos, cot, state_text))
+            for i, info in enumerate(env_infos):
                 frames.append(np.array(obs[i], copy=True))
-                texts_p.append(prompts.render(env_id, info, cot=cot))
                 texts_a.append(prompts.answer(env_id, info, names[i][chosen[i]], cot=cot))
                 acts.append(int(chosen[i]))
             obs, _, term, trunc, infos = envs.step(chosen)

@@ -44,7 +44,7 @@ def check_inputs(cfg: TrainConfig) -> None:
 def check_context(agent: Any, cfg: TrainConfig, envs: Any) -> None:
     """A prompt of this env plus max_new_tokens must fit the language model's context."""
     obs, infos = envs.reset(seed=cfg.seed)
-    prompts = render_prompts(cfg.env, split_infos(infos, 1)[:1], cfg.cot)
+    prompts = render_prompts(cfg.env, split_infos(infos, 1)[:1], cfg.cot, cfg.state_text)
     batch = prompt_batch(agent, np.asarray(obs)[:1], prompts)
     limit = getattr(agent.model.config.get_text_config(), "max_position_embeddings", None)
     need = int(batch.input_ids.shape[1]) + cfg.max_new_tokens
@@ -70,8 +70,8 @@ def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, re
     offset = rank * (cfg.eval_episodes // world) + min(rank, cfg.eval_episodes % world)
     with _bar(cfg.eval_episodes, desc, cfg.progress and accelerator.is_main_process) as bar:
         res = evaluate_agent(agent, cfg.env, episodes=share, seed=cfg.eval_seed + offset, batch=cfg.eval_batch,
-                             cot=cfg.cot, fallback=cfg.invalid_fallback, fallback_action=cfg.fallback_action,
-                             record=record if rank == 0 else 0, progress=bar)
+                             cot=cfg.cot, state_text=cfg.state_text, fallback=cfg.invalid_fallback,
+                             fallback_action=cfg.fallback_action, record=record if rank == 0 else 0, progress=bar)
     r = np.array(res.returns)
     t = torch.tensor([len(r), float((r > 0).sum()), float(r.sum()), res.invalid_rate * len(r)],
                      dtype=torch.float64, device=accelerator.device)
@@ -86,7 +86,8 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
     t0 = time.perf_counter()
     rank = accelerator.process_index
     demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
-                                 seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot)
+                                 seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
+                                 state_text=cfg.state_text)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with _bar(steps, f"warm start (SFT, {len(demos)} steps of {cfg.sft_actions} play)",
               cfg.progress and accelerator.is_main_process) as bar:
