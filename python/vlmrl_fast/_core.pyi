@@ -34,6 +34,8 @@ def parse_actions(
 
 def prompt_templates() -> dict[str, str]:
     """The prompt templates built into this module: {env_id: TOML text}."""
+
+
 # --- engine (rust/py/src/errors.rs, env.rs, buffer.rs) ---
 
 class InvalidActionError(ValueError):

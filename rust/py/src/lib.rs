@@ -16,7 +16,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", vlmrl_core::VERSION)?;
     errors::register(m)?;
     env::register(m)?;
-    buffer::register(m)?;
     parser::register(m)?;
+    buffer::register(m)?;
     Ok(())
 }

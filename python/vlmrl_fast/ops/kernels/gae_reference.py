@@ -1,0 +1,1 @@
+../../../../kernels/gae_reference.py

@@ -1,0 +1,1 @@
+../../../../kernels/gae_triton.py
