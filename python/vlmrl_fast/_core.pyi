@@ -172,3 +172,11 @@ def gae(
     lam: float,
 ) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]]]:
     """GAE on the CPU over [T, N] arrays; returns (advantages, returns)."""
+
+# --- ALFWorld (rust/py/src/alfworld.rs) ---
+def alfworld_text_image(
+    task: str, location: str, items: list[str], held: str | None, feedback: str
+) -> npt.NDArray[np.uint8]:
+    """Draws an ALFWorld view from text: the task, the "At: ..." line, the names
+    seen there, the held object and the last feedback. Returns a new
+    [300, 300, 3] uint8 array."""

@@ -465,3 +465,59 @@ impl View {
         self.line = Some(line);
     }
 }
+
+/// A view described by text alone (the ALFWorldTW-v0 adapter, whose
+/// TextWorld engine has no world model we can see): drawn with the same
+/// bands, fonts and icons as ALFWorld-v0.
+pub struct TextScene<'a> {
+    pub task: &'a str,
+    /// "At: ..." line, e.g. "At: fridge 1 (open)".
+    pub location: &'a str,
+    /// Names seen at the current place ("apple 1"), icons by their kind.
+    pub items: &'a [String],
+    pub held: Option<&'a str>,
+    pub feedback: &'a str,
+}
+
+/// Draws a [`TextScene`] from scratch into `c`.
+pub fn render_text_scene(c: &mut Canvas<'_>, scene: &TextScene<'_>) {
+    let s = styles();
+    let mut line = Sprite::filled(1, 1, WHITE);
+    let mut cover = Vec::new();
+    let mut labels: [HashMap<String, Sprite>; 3] = Default::default();
+    let mut p = Painter { c, line: &mut line, cover: &mut cover, labels: &mut labels };
+    for (y, h, bg) in [TASK, LOCATION, PANEL, HELD, FEEDBACK] {
+        p.c.fill_rect(0, y, 300, h, bg);
+    }
+    p.c.fill_rect(0, FEEDBACK.0, 300, 1, [180, 180, 180]);
+    for (i, l) in wrap(&s.task.font, &format!("Task: {}", scene.task), 290, 2).iter().enumerate() {
+        p.text(&s.task, 5, 3 + i as i32 * s.task.font.line_height, l);
+    }
+    p.text(&s.location, 5, LOCATION.0 + 2, scene.location);
+    let kind_of = |name: &str| super::catalog::obj_index(name.split(' ').next().unwrap_or(""));
+    let (bx, by, bw, bh) = (6, PANEL.0 + 4, 288, PANEL.1 - 8);
+    let (cw, ch) = (bw / GRID_COLS, (bh - BORDER - 2) / GRID_ROWS);
+    for (slot, name) in scene.items.iter().enumerate().take((GRID_COLS * GRID_ROWS) as usize) {
+        let (col, row) = (slot as i32 % GRID_COLS, slot as i32 / GRID_COLS);
+        let (x, y) = (bx + col * cw, by + BORDER + 2 + row * ch);
+        if let Some(k) = kind_of(name) {
+            p.c.blit(x + cw / 2 - 12, y + 1, &icons().on_panel[k as usize]);
+        }
+        let tw = s.panel.font.text_width(name);
+        p.text(&s.panel, x + (cw - tw) / 2, y + 23, name);
+    }
+    let held = match scene.held {
+        Some(h) => {
+            if let Some(k) = kind_of(h) {
+                p.c.blit(2, HELD.0, &icons().on_held[k as usize]);
+            }
+            format!("Holding: {h}")
+        }
+        None => "Holding: nothing".to_string(),
+    };
+    p.text(&s.held, if scene.held.is_some() { 28 } else { 5 }, HELD.0 + 5, &held);
+    let lh = s.feedback.font.line_height;
+    for (i, l) in wrap(&s.feedback.font, scene.feedback, 290, 5).iter().enumerate() {
+        p.text(&s.feedback, 5, FEEDBACK.0 + 2 + i as i32 * lh, l);
+    }
+}

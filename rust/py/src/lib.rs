@@ -5,6 +5,7 @@ pub mod parser;
 
 use pyo3::prelude::*;
 
+mod alfworld;
 mod buffer;
 mod env;
 mod errors;
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     env::register(m)?;
     parser::register(m)?;
     buffer::register(m)?;
+    alfworld::register(m)?;
     Ok(())
 }
