@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use vlmrl_core::env::Env;
 use vlmrl_core::error::EnvError;
 
+pub mod alfworld;
 pub mod blackjack;
 pub mod dummy;
 pub mod ezpoints;
@@ -40,6 +41,7 @@ pub const REGISTRY: &[EnvSpec] = &[
     EnvSpec { id: "EZPoints-v0", public: true, make: ezpoints::make },
     EnvSpec { id: "Points24-v0", public: true, make: points24::make },
     EnvSpec { id: "Blackjack-v0", public: true, make: blackjack::make },
+    EnvSpec { id: "ALFWorld-v0", public: true, make: alfworld::make },
     EnvSpec { id: "Dummy-v0", public: false, make: dummy::make },
 ];
 

@@ -18,6 +18,10 @@ from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token,
 
 register_envs()
 
+from vlmrl_fast import alfworld_tw as _alfworld_tw  # noqa: E402
+
+_alfworld_tw.register()
+
 __all__ = [
     "__version__",
     "ActionTypeError",

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/play", help="folder for the PNG strip of one episode")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_play)
+
+    from vlmrl_fast.train_cli import add_subcommands  # train, sft, eval
+
+    add_subcommands(sub)
     return parser
 
 

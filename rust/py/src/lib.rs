@@ -5,6 +5,7 @@ pub mod parser;
 
 use pyo3::prelude::*;
 
+mod alfworld;
 mod buffer;
 mod env;
 mod errors;
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     buffer::register(m)?;
     parser::register(m)?;
     preprocess::register(m)?;
+    alfworld::register(m)?;
     Ok(())
 }

@@ -1,0 +1,202 @@
+"""PPO for VLM agents, readable top to bottom: set-up, warm start, then per update a batched rollout,
+advantages (GAE), epochs of minibatches with the clipped objective, metrics and a checkpoint.
+
+Design choices worth knowing:
+- Every update starts its envs from a reset seeded by (seed, rank, update), so a run resumed from a
+  checkpoint sees exactly the episodes the uninterrupted run would have seen; the rollout's last step
+  bootstraps from the value of the state it stops in.
+- The policy stays in eval mode (no dropout) in rollout and update, so the first minibatch's ratio is 1.
+- accelerate's Accelerator places the model, accumulates gradients, clips them and reduces the metrics
+  over processes; each process steps its own envs with its own seed stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vlmrl_fast.config import TrainConfig
+from vlmrl_fast.ppo_math import compute_gae, cosine_lr, explained_variance, normalize_advantages, ppo_losses
+from vlmrl_fast.rollout import Rollout, collect_rollout, select_rows
+
+
+def derive_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (independent streams for rank, update, purpose)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def reference_evaluator(agent: Any, cfg: TrainConfig) -> Callable[..., Any] | None:
+    """What evaluates the initial policy for the KL penalty: the same model with LoRA adapters switched
+    off, or a frozen copy of the starting weights. None when kl_coef is 0 (nothing is kept)."""
+    if cfg.kl_coef <= 0:
+        return None
+    model = agent.model
+    if hasattr(model, "disable_adapter"):
+        def evaluate(*args: Any, **kwargs: Any) -> Any:
+            with model.disable_adapter():
+                return agent.evaluate(*args, **kwargs)
+        return evaluate
+    frozen = copy.deepcopy(agent).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen.evaluate
+
+
+def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, ro: Rollout,
+               advantages: np.ndarray, returns: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
+               evaluate: Callable[..., Any] | None = None, wrapped: Any = None) -> dict[str, float]:
+    """update_epochs passes over the rollout in minibatches; an optimizer step every grad_accum_steps.
+
+    A minibatch whose loss is NaN or inf contributes no gradient and is counted (losses/nonfinite_skipped);
+    an optimizer step whose clipped gradient norm is not finite is dropped and counted too, so the weights
+    never see a non-finite update. `wrapped` is what accelerator.prepare returned for the agent (it
+    decides when gradients synchronise); `evaluate` defaults to agent.evaluate. Returns averaged diagnostics.
+    """
+    evaluate = evaluate or agent.evaluate
+    device = accelerator.device
+    params = [p for p in agent.parameters() if p.requires_grad]
+    B = ro.num_steps * ro.num_envs
+    b_logprobs = torch.as_tensor(ro.logprobs.reshape(-1), device=device)
+    b_values = torch.as_tensor(ro.values.reshape(-1), device=device)
+    b_adv = torch.as_tensor(advantages.reshape(-1), device=device)
+    b_ret = torch.as_tensor(returns.reshape(-1), device=device)
+    b_ref = None if ro.ref_logprobs is None else torch.as_tensor(ro.ref_logprobs.reshape(-1), device=device)
+    if cfg.norm_adv:
+        b_adv = normalize_advantages(b_adv)
+    stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                                     "old_approx_kl", "clipfrac", "kl_ref", "ratio_guarded")}
+    skipped = dropped_steps = opt_steps = 0
+    for _ in range(cfg.update_epochs):
+        order = rng.permutation(B)
+        for start in range(0, B, cfg.minibatch_size):
+            idx = order[start:start + cfg.minibatch_size]
+            with accelerator.accumulate(wrapped if wrapped is not None else agent):
+                batch = select_rows(ro.batches, ro.num_envs, idx, agent.pad_token_id)
+                ev = evaluate(batch, [ro.answer_ids[i] for i in idx], [ro.action_starts[i] for i in idx],
+                              lam=cfg.thought_coef)
+                out = ppo_losses(ev.logprob.float(), b_logprobs[idx], b_adv[idx], ev.value.float(),
+                                 b_values[idx], b_ret[idx], clip_coef=cfg.clip_coef, clip_vloss=cfg.clip_vloss,
+                                 vf_coef=cfg.vf_coef, ratio_guard=cfg.ratio_guard, entropy=ev.entropy.float(),
+                                 ent_coef=cfg.ent_coef, ref_logprob=None if b_ref is None else b_ref[idx],
+                                 kl_coef=cfg.kl_coef)
+                if torch.isfinite(out.loss):
+                    accelerator.backward(out.loss)
+                    for k in stats:
+                        stats[k].append(float(torch.as_tensor(getattr(out, k)).detach()))
+                else:
+                    skipped += 1
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                    if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                        dropped_steps += 1
+                    else:
+                        optimizer.step()
+                        opt_steps += 1
+                    optimizer.zero_grad(set_to_none=True)
+    result = {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
+    result.update(nonfinite_skipped=float(skipped), dropped_steps=float(dropped_steps),
+                  optimizer_steps=float(opt_steps))
+    return result
+
+
+def _sum_over_processes(accelerator: Any, values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return [float(x) for x in accelerator.reduce(t, reduction="sum").cpu()]
+
+
+def rollout_metrics(accelerator: Any, ro: Rollout) -> dict[str, float]:
+    """Episode return, success rate and invalid-answer rate of a rollout, over every process."""
+    r = np.array(ro.episode_returns)
+    sums = _sum_over_processes(accelerator, [float(len(r)), float((r > 0).sum()), float(r.sum()),
+                                             float((~ro.valid).sum()), float(ro.valid.size),
+                                             float(sum(ro.episode_lengths))])
+    episodes, successes, ret, invalid, steps, length = sums
+    nan = float("nan")
+    return {"charts/episodes": episodes,
+            "charts/success_rate": successes / episodes if episodes else nan,
+            "charts/episodic_return": ret / episodes if episodes else nan,
+            "charts/episodic_length": length / episodes if episodes else nan,
+            "charts/invalid_rate": invalid / steps}
+
+
+def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, envs: Any, cfg: TrainConfig,
+                 update: int, rank: int = 0, ref_evaluate: Callable[..., Any] | None = None,
+                 wrapped: Any = None) -> dict[str, Any]:
+    """One PPO iteration: rollout -> GAE -> update. Returns the metrics record of this update."""
+    t_start = time.perf_counter()
+    lr = cosine_lr(update, cfg.updates, cfg.learning_rate, cfg.min_learning_rate)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+    # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update)
+    obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0))
+    agent.eval()
+    ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot, state_text=cfg.state_text,
+                         lam=cfg.thought_coef, fallback=cfg.invalid_fallback, fallback_action=cfg.fallback_action,
+                         invalid_penalty=cfg.invalid_penalty, seed=derive_seed(cfg.seed, rank, update, 1),
+                         ref_evaluate=ref_evaluate)
+
+    # 2. advantages (GAE over [T, N]: the Rust or Triton path of vlmrl_fast.ops when present)
+    advantages, returns = compute_gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
+                                      cfg.gamma, cfg.gae_lambda)
+
+    # 3. PPO epochs over minibatches
+    t_update = time.perf_counter()
+    stats = ppo_update(agent, optimizer, accelerator, ro, advantages, returns, cfg,
+                       np.random.default_rng(derive_seed(cfg.seed, rank, update, 2)), wrapped=wrapped)
+    update_s = time.perf_counter() - t_update
+
+    # 4. metrics (CleanRL names), reduced over processes
+    wall = time.perf_counter() - t_start
+    steps = ro.num_steps * ro.num_envs * accelerator.num_processes
+    record: dict[str, Any] = {"update": update + 1, "global_step": (update + 1) * steps}
+    record.update(rollout_metrics(accelerator, ro))
+    record.update({
+        "charts/learning_rate": lr,
+        "charts/SPS": steps / wall,
+        "losses/policy_loss": stats["policy_loss"],
+        "losses/value_loss": stats["value_loss"],
+        "losses/entropy": stats["entropy"],
+        "losses/approx_kl": stats["approx_kl"],
+        "losses/old_approx_kl": stats["old_approx_kl"],
+        "losses/clipfrac": stats["clipfrac"],
+        "losses/kl_ref": stats["kl_ref"],
+        "losses/ratio_guarded": stats["ratio_guarded"],
+        "losses/explained_variance": explained_variance(ro.values.reshape(-1), returns.reshape(-1)),
+        "losses/nonfinite_skipped": stats["nonfinite_skipped"],
+        "losses/dropped_steps": stats["dropped_steps"],
+        "perf/tokens_per_s": ro.tokens_generated / max(ro.seconds["generate"], 1e-9),
+        "perf/env_steps_per_s": ro.num_steps * ro.num_envs / max(sum(ro.seconds.values()), 1e-9),
+        "time/generate_s": ro.seconds["generate"],
+        "time/logprob_s": ro.seconds["logprob"],
+        "time/prompt_s": ro.seconds["prompt"],
+        "time/env_s": ro.seconds["env"],
+        "time/update_s": update_s,
+        "time/iteration_s": wall,
+    })
+    return record
+
+
+# -- the whole job ---------------------------------------------------------------------------------------
+def build_agent(cfg: TrainConfig, device: str) -> Any:
+    """Load the model named by cfg.model with cfg's LoRA/dtype options and wrap it in an Agent."""
+    from vlmrl_fast.agent import Agent
+    from vlmrl_fast.models import ModelSettings, load_model
+
+    targets: Any = cfg.lora_target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    settings = ModelSettings(dtype=cfg.dtype, device=device, lora=cfg.lora, lora_r=cfg.lora_r,
+                             lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_target_modules=targets,
+                             lora_vision=cfg.lora_vision, gradient_checkpointing=cfg.gradient_checkpointing,
+                             quantization=None if cfg.quantization == "none" else cfg.quantization)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the value head's initialisation, the same on every process
+        model, processor = load_model(cfg.model, settings)
+        agent = Agent(model, processor, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    return agent.eval()

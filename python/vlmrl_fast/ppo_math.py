@@ -1,0 +1,134 @@
+"""The arithmetic of PPO, as small pure functions on tensors (tested against numpy references).
+
+Kept apart from the training loop (ppo.py) so that each formula can be read and tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def cosine_lr(update: int, total_updates: int, max_lr: float, min_lr: float) -> float:
+    """Learning rate of update `update` (0-based) on a cosine from max_lr (first) to min_lr (last)."""
+    if total_updates <= 1:
+        return max_lr
+    progress = min(max(update / (total_updates - 1), 0.0), 1.0)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def gae_torch(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
+              terminated: torch.Tensor, truncated: torch.Tensor, gamma: float, lam: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over [T, N] with the engine's semantics; returns (advantages, returns).
+
+    delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t
+    A_t = delta_t + gamma * lam * (1 - (terminated_t or truncated_t)) * A_{t+1},  A_T = 0
+    next_values_t is the value of the true successor of step t (the final state when truncated), so a
+    truncated step still bootstraps while the recursion stops at every episode end.
+    """
+    rewards, values, next_values = (x.to(torch.float32) for x in (rewards, values, next_values))
+    term = terminated.to(torch.float32)
+    done = (terminated.bool() | truncated.bool()).to(torch.float32)
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        delta = rewards[t] + gamma * (1.0 - term[t]) * next_values[t] - values[t]
+        last = delta + gamma * lam * (1.0 - done[t]) * last
+        adv[t] = last
+    return adv, adv + values
+
+
+def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+                truncated: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """GAE through `vlmrl_fast.ops.gae` when the kernels are installed, else through `gae_torch`.
+
+    All arrays are [T, N]; returns float32 numpy (advantages, returns).
+    """
+    args = [torch.as_tensor(np.ascontiguousarray(a)) for a in (rewards, values, next_values)]
+    flags = [torch.as_tensor(np.ascontiguousarray(a)).bool() for a in (terminated, truncated)]
+    try:
+        from vlmrl_fast.ops import gae as ops_gae  # the kernels issue (Rust on the CPU, Triton on the GPU)
+    except ImportError:
+        ops_gae = None
+    if ops_gae is not None:
+        adv, ret = ops_gae(args[0].float(), args[1].float(), args[2].float(), flags[0], flags[1],
+                           gamma=gamma, lam=lam)
+    else:
+        adv, ret = gae_torch(args[0], args[1], args[2], flags[0], flags[1], gamma, lam)
+    return np.asarray(adv, dtype=np.float32), np.asarray(ret, dtype=np.float32)
+
+
+def normalize_advantages(adv: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(adv - mean) / (std + eps) over the whole rollout; a single sample is only centred."""
+    if adv.numel() < 2:
+        return adv - adv.mean()
+    return (adv - adv.mean()) / (adv.std() + eps)
+
+
+@dataclass
+class PPOLosses:
+    """Losses and diagnostics of one minibatch (tensors; the losses carry gradients)."""
+
+    loss: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    kl_ref: torch.Tensor
+    approx_kl: torch.Tensor
+    old_approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+    ratio_guarded: bool
+
+
+def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+               new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, *,
+               clip_coef: float, clip_vloss: bool = True, vf_coef: float = 0.5, ratio_guard: float = 10.0,
+               entropy: torch.Tensor | None = None, ent_coef: float = 0.0,
+               ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0) -> PPOLosses:
+    """Clipped PPO objective for one minibatch (all inputs [B]).
+
+    Policy: max(-A * r, -A * clip(r, 1 - c, 1 + c)), except that when any ratio of the minibatch exceeds
+    `ratio_guard` only the clipped term is used (the paper's guard against exploding ratios, which would
+    otherwise let one token sequence dominate the step).
+    Value: 0.5 * max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2) when clip_vloss, else 0.5 * (v - R)^2.
+    KL to the initial policy (optional): the non-negative k3 estimator exp(ref - new) - (ref - new) - 1 on
+    the sampled answers.
+    """
+    logratio = new_logprob - old_logprob
+    ratio = logratio.exp()
+    with torch.no_grad():
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+
+    pg_unclipped = -advantages * ratio
+    pg_clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    guarded = bool((ratio.detach() > ratio_guard).any())
+    policy_loss = pg_clipped.mean() if guarded else torch.max(pg_unclipped, pg_clipped).mean()
+
+    v_unclipped = (new_value - returns) ** 2
+    if clip_vloss:
+        v_clipped = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
+        value_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
+    else:
+        value_loss = 0.5 * v_unclipped.mean()
+
+    zero = new_logprob.new_zeros(())
+    ent = entropy.mean() if entropy is not None else zero
+    if ref_logprob is not None and kl_coef > 0:
+        d = ref_logprob - new_logprob
+        kl_ref = (d.exp() - d - 1).mean()
+    else:
+        kl_ref = zero
+    loss = policy_loss + vf_coef * value_loss - ent_coef * ent + kl_coef * kl_ref
+    return PPOLosses(loss, policy_loss, value_loss, ent, kl_ref, approx_kl, old_approx_kl, clipfrac, guarded)
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var(returns - values) / Var(returns); nan when the returns do not vary."""
+    var = float(np.var(returns))
+    return float("nan") if var == 0 else 1.0 - float(np.var(returns - values)) / var

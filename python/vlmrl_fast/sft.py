@@ -1,0 +1,149 @@
+"""Supervised warm start (`vlmrl sft`): demonstrations from the environments, loss on answer tokens only.
+
+A demonstration is (image, prompt, answer): the observation, the user message `prompts.render` makes of
+the env's info, and an answer in the CoT JSON format from `prompts.answer`, whose fields are true to the
+state and whose action is the expert's (``actions="expert"``) or uniformly random (``actions="random"``).
+The random variant teaches the answer format and what the image shows but nothing about which action is
+good, so any improvement after it is RL's doing (the main job uses it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vlmrl_fast.rollout import action_names_per_env, render_prompts, split_infos
+
+
+@dataclass
+class Demonstrations:
+    """Parallel lists of demonstration steps."""
+
+    frames: np.ndarray  # [M, H, W, 3] uint8
+    prompts: list[str]
+    answers: list[str]
+    actions: list[int]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert", seed: int = 0,
+                         cot: bool = True, state_text: bool = False, num_envs: int = 16,
+                         max_steps: int = 100_000,
+                         **env_kwargs: Any) -> Demonstrations:
+    """Play `episodes` episodes with the expert's (or random) actions and record every step."""
+    from gymnasium.vector import AutoresetMode
+
+    from vlmrl_fast import make_vec, prompts
+
+    if actions not in ("expert", "random"):
+        raise ValueError(f"sft actions must be 'expert' or 'random', got {actions!r}")
+    n = max(1, min(num_envs, episodes))
+    envs = make_vec(env_id, n, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
+    rng = np.random.default_rng([seed, 0xDE70])
+    frames: list[np.ndarray] = []
+    texts_p: list[str] = []
+    texts_a: list[str] = []
+    acts: list[int] = []
+    finished = 0
+    try:
+        obs, infos = envs.reset(seed=seed)
+        for _ in range(max_steps):
+            if finished >= episodes:
+                break
+            names = action_names_per_env(envs, n)
+            if actions == "expert":
+                chosen = np.asarray(envs.expert_actions(), dtype=np.int64)
+            else:
+                chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
+            env_infos = split_infos(infos, n)
+            texts_p.extend(render_prompts(env_id, env_infos, cot, state_text))
+            for i, info in enumerate(env_infos):
+                frames.append(np.array(obs[i], copy=True))
+                texts_a.append(prompts.answer(env_id, info, names[i][chosen[i]], cot=cot))
+                acts.append(int(chosen[i]))
+            obs, _, term, trunc, infos = envs.step(chosen)
+            finished += int(np.sum(np.asarray(term) | np.asarray(trunc)))
+    finally:
+        envs.close()
+    return Demonstrations(np.stack(frames), texts_p, texts_a, acts)
+
+
+def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
+    """Token ids of answer texts as the model would generate them: the text, then the end-of-answer token."""
+    tok = agent.processor.tokenizer
+    eos = tok.eos_token_id
+    return [list(tok(a, add_special_tokens=False)["input_ids"]) + [eos] for a in answers]
+
+
+def answer_token_loss(agent: Any, frames: np.ndarray, prompts: list[str], answer_ids: list[list[int]],
+                      device: torch.device | str) -> torch.Tensor:
+    """Mean negative log-likelihood per answer token (temperature 1; prompt tokens carry no loss)."""
+    batch = agent.prompt_batch(frames, prompts).to(device)
+    starts = [len(a) for a in answer_ids]  # whole answer weighted 1: lam = 1 makes cot + action = all tokens
+    temperature = agent.temperature
+    agent.temperature = 1.0  # SFT fits the model's own distribution, not the sharpened sampling one
+    try:
+        ev = agent.evaluate(batch, answer_ids, starts, lam=1.0)
+    finally:
+        agent.temperature = temperature
+    return -(ev.logprob.sum() / ev.num_tokens.sum().clamp_min(1))
+
+
+def valid_answer_rate(agent: Any, action_names: list[str], demos: Demonstrations, *, limit: int = 64,
+                      seed: int = 0, device: torch.device | str = "cpu") -> float:
+    """Share of the model's sampled answers on demonstration states that parse to a valid action."""
+    from vlmrl_fast import parse_actions
+
+    idx = np.arange(min(limit, len(demos)))
+    batch = agent.prompt_batch(demos.frames[idx], [demos.prompts[i] for i in idx]).to(device)
+    gen = agent.generate(batch, seed=seed)
+    parsed = parse_actions(gen.texts, action_names)
+    return float(np.mean(parsed.valid))
+
+
+def train_sft(agent: Any, demos: Demonstrations, *, epochs: int, batch_size: int, learning_rate: float,
+              accelerator: Any, seed: int = 0, max_grad_norm: float = 1.0,
+              on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
+    """Fine-tune the trainable parameters on the answer tokens of the demonstrations (AdamW, cosine to 0).
+
+    Returns the loss of every optimizer step. Non-finite losses are skipped (no step taken).
+    """
+    params = [p for p in agent.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    device = accelerator.device
+    answer_ids = answer_token_ids(agent, demos.answers)
+    rng = np.random.default_rng([seed, 0x5F7])
+    steps_per_epoch = math.ceil(len(demos) / batch_size)
+    total = epochs * steps_per_epoch
+    losses: list[float] = []
+    agent.train()
+    step = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(demos))
+        for b in range(steps_per_epoch):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+            loss = answer_token_loss(agent, demos.frames[idx], [demos.prompts[i] for i in idx],
+                                     [answer_ids[i] for i in idx], device)
+            step += 1
+            if not torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            # accelerator.backward divides by the PPO accumulation count; SFT steps every batch
+            accelerator.backward(loss * accelerator.gradient_accumulation_steps)
+            accelerator.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(step, total, losses[-1])
+    agent.eval()
+    return losses

@@ -1,0 +1,207 @@
+"""The main job behind `vlmrl train`: check inputs, warm start, evaluate, PPO updates, evaluate again,
+and write the run's artifacts (config, metrics, checkpoints, summary, learning curve, episode report)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmrl_fast.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_file_atomic
+from vlmrl_fast.config import ConfigError, TrainConfig
+from vlmrl_fast.ppo import build_agent, derive_seed, reference_evaluator, train_update
+from vlmrl_fast.report import MetricsLogger, plot_learning_curve, write_episode_report, write_summary
+from vlmrl_fast.rollout import EvalResult, evaluate_agent, prompt_batch, render_prompts, split_infos
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; a CUDA device without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config field 'device': {device!r} requested but no CUDA GPU is visible")
+    return device
+
+
+def check_inputs(cfg: TrainConfig) -> None:
+    """Fail fast, before loading weights: unknown env, missing model folder, processor without a chat
+    template. (The context-length check needs the model and runs right after loading it.)"""
+    import vlmrl_fast
+    from vlmrl_fast.models import load_processor
+
+    known = list(vlmrl_fast.list_envs())
+    if cfg.env not in known and f"vlmrl_fast/{cfg.env}" not in known:
+        short = sorted(k.split("/")[-1] for k in known)
+        raise ConfigError(f"config field 'env': unknown environment {cfg.env!r}; known: {', '.join(short)}")
+    resolve_device(cfg.device)
+    load_processor(cfg.model)  # ValueError naming the path, or the missing chat template
+
+
+def check_context(agent: Any, cfg: TrainConfig, envs: Any) -> None:
+    """A prompt of this env plus max_new_tokens must fit the language model's context."""
+    obs, infos = envs.reset(seed=cfg.seed)
+    prompts = render_prompts(cfg.env, split_infos(infos, 1)[:1], cfg.cot, cfg.state_text)
+    batch = prompt_batch(agent, np.asarray(obs)[:1], prompts)
+    limit = getattr(agent.model.config.get_text_config(), "max_position_embeddings", None)
+    need = int(batch.input_ids.shape[1]) + cfg.max_new_tokens
+    if limit is not None and need > limit:
+        raise ConfigError(f"config field 'max_new_tokens': prompt ({batch.input_ids.shape[1]} tokens) + "
+                          f"max_new_tokens ({cfg.max_new_tokens}) = {need} exceeds the model's context of "
+                          f"{limit} tokens")
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
+
+
+def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, record: int = 0
+                   ) -> tuple[dict[str, float], EvalResult | None]:
+    """The fixed evaluation set (cfg.eval_episodes episodes, seeded by cfg.eval_seed), split over processes."""
+    if cfg.eval_episodes == 0:
+        return {"success_rate": float("nan"), "mean_return": float("nan"), "invalid_rate": float("nan")}, None
+    world, rank = accelerator.num_processes, accelerator.process_index
+    share = cfg.eval_episodes // world + (1 if rank < cfg.eval_episodes % world else 0)
+    offset = rank * (cfg.eval_episodes // world) + min(rank, cfg.eval_episodes % world)
+    with _bar(cfg.eval_episodes, desc, cfg.progress and accelerator.is_main_process) as bar:
+        res = evaluate_agent(agent, cfg.env, episodes=share, seed=cfg.eval_seed + offset, batch=cfg.eval_batch,
+                             cot=cfg.cot, state_text=cfg.state_text, fallback=cfg.invalid_fallback,
+                             fallback_action=cfg.fallback_action, record=record if rank == 0 else 0, progress=bar)
+    r = np.array(res.returns)
+    t = torch.tensor([len(r), float((r > 0).sum()), float(r.sum()), res.invalid_rate * len(r)],
+                     dtype=torch.float64, device=accelerator.device)
+    n, succ, total, inv = (float(x) for x in accelerator.reduce(t, reduction="sum").cpu())
+    return {"success_rate": succ / n, "mean_return": total / n, "invalid_rate": inv / n, "episodes": n}, res
+
+
+def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]:
+    """SFT on demonstrations of cfg.env (cfg.sft_actions: expert or random actions). Returns its stats."""
+    from vlmrl_fast.sft import build_demonstrations, train_sft
+
+    t0 = time.perf_counter()
+    rank = accelerator.process_index
+    demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
+                                 seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
+                                 state_text=cfg.state_text)
+    steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
+    with _bar(steps, f"warm start (SFT, {len(demos)} steps of {cfg.sft_actions} play)",
+              cfg.progress and accelerator.is_main_process) as bar:
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        losses = train_sft(agent, demos, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
+                           learning_rate=cfg.sft_learning_rate, accelerator=accelerator,
+                           seed=derive_seed(cfg.seed, rank, 0xD4), on_step=on_step)
+    agent.eval()
+    return {"sft_demonstrations": len(demos), "sft_first_loss": losses[0] if losses else None,
+            "sft_last_loss": losses[-1] if losses else None, "sft_seconds": time.perf_counter() - t0}
+
+
+def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Run the job described by cfg (validated here); with resume, continue cfg's run folder from its
+    latest checkpoint. Returns the summary (also written to summary.json when the run completes)."""
+    from accelerate import Accelerator
+    from gymnasium.vector import AutoresetMode
+
+    from vlmrl_fast import make_vec
+
+    cfg.validate()
+    t_job = time.perf_counter()
+    check_inputs(cfg)
+    device = resolve_device(cfg.device)
+    run_dir = cfg.resolved_run_dir()
+    ckpt = latest_checkpoint(run_dir) if resume else None  # CheckpointError before any heavy work
+    accelerator = Accelerator(cpu=device == "cpu", gradient_accumulation_steps=cfg.grad_accum_steps)
+    rank, main = accelerator.process_index, accelerator.is_main_process
+    torch.manual_seed(derive_seed(cfg.seed, rank, 0xA11))
+    np.random.seed(derive_seed(cfg.seed, rank, 0xA12))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(run_dir / "config.toml", cfg.to_toml())
+
+    agent = build_agent(cfg, str(accelerator.device) if device != "cpu" else "cpu")
+    envs = make_vec(cfg.env, cfg.num_envs, seed=derive_seed(cfg.seed, rank, 0xE0),
+                    autoreset_mode=AutoresetMode.SAME_STEP)
+    check_context(agent, cfg, envs)
+    params = [p for p in agent.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+    state: dict[str, Any] = {}
+    if ckpt is None:
+        if cfg.warm_start == "sft":
+            state.update(warm_start(agent, cfg, accelerator))
+        before, _ = run_evaluation(agent, cfg, accelerator, "eval before RL")
+        state["eval_before_rl"] = before
+        state["wall_seconds_before"] = 0.0
+    wrapped, optimizer = accelerator.prepare(agent, optimizer)
+    ref_evaluate = reference_evaluator(agent, cfg)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, agent, optimizer, rank=rank)
+        start = int(state["update"])
+    else:
+        start = 0
+        save_checkpoint(run_dir, 0, agent, optimizer, state, rank=rank)
+    logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard and main, wandb=cfg.wandb and main,
+                           config=cfg.to_dict(), resume_from_step=start if ckpt is not None else None) \
+        if main else None
+
+    stopped, done = False, start
+    with _bar(cfg.updates, "PPO", cfg.progress and main) as bar:
+        bar.update(start)
+        for update in range(start, cfg.updates):
+            record = train_update(agent, optimizer, accelerator, envs, cfg, update, rank, ref_evaluate, wrapped)
+            if logger is not None:
+                logger.log(record)
+            bar.update(1)
+            bar.set_postfix(success=_fmt(record["charts/success_rate"]), ret=_fmt(record["charts/episodic_return"]),
+                            invalid=_fmt(record["charts/invalid_rate"]))
+            done = update + 1
+            last = done == cfg.updates or (cfg.stop_after and done - start >= cfg.stop_after)
+            if done % cfg.checkpoint_every == 0 or last:
+                st = dict(state, wall_seconds_before=state.get("wall_seconds_before", 0.0)
+                          + time.perf_counter() - t_job)
+                save_checkpoint(run_dir, done, agent, optimizer, st, rank=rank)
+            if cfg.stop_after and done - start >= cfg.stop_after and done < cfg.updates:
+                stopped = True
+                break
+    envs.close()
+    if logger is not None:
+        logger.close()
+    summary: dict[str, Any] = {"env_id": cfg.env, "model": cfg.model, "world_size": accelerator.num_processes,
+                               "updates_done": done, "stopped_early": stopped}
+    if stopped:
+        return summary
+
+    after, res = run_evaluation(agent, cfg, accelerator, "eval after RL", record=cfg.report_episodes)
+    before = state["eval_before_rl"]
+    wall = state.get("wall_seconds_before", 0.0) + time.perf_counter() - t_job
+    summary.update({
+        "eval_episodes": cfg.eval_episodes,
+        "success_rate_before_rl": before["success_rate"], "success_rate_after_rl": after["success_rate"],
+        "mean_return_before_rl": before["mean_return"], "mean_return_after_rl": after["mean_return"],
+        "invalid_rate_before_rl": before["invalid_rate"], "invalid_rate_after_rl": after["invalid_rate"],
+        "env_steps": cfg.updates * cfg.batch_size * accelerator.num_processes,
+        "wall_seconds": wall, "sft_seconds": state.get("sft_seconds"), "run_dir": str(run_dir),
+    })
+    if main:
+        agent.save(run_dir / "agent")
+        write_summary(run_dir, summary)
+        plot_learning_curve(run_dir, before=before["success_rate"], after=after["success_rate"])
+        if res is not None and res.recorded:
+            write_episode_report(run_dir, res.recorded, title=f"{cfg.env}: evaluation episodes after RL")
+    return summary
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or x != x else f"{x:.2f}"
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """One readable block of the headline figures."""
+    print(json.dumps(summary, indent=1))
