@@ -14,6 +14,7 @@ pub mod rng;
 pub mod vecenv;
 pub mod widgets;
 pub mod parser;
+pub mod preprocess;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,6 +9,7 @@ mod buffer;
 mod env;
 mod errors;
 mod json;
+mod preprocess;
 
 /// The private native module `vlmrl_fast._core`.
 #[pymodule]
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     env::register(m)?;
     buffer::register(m)?;
     parser::register(m)?;
+    preprocess::register(m)?;
     Ok(())
 }

@@ -1,0 +1,287 @@
+//! Image preprocessing: a batch of uint8 observations `[N, H, W, 3]` to the
+//! model's `pixel_values`, equal to what the Hugging Face image processors
+//! compute, in parallel over images.
+//!
+//! Each image goes resize (8-bit convolution, see [`resize`]) -> optional
+//! center crop -> rescale + normalize (one table lookup) -> the model's layout:
+//! channel-first `[3, H, W]` (CLIP, SigLIP) or Qwen2-VL's flattened patch rows.
+
+pub mod layout;
+pub mod pillow;
+pub mod resize;
+
+use rayon::prelude::*;
+use thiserror::Error;
+
+pub use layout::{PatchGeometry, ValueTable, Window};
+pub use resize::{shortest_edge_size, smart_resize, Filter};
+
+/// What went wrong while preprocessing.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PreprocessError {
+    /// The batch holds no image.
+    #[error("empty batch: observations must hold at least one image, got shape {0:?}")]
+    EmptyBatch(Vec<usize>),
+    /// The input is not `[N, H, W, 3]` or does not match its byte length.
+    #[error("bad observation shape: {0}")]
+    BadShape(String),
+    /// Qwen2-VL rejects aspect ratios above 200.
+    #[error("absolute aspect ratio must be smaller than 200, got height {height} and width {width}")]
+    AspectRatio { height: usize, width: usize },
+    /// The pipeline's settings are inconsistent.
+    #[error("invalid preprocessing settings: {0}")]
+    InvalidSpec(String),
+    /// The output buffer has the wrong length.
+    #[error("output buffer holds {got} values, expected {expected}")]
+    OutputSize { expected: usize, got: usize },
+    /// The resampler refused its input (should not happen with checked sizes).
+    #[error("resize failed: {0}")]
+    Resize(String),
+}
+
+/// How the resized size is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeRule {
+    /// Shorter edge to this length, longer edge scaled and truncated (CLIP).
+    ShortestEdge(usize),
+    /// Fixed output size (SigLIP).
+    Exact { height: usize, width: usize },
+    /// Qwen2-VL's `smart_resize` with factor patch x merge.
+    SmartResize { min_pixels: usize, max_pixels: usize },
+}
+
+/// Which Hugging Face backend the pipeline reproduces. They differ in the
+/// resampler's fixed-point precision and in where a crop larger than the
+/// image puts the zero padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `*ImageProcessorPil`: Pillow resampling; crop top = floor((image - crop) / 2).
+    Pillow,
+    /// torchvision `*ImageProcessor`: torch's uint8 kernel; pad floor((crop - image) / 2) before.
+    Torchvision,
+}
+
+/// Output layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[N, 3, H, W]`, optionally center cropped to `(height, width)`.
+    ChannelsFirst { crop: Option<(usize, usize)> },
+    /// Qwen2-VL patch rows `[N * grid_h * grid_w, 3 * T * P * P]`.
+    Qwen2VlPatches(PatchGeometry),
+}
+
+/// Everything a pipeline does, read from a Hugging Face processor's config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSpec {
+    /// The backend whose arithmetic is reproduced.
+    pub backend: Backend,
+    /// Resize rule and filter; `None` when the processor does not resize.
+    pub resize: Option<(SizeRule, Filter)>,
+    /// Multiply by this (usually 1/255); `None` to skip.
+    pub rescale: Option<f64>,
+    /// Per-channel mean and std; `None` to skip.
+    pub normalize: Option<([f64; 3], [f64; 3])>,
+    pub layout: Layout,
+}
+
+/// Shapes of one batch's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPlan {
+    /// Size of each image after resizing, `(height, width)`.
+    pub resized: (usize, usize),
+    /// Shape of `pixel_values`.
+    pub shape: Vec<usize>,
+    /// `(grid_h, grid_w)` of each image for the Qwen2-VL layout.
+    pub grid: Option<(usize, usize)>,
+}
+
+impl OutputPlan {
+    /// Number of f32 values of `pixel_values`.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the output holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A checked preprocessing pipeline with its value table built once.
+pub struct Pipeline {
+    spec: PipelineSpec,
+    table: ValueTable,
+}
+
+impl Pipeline {
+    /// Checks `spec` and prepares the value table.
+    pub fn new(spec: PipelineSpec) -> Result<Self, PreprocessError> {
+        let bad = |m: &str| Err(PreprocessError::InvalidSpec(m.to_string()));
+        if let Some((_, std)) = spec.normalize {
+            if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+                return bad("image_std must be finite and non-zero");
+            }
+        }
+        match (spec.resize, spec.layout) {
+            (Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)), Layout::Qwen2VlPatches(_)) => {
+                if min_pixels > max_pixels {
+                    return bad("min_pixels must not exceed max_pixels");
+                }
+            }
+            (Some((SizeRule::SmartResize { .. }, _)), _) => return bad("smart resize needs the Qwen2-VL layout"),
+            (Some((SizeRule::ShortestEdge(0), _)), _) | (Some((SizeRule::Exact { height: 0, .. }, _)), _) => {
+                return bad("resize size must be positive")
+            }
+            (Some((SizeRule::Exact { width: 0, .. }, _)), _) => return bad("resize size must be positive"),
+            _ => {}
+        }
+        match spec.layout {
+            Layout::Qwen2VlPatches(g) if g.patch_size == 0 || g.merge_size == 0 || g.temporal_patch_size == 0 => {
+                return bad("patch_size, merge_size and temporal_patch_size must be positive")
+            }
+            Layout::ChannelsFirst {
+                crop: Some((0, _)) | Some((_, 0)),
+            } => return bad("crop size must be positive"),
+            _ => {}
+        }
+        let table = ValueTable::new(spec.rescale, spec.normalize);
+        Ok(Self { spec, table })
+    }
+
+    /// The settings this pipeline runs.
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
+    /// Output shapes for `n` images of `height` x `width`.
+    pub fn plan(&self, n: usize, height: usize, width: usize) -> Result<OutputPlan, PreprocessError> {
+        if n == 0 {
+            return Err(PreprocessError::EmptyBatch(vec![n, height, width, 3]));
+        }
+        if height == 0 || width == 0 {
+            return Err(PreprocessError::BadShape(format!(
+                "images must be at least 1x1, got height {height} and width {width}"
+            )));
+        }
+        let resized = match self.spec.resize {
+            None => (height, width),
+            Some((SizeRule::ShortestEdge(s), _)) => shortest_edge_size(height, width, s),
+            Some((SizeRule::Exact { height, width }, _)) => (height, width),
+            Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)) => {
+                let Layout::Qwen2VlPatches(g) = self.spec.layout else {
+                    unreachable!("checked in new")
+                };
+                smart_resize(height, width, g.patch_size * g.merge_size, min_pixels, max_pixels)?
+            }
+        };
+        match self.spec.layout {
+            Layout::ChannelsFirst { crop, .. } => {
+                let (h, w) = crop.unwrap_or(resized);
+                Ok(OutputPlan {
+                    resized,
+                    shape: vec![n, 3, h, w],
+                    grid: None,
+                })
+            }
+            Layout::Qwen2VlPatches(g) => {
+                let f = g.patch_size * g.merge_size;
+                if resized.0 % f != 0 || resized.1 % f != 0 {
+                    return Err(PreprocessError::BadShape(format!(
+                        "image of {}x{} is not a multiple of patch_size * merge_size = {f}",
+                        resized.0, resized.1
+                    )));
+                }
+                let grid = (resized.0 / g.patch_size, resized.1 / g.patch_size);
+                Ok(OutputPlan {
+                    resized,
+                    shape: vec![n * grid.0 * grid.1, g.row_len()],
+                    grid: Some(grid),
+                })
+            }
+        }
+    }
+
+    fn window(&self, resized: (usize, usize)) -> Window {
+        let Layout::ChannelsFirst { crop } = self.spec.layout else {
+            unreachable!("only the channel-first layout crops")
+        };
+        let Some((ch, cw)) = crop else {
+            return Window {
+                top: 0,
+                left: 0,
+                height: resized.0,
+                width: resized.1,
+            };
+        };
+        let offset = |image: usize, crop: usize| -> isize {
+            let (image, crop) = (image as isize, crop as isize);
+            match self.spec.backend {
+                Backend::Pillow => (image - crop).div_euclid(2),
+                Backend::Torchvision if crop > image => -((crop - image) / 2),
+                Backend::Torchvision => (image - crop) / 2,
+            }
+        };
+        Window {
+            top: offset(resized.0, ch),
+            left: offset(resized.1, cw),
+            height: ch,
+            width: cw,
+        }
+    }
+
+    /// Preprocesses `n` HWC RGB8 images of `height` x `width` stored
+    /// contiguously in `input` into `out` (length [`OutputPlan::len`]),
+    /// one image per rayon task.
+    pub fn run(
+        &self,
+        input: &[u8],
+        n: usize,
+        height: usize,
+        width: usize,
+        out: &mut [f32],
+    ) -> Result<OutputPlan, PreprocessError> {
+        let plan = self.plan(n, height, width)?;
+        let image_bytes = height * width * 3;
+        if input.len() != n * image_bytes {
+            return Err(PreprocessError::BadShape(format!(
+                "input holds {} bytes, expected {n} x {height} x {width} x 3 = {}",
+                input.len(),
+                n * image_bytes
+            )));
+        }
+        if out.len() != plan.len() {
+            return Err(PreprocessError::OutputSize {
+                expected: plan.len(),
+                got: out.len(),
+            });
+        }
+        let per_image = plan.len() / n;
+        let resized = plan.resized;
+        let window = matches!(self.spec.layout, Layout::ChannelsFirst { .. }).then(|| self.window(resized));
+        input
+            .par_chunks_exact(image_bytes)
+            .zip(out.par_chunks_exact_mut(per_image))
+            .try_for_each_init(resize::Scratch::new, |scratch, (src, dst)| {
+                let img: &[u8] = match self.spec.resize {
+                    Some((_, filter)) => {
+                        match resize::resize_rgb8(scratch, src, (height, width), resized, filter, self.spec.backend)? {
+                            Some(()) => &scratch.resized,
+                            None => src,
+                        }
+                    }
+                    None => src,
+                };
+                match self.spec.layout {
+                    Layout::ChannelsFirst { .. } => {
+                        layout::write_chw(img, resized, window.expect("set for this layout"), &self.table, dst)
+                    }
+                    Layout::Qwen2VlPatches(g) => layout::write_qwen_patches(img, resized, g, &self.table, dst),
+                }
+                Ok(())
+            })?;
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests;
