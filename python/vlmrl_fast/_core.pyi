@@ -164,11 +164,11 @@ class TrajectoryBuffer:
         """[T, N, max_tokens] generated token ids, padded with pad_id."""
 
 def gae(
-    rewards: npt.NDArray[np.floating[Any]],
-    values: npt.NDArray[np.floating[Any]],
-    next_values: npt.NDArray[np.floating[Any]],
-    terminated: npt.NDArray[np.bool_],
-    truncated: npt.NDArray[np.bool_],
+    rewards: npt.NDArray[Any],
+    values: npt.NDArray[Any],
+    next_values: npt.NDArray[Any],
+    terminated: npt.NDArray[Any],
+    truncated: npt.NDArray[Any],
     gamma: float,
     lam: float,
 ) -> tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.floating[Any]]]:

@@ -53,8 +53,10 @@ def _cmd_play(args: argparse.Namespace) -> int:
         while len(finished_returns) < args.episodes:
             if args.policy == "expert":
                 actions = env.expert_actions()
+            elif isinstance(env.action_names[0], list):  # per-env action sets (ALFWorld)
+                actions = np.array([rng.integers(0, len(names)) for names in env.action_names])
             else:
-                actions = rng.integers(0, env.single_action_space.n, size=n)
+                actions = rng.integers(0, len(env.action_names), size=n)
             obs, rewards, terminated, truncated, info = env.step(actions)
             live = ~resetting
             returns[live] += rewards[live]

@@ -42,7 +42,9 @@ def _bare_id(env_id: str) -> str:
 def _seed(seed: int | None) -> int:
     """A u64 seed: the given one, or fresh OS entropy when None."""
     if seed is None:
-        return int(np.random.SeedSequence().entropy) & (2**64 - 1)
+        entropy = np.random.SeedSequence().entropy
+        assert isinstance(entropy, int)
+        return entropy & (2**64 - 1)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
         raise EnvArgumentError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
     return int(seed)
