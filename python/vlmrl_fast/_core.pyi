@@ -181,6 +181,7 @@ class PreprocessTypeError(TypeError):
 class PreprocessInternalError(RuntimeError):
     """A bug inside the native preprocessing (a Rust panic), reported instead of crashing."""
 
+@final
 class Preprocessor:
     """Native preprocessing pipeline: uint8 observations [N, H, W, 3] to pixel_values.
 
@@ -190,8 +191,8 @@ class Preprocessor:
     Size: shortest_edge, or height and width, or (qwen2_vl) min_pixels and max_pixels.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         layout: str,
         resample: int | None = None,
@@ -209,7 +210,7 @@ class Preprocessor:
         patch_size: int = 14,
         merge_size: int = 2,
         temporal_patch_size: int = 2,
-    ) -> None: ...
+    ) -> Preprocessor: ...
     def plan(self, n: int, height: int, width: int) -> tuple[list[int], tuple[int, int] | None]:
         """Output shape and Qwen2-VL grid (grid_h, grid_w) for n images of height x width."""
     def __call__(
