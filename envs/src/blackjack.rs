@@ -12,7 +12,7 @@ use vlmrl_core::card::Card;
 use vlmrl_core::env::{Env, Info, Transition};
 use vlmrl_core::error::EnvError;
 use vlmrl_core::font::{Face, Font};
-use vlmrl_core::render::{Canvas, CardSprites, TextField, TABLE_GREEN, WHITE};
+use vlmrl_core::render::{Canvas, CardFace, CardRow, CardSprites, TextField, TABLE_GREEN, WHITE};
 use vlmrl_core::rng::Rng;
 
 use crate::formula_game::random_suit;
@@ -32,8 +32,8 @@ pub struct Blackjack {
     deck: VecDeque<Card>,
     over: bool,
     sprites: Arc<CardSprites>,
-    drawn_player: Vec<Card>,
-    drawn_dealer: Option<(Vec<Card>, bool)>,
+    dealer_row: CardRow,
+    player_row: CardRow,
     dealer_label: TextField,
     player_label: TextField,
 }
@@ -48,8 +48,8 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
         deck: VecDeque::new(),
         over: false,
         sprites: CardSprites::get(CARD_W, CARD_H, TABLE_GREEN),
-        drawn_player: Vec::new(),
-        drawn_dealer: None,
+        dealer_row: CardRow::new(DEALER_Y, TABLE_GREEN),
+        player_row: CardRow::new(PLAYER_Y, TABLE_GREEN),
         dealer_label: TextField::new(10, 10, 280, 28, TABLE_GREEN, WHITE, font.clone()),
         player_label: TextField::new(10, 148, 280, 28, TABLE_GREEN, WHITE, font),
     }))
@@ -69,7 +69,11 @@ pub fn hand_total(hand: &[Card]) -> (u32, bool) {
 
 fn score(hand: &[Card]) -> u32 {
     let (t, _) = hand_total(hand);
-    if t > 21 { 0 } else { t }
+    if t > 21 {
+        0
+    } else {
+        t
+    }
 }
 
 impl Blackjack {
@@ -84,19 +88,36 @@ impl Blackjack {
     }
 
     fn visible_dealer(&self) -> &[Card] {
-        if self.over { &self.dealer } else { &self.dealer[..1.min(self.dealer.len())] }
-    }
-
-    fn row(&self, canvas: &mut Canvas<'_>, y: i32, cards: &[Card], hide_second: bool) {
-        canvas.fill_rect(0, y, 300, CARD_H as i32, TABLE_GREEN);
-        let n = cards.len() as i32;
-        // Overlap the cards when a row would not fit the table.
-        let step = if n <= 1 { 0 } else { (72).min((300 - 16 - CARD_W as i32) / (n - 1)) };
-        for (i, c) in cards.iter().enumerate() {
-            let sprite = if hide_second && i == 1 { self.sprites.back() } else { self.sprites.face(*c) };
-            canvas.blit(8 + i as i32 * step, y, sprite);
+        if self.over {
+            &self.dealer
+        } else {
+            &self.dealer[..1.min(self.dealer.len())]
         }
     }
+}
+
+/// Card slots of a row: 72 px apart, closer when the row would not fit.
+fn slots(cards: &[Card], hide_second: bool) -> Vec<(i32, CardFace)> {
+    let n = cards.len() as i32;
+    let step = if n <= 1 {
+        0
+    } else {
+        72.min((300 - 16 - CARD_W as i32) / (n - 1))
+    };
+    cards
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            (
+                8 + i as i32 * step,
+                if hide_second && i == 1 {
+                    CardFace::Down
+                } else {
+                    CardFace::Up(c)
+                },
+            )
+        })
+        .collect()
 }
 
 impl Env for Blackjack {
@@ -137,7 +158,11 @@ impl Env for Blackjack {
                         dealer.len()
                     )));
                 }
-                let deck = if obj.contains_key("deck") { state::cards(ID, obj, "deck")? } else { Vec::new() };
+                let deck = if obj.contains_key("deck") {
+                    state::cards(ID, obj, "deck")?
+                } else {
+                    Vec::new()
+                };
                 self.player = player;
                 self.dealer = dealer;
                 self.deck = deck.into();
@@ -151,7 +176,11 @@ impl Env for Blackjack {
             self.player.push(c);
             if hand_total(&self.player).0 > 21 {
                 self.over = true;
-                return Ok(Transition { reward: -1.0, terminated: true, truncated: false });
+                return Ok(Transition {
+                    reward: -1.0,
+                    terminated: true,
+                    truncated: false,
+                });
             }
             return Ok(Transition::running(0.0));
         }
@@ -162,12 +191,19 @@ impl Env for Blackjack {
         self.over = true;
         let (p, d) = (score(&self.player), score(&self.dealer));
         let reward = (p > d) as i32 as f64 - (p < d) as i32 as f64;
-        Ok(Transition { reward, terminated: true, truncated: false })
+        Ok(Transition {
+            reward,
+            terminated: true,
+            truncated: false,
+        })
     }
     fn info(&self) -> Info {
         let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
         let d: Vec<String> = self.visible_dealer().iter().map(|c| c.to_string()).collect();
-        json!({"Player Card": p, "Dealer Card": d}).as_object().cloned().unwrap_or_default()
+        json!({"Player Card": p, "Dealer Card": d})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
     }
     fn text(&self) -> String {
         let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
@@ -183,7 +219,11 @@ impl Env for Blackjack {
     /// Basic strategy (hit/stand only) against a dealer who stands on all 17s.
     fn expert_action(&self) -> i64 {
         let (total, soft) = hand_total(&self.player);
-        let up = self.dealer.first().map(|c| if c.rank == 1 { 11 } else { value(c) }).unwrap_or(10);
+        let up = self
+            .dealer
+            .first()
+            .map(|c| if c.rank == 1 { 11 } else { value(c) })
+            .unwrap_or(10);
         let hit = if soft {
             total <= 17 || (total == 18 && up >= 9)
         } else {
@@ -202,14 +242,9 @@ impl Env for Blackjack {
         }
         self.dealer_label.show(canvas, "Dealer", full);
         self.player_label.show(canvas, "Player", full);
-        let dealer_now = (self.dealer.clone(), !self.over);
-        if full || self.drawn_dealer.as_ref() != Some(&dealer_now) {
-            self.row(canvas, DEALER_Y, &self.dealer, !self.over);
-            self.drawn_dealer = Some(dealer_now);
-        }
-        if full || self.drawn_player != self.player {
-            self.row(canvas, PLAYER_Y, &self.player, false);
-            self.drawn_player = self.player.clone();
-        }
+        self.dealer_row
+            .show(canvas, &self.sprites, &slots(&self.dealer, !self.over), full);
+        self.player_row
+            .show(canvas, &self.sprites, &slots(&self.player, false), full);
     }
 }

@@ -31,7 +31,11 @@ pub struct Dummy {
 /// dynamic_actions (false), panic_on_action (none).
 pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
     let id = "Dummy-v0";
-    kwargs::check_known(id, kw, &["episode_length", "num_actions", "dynamic_actions", "panic_on_action"])?;
+    kwargs::check_known(
+        id,
+        kw,
+        &["episode_length", "num_actions", "dynamic_actions", "panic_on_action"],
+    )?;
     Ok(Box::new(Dummy {
         episode_length: kwargs::int(id, kw, "episode_length", 5, 1, 1_000_000)?,
         num_actions: kwargs::int(id, kw, "num_actions", 3, 1, 1000)? as usize,
@@ -48,11 +52,19 @@ impl Env for Dummy {
         "Dummy-v0"
     }
     fn action_names(&self) -> Vec<String> {
-        let n = if self.dynamic { 2 + (self.step % 3) as usize } else { self.num_actions };
+        let n = if self.dynamic {
+            2 + (self.step % 3) as usize
+        } else {
+            self.num_actions
+        };
         (0..n).map(|i| format!("a{i}")).collect()
     }
     fn num_actions(&self) -> usize {
-        if self.dynamic { 2 + (self.step % 3) as usize } else { self.num_actions }
+        if self.dynamic {
+            2 + (self.step % 3) as usize
+        } else {
+            self.num_actions
+        }
     }
     fn dynamic_actions(&self) -> bool {
         self.dynamic
@@ -96,7 +108,11 @@ impl Env for Dummy {
         0
     }
     fn render(&mut self, canvas: &mut Canvas<'_>, _full: bool) {
-        let c = [(self.start % 256) as u8, (self.step % 256) as u8, (self.last_action & 0xff) as u8];
+        let c = [
+            (self.start % 256) as u8,
+            (self.step % 256) as u8,
+            (self.last_action & 0xff) as u8,
+        ];
         canvas.fill(c);
     }
 }

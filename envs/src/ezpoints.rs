@@ -26,9 +26,17 @@ fn deal(rng: &mut Rng) -> Vec<Card> {
     let v = first.value10() as i64;
     let divides = [1, 2, 3, 4, 6].contains(&v);
     // Draw the coin only when it matters, as gym_cards' short-circuit does.
-    let second_value = if divides && rng.bernoulli(0.5) { TARGET / v } else { TARGET - v };
+    let second_value = if divides && rng.bernoulli(0.5) {
+        TARGET / v
+    } else {
+        TARGET - v
+    };
     let second = Card::new(random_suit(rng), second_value as u8);
-    if rng.bernoulli(0.5) { vec![second, first] } else { vec![first, second] }
+    if rng.bernoulli(0.5) {
+        vec![second, first]
+    } else {
+        vec![first, second]
+    }
 }
 
 /// Registry constructor (no kwargs).

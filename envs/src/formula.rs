@@ -67,16 +67,22 @@ impl Rat {
         }
         Some(Rat { n, d })
     }
-    pub fn add(self, o: Rat) -> Option<Rat> {
-        Rat::new(self.n.checked_mul(o.d)?.checked_add(o.n.checked_mul(self.d)?)?, self.d.checked_mul(o.d)?)
+    pub fn checked_add(self, o: Rat) -> Option<Rat> {
+        Rat::new(
+            self.n.checked_mul(o.d)?.checked_add(o.n.checked_mul(self.d)?)?,
+            self.d.checked_mul(o.d)?,
+        )
     }
-    pub fn sub(self, o: Rat) -> Option<Rat> {
-        self.add(Rat { n: o.n.checked_neg()?, d: o.d })
+    pub fn checked_sub(self, o: Rat) -> Option<Rat> {
+        self.checked_add(Rat {
+            n: o.n.checked_neg()?,
+            d: o.d,
+        })
     }
-    pub fn mul(self, o: Rat) -> Option<Rat> {
+    pub fn checked_mul(self, o: Rat) -> Option<Rat> {
         Rat::new(self.n.checked_mul(o.n)?, self.d.checked_mul(o.d)?)
     }
-    pub fn div(self, o: Rat) -> Option<Rat> {
+    pub fn checked_div(self, o: Rat) -> Option<Rat> {
         Rat::new(self.n.checked_mul(o.d)?, self.d.checked_mul(o.n)?)
     }
     pub fn is_int(self) -> bool {
@@ -91,7 +97,11 @@ impl Rat {
     fn pow_int(self, k: i128) -> Option<Rat> {
         let e = u32::try_from(k.unsigned_abs()).ok()?;
         let (n, d) = (self.n.checked_pow(e)?, self.d.checked_pow(e)?);
-        if k >= 0 { Rat::new(n, d) } else { Rat::new(d, n) }
+        if k >= 0 {
+            Rat::new(n, d)
+        } else {
+            Rat::new(d, n)
+        }
     }
 }
 
@@ -245,12 +255,12 @@ impl Parser {
 fn arith(a: Num, b: Num, op: char) -> Result<Num, EvalError> {
     if let (Num::Exact(x), Num::Exact(y)) = (a, b) {
         let r = match op {
-            '+' => x.add(y),
-            '-' => x.sub(y),
-            '*' => x.mul(y),
+            '+' => x.checked_add(y),
+            '-' => x.checked_sub(y),
+            '*' => x.checked_mul(y),
             _ if y.n == 0 => return Err(EvalError::ZeroDivision),
-            '/' => x.div(y),
-            _ => x.div(y).map(|q| Rat::int(q.floor())),
+            '/' => x.checked_div(y),
+            _ => x.checked_div(y).map(|q| Rat::int(q.floor())),
         };
         return r.map(Num::Exact).ok_or(EvalError::Unsupported);
     }
@@ -263,7 +273,11 @@ fn arith(a: Num, b: Num, op: char) -> Result<Num, EvalError> {
         '/' => x / y,
         _ => (x / y).floor(),
     };
-    if r.is_finite() { Ok(Num::Float(r)) } else { Err(EvalError::Unsupported) }
+    if r.is_finite() {
+        Ok(Num::Float(r))
+    } else {
+        Err(EvalError::Unsupported)
+    }
 }
 
 fn int_root(x: i128, q: u32) -> Option<i128> {
@@ -290,7 +304,10 @@ fn power(base: Num, exp: Num) -> Result<Num, EvalError> {
         }
         if let Ok(q) = u32::try_from(e.d) {
             if let (Some(rn), Some(rd)) = (int_root(b.n, q), int_root(b.d, q)) {
-                return Rat { n: rn, d: rd }.pow_int(e.n).map(Num::Exact).ok_or(EvalError::Unsupported);
+                return Rat { n: rn, d: rd }
+                    .pow_int(e.n)
+                    .map(Num::Exact)
+                    .ok_or(EvalError::Unsupported);
             }
         }
     }
@@ -302,7 +319,11 @@ fn power(base: Num, exp: Num) -> Result<Num, EvalError> {
         return Err(EvalError::Unsupported);
     }
     let r = b.powf(e);
-    if r.is_finite() { Ok(Num::Float(r)) } else { Err(EvalError::Unsupported) }
+    if r.is_finite() {
+        Ok(Num::Float(r))
+    } else {
+        Err(EvalError::Unsupported)
+    }
 }
 
 /// Whether the formula evaluates to `target` (Python `eval(...) == target`,
@@ -348,7 +369,11 @@ mod tests {
         assert_eq!(v("10+2"), Ok(Rat::int(12)));
         assert_eq!(v("2+3*4"), Ok(Rat::int(14)));
         assert_eq!(v("(2+3)*4"), Ok(Rat::int(20)));
-        assert_eq!(v("24"), Ok(Rat::int(24)), "adjacent digit tokens concatenate as in eval");
+        assert_eq!(
+            v("24"),
+            Ok(Rat::int(24)),
+            "adjacent digit tokens concatenate as in eval"
+        );
         assert_eq!(v("2 4"), Err(EvalError::Syntax));
         assert_eq!(v(" 3 * 8 "), Ok(Rat::int(24)));
         assert_eq!(v("-2**2"), Ok(Rat::int(-4)));
@@ -368,8 +393,17 @@ mod tests {
 
     #[test]
     fn exact_where_floats_miss() {
-        let f = [Token::Num(8), Token::Sym("/"), Token::Sym("("), Token::Num(3), Token::Sym("-"),
-                 Token::Num(8), Token::Sym("/"), Token::Num(3), Token::Sym(")")];
+        let f = [
+            Token::Num(8),
+            Token::Sym("/"),
+            Token::Sym("("),
+            Token::Num(3),
+            Token::Sym("-"),
+            Token::Num(8),
+            Token::Sym("/"),
+            Token::Num(3),
+            Token::Sym(")"),
+        ];
         assert_eq!(joined(&f), "8/(3-8/3)");
         assert!(equals(&f, 24));
         assert!(!equals(&f, 23));

@@ -15,7 +15,7 @@ use vlmrl_core::card::{Card, Suit};
 use vlmrl_core::env::{Info, Transition};
 use vlmrl_core::error::EnvError;
 use vlmrl_core::font::{Face, Font};
-use vlmrl_core::render::{Canvas, CardSprites, TextField, TABLE_GREEN, WHITE};
+use vlmrl_core::render::{Canvas, CardFace, CardRow, CardSprites, TextField, TABLE_GREEN, WHITE};
 use vlmrl_core::rng::Rng;
 
 use crate::formula::{self, Token};
@@ -64,7 +64,7 @@ pub struct FormulaGame {
     /// None when none exists. Cached because solving from a prefix is costly.
     plan: RefCell<Option<Option<Vec<Token>>>>,
     sprites: Arc<CardSprites>,
-    drawn_cards: Vec<Card>,
+    card_row: CardRow,
     label: TextField,
     lines: Vec<TextField>,
 }
@@ -82,9 +82,20 @@ impl FormulaGame {
         let label = TextField::new(8, l.text_y, 292, line_h, TABLE_GREEN, WHITE, font.clone());
         let first = if l.inline { l.text_y } else { l.text_y + line_h };
         let lines = (0..if l.inline { 0 } else { l.formula_lines })
-            .map(|i| TextField::new(8, first + i as i32 * line_h, 292, line_h, TABLE_GREEN, WHITE, font.clone()))
+            .map(|i| {
+                TextField::new(
+                    8,
+                    first + i as i32 * line_h,
+                    292,
+                    line_h,
+                    TABLE_GREEN,
+                    WHITE,
+                    font.clone(),
+                )
+            })
             .collect();
         let sprites = CardSprites::get(l.card_w, l.card_h, TABLE_GREEN);
+        let card_y = l.card_y;
         FormulaGame {
             rules,
             cards: Vec::new(),
@@ -93,7 +104,7 @@ impl FormulaGame {
             used: Vec::new(),
             plan: RefCell::new(None),
             sprites,
-            drawn_cards: Vec::new(),
+            card_row: CardRow::new(card_y, TABLE_GREEN),
             label,
             lines,
         }
@@ -113,7 +124,11 @@ impl FormulaGame {
     }
 
     fn value_of(&self, c: Card) -> i64 {
-        if self.rules.face_cards_as_10 { c.value10() as i64 } else { c.rank as i64 }
+        if self.rules.face_cards_as_10 {
+            c.value10() as i64
+        } else {
+            c.rank as i64
+        }
     }
 
     pub fn reset(&mut self, rng: &mut Rng, st: Option<&Value>) -> Result<(), EnvError> {
@@ -143,7 +158,11 @@ impl FormulaGame {
 
     pub fn step(&mut self, action: i64) -> Result<Transition, EnvError> {
         if self.formula.len() > self.rules.max_len {
-            return Ok(Transition { reward: -1.0, terminated: false, truncated: true });
+            return Ok(Transition {
+                reward: -1.0,
+                terminated: false,
+                truncated: true,
+            });
         }
         let nn = self.rules.numbers.len();
         let a = action as usize;
@@ -162,7 +181,11 @@ impl FormulaGame {
         let op = self.rules.ops[a - nn];
         if op == "=" {
             let ok = self.used.len() == self.rules.num_cards && formula::equals(&self.formula, self.rules.target);
-            return Ok(Transition { reward: if ok { 10.0 } else { -1.0 }, terminated: true, truncated: false });
+            return Ok(Transition {
+                reward: if ok { 10.0 } else { -1.0 },
+                terminated: true,
+                truncated: false,
+            });
         }
         self.formula.push(Token::Sym(op));
         Ok(Transition::running(0.0))
@@ -226,7 +249,11 @@ impl FormulaGame {
         for t in &self.formula {
             let tok = t.to_string();
             let last = lines.last_mut().expect("at least one line");
-            let candidate = if last.is_empty() { tok.clone() } else { format!("{last} {tok}") };
+            let candidate = if last.is_empty() {
+                tok.clone()
+            } else {
+                format!("{last} {tok}")
+            };
             if font.text_width(&candidate) <= width || last.is_empty() {
                 *last = candidate;
             } else {
@@ -241,13 +268,13 @@ impl FormulaGame {
         if full {
             canvas.fill(TABLE_GREEN);
         }
-        if full || self.drawn_cards != self.cards {
-            canvas.fill_rect(0, l.card_y, 300, l.card_h as i32, TABLE_GREEN);
-            for (c, &x) in self.cards.iter().zip(l.card_x) {
-                canvas.blit(x, l.card_y, self.sprites.face(*c));
-            }
-            self.drawn_cards = self.cards.clone();
-        }
+        let slots: Vec<(i32, CardFace)> = self
+            .cards
+            .iter()
+            .zip(l.card_x)
+            .map(|(&c, &x)| (x, CardFace::Up(c)))
+            .collect();
+        self.card_row.show(canvas, &self.sprites, &slots, full);
         let font = self.label.font.clone();
         if l.inline {
             let text = self.formula_lines(&font, i32::MAX, "Formula:").remove(0);

@@ -33,7 +33,8 @@ pub struct EnvSpec {
     pub make: Maker,
 }
 
-/// Every env the engine can build.
+/// Every env the engine can build (one line per env).
+#[rustfmt::skip]
 pub const REGISTRY: &[EnvSpec] = &[
     EnvSpec { id: "NumberLine-v0", public: true, make: numberline::make },
     EnvSpec { id: "EZPoints-v0", public: true, make: ezpoints::make },

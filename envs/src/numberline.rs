@@ -66,7 +66,9 @@ impl Env for NumberLine {
             Some(v) => {
                 let obj = state::object(ID, v, &["current", "target"])?;
                 let get = |key: &str| -> Result<i64, EnvError> {
-                    let x = obj.get(key).ok_or_else(|| EnvError::InvalidState(format!("{ID} state needs {key:?}")))?;
+                    let x = obj
+                        .get(key)
+                        .ok_or_else(|| EnvError::InvalidState(format!("{ID} state needs {key:?}")))?;
                     match x.as_i64() {
                         Some(p) if (0..=self.max_position).contains(&p) => Ok(p),
                         _ => Err(EnvError::InvalidState(format!(
@@ -93,10 +95,18 @@ impl Env for NumberLine {
         }
         let after = self.distance();
         if after == 0 {
-            return Ok(Transition { reward: 1.0, terminated: true, truncated: false });
+            return Ok(Transition {
+                reward: 1.0,
+                terminated: true,
+                truncated: false,
+            });
         }
         let reward = if after >= before { -1.0 } else { 0.0 };
-        Ok(Transition { reward, terminated: false, truncated: self.steps >= 2 * self.max_position })
+        Ok(Transition {
+            reward,
+            terminated: false,
+            truncated: self.steps >= 2 * self.max_position,
+        })
     }
     fn info(&self) -> Info {
         let v = json!({"Target": self.target, "Current": self.current});
@@ -107,13 +117,19 @@ impl Env for NumberLine {
     }
     fn expert_action(&self) -> i64 {
         // Toward the target; at the target either action ends nothing, pick "+".
-        if self.current > self.target { 0 } else { 1 }
+        if self.current > self.target {
+            0
+        } else {
+            1
+        }
     }
     fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
         if full {
             canvas.fill(WHITE);
         }
-        self.target_field.show(canvas, &format!("Target: {}", self.target), full);
-        self.current_field.show(canvas, &format!("Current: {}", self.current), full);
+        self.target_field
+            .show(canvas, &format!("Target: {}", self.target), full);
+        self.current_field
+            .show(canvas, &format!("Current: {}", self.current), full);
     }
 }

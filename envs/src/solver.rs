@@ -3,10 +3,13 @@
 //! arithmetic. Solutions come out as formula tokens with minimal brackets,
 //! ready to be played one action at a time.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use crate::formula::{Rat, Token};
 
 /// Binary operators the solver may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Add,
     Sub,
@@ -31,11 +34,11 @@ impl Op {
     }
     fn apply(self, a: Rat, b: Rat) -> Option<Rat> {
         match self {
-            Op::Add => a.add(b),
-            Op::Sub => a.sub(b),
-            Op::Mul => a.mul(b),
+            Op::Add => a.checked_add(b),
+            Op::Sub => a.checked_sub(b),
+            Op::Mul => a.checked_mul(b),
             Op::Div if b.n == 0 => None,
-            Op::Div => a.div(b),
+            Op::Div => a.checked_div(b),
         }
     }
 }
@@ -72,7 +75,7 @@ fn combine(a: &Item, b: &Item, op: Op) -> Option<Item> {
     Some(Item { value, tokens, prec: p })
 }
 
-fn search(items: &mut Vec<Item>, ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, first_only: bool) {
+fn search(items: &[Item], ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, first_only: bool) {
     if first_only && !out.is_empty() {
         return;
     }
@@ -89,11 +92,17 @@ fn search(items: &mut Vec<Item>, ops: &[Op], target: Rat, out: &mut Vec<Vec<Toke
                 continue;
             }
             for &op in ops {
-                let Some(c) = combine(&items[i], &items[j], op) else { continue };
-                let mut rest: Vec<Item> =
-                    items.iter().enumerate().filter(|&(k, _)| k != i && k != j).map(|(_, it)| it.clone()).collect();
+                let Some(c) = combine(&items[i], &items[j], op) else {
+                    continue;
+                };
+                let mut rest: Vec<Item> = items
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != i && k != j)
+                    .map(|(_, it)| it.clone())
+                    .collect();
                 rest.push(c);
-                search(&mut rest, ops, target, out, first_only);
+                search(&rest, ops, target, out, first_only);
                 if first_only && !out.is_empty() {
                     return;
                 }
@@ -105,21 +114,43 @@ fn search(items: &mut Vec<Item>, ops: &[Op], target: Rat, out: &mut Vec<Vec<Toke
 fn leaves(numbers: &[i64]) -> Vec<Item> {
     numbers
         .iter()
-        .map(|&v| Item { value: Rat::int(v as i128), tokens: vec![Token::Num(v)], prec: 3 })
+        .map(|&v| Item {
+            value: Rat::int(v as i128),
+            tokens: vec![Token::Num(v)],
+            prec: 3,
+        })
         .collect()
 }
 
 /// One solution using every number exactly once, or None.
+///
+/// Memoized on the sorted numbers: a deal's solution does not depend on the
+/// order of its cards, and there are few distinct deals (715 multisets of
+/// four values in 1..=10), so after warm-up the expert costs a lookup.
 pub fn solve(numbers: &[i64], ops: &[Op], target: i64) -> Option<Vec<Token>> {
+    type Key = (Vec<i64>, Vec<Op>, i64);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Option<Vec<Token>>>>> = OnceLock::new();
+    let mut sorted = numbers.to_vec();
+    sorted.sort_unstable();
+    let key = (sorted, ops.to_vec(), target);
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return hit.clone();
+    }
     let mut out = Vec::new();
-    search(&mut leaves(numbers), ops, Rat::int(target as i128), &mut out, true);
-    out.pop()
+    search(&leaves(&key.0), ops, Rat::int(target as i128), &mut out, true);
+    let found = out.pop();
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() < 100_000 {
+        map.insert(key, found.clone());
+    }
+    found
 }
 
 /// Every solution the search finds (with repeats across orderings).
 pub fn all_solutions(numbers: &[i64], ops: &[Op], target: i64) -> Vec<Vec<Token>> {
     let mut out = Vec::new();
-    search(&mut leaves(numbers), ops, Rat::int(target as i128), &mut out, false);
+    search(&leaves(numbers), ops, Rat::int(target as i128), &mut out, false);
     out
 }
 
@@ -128,7 +159,9 @@ pub fn solve_from(numbers: &[i64], ops: &[Op], target: i64, prefix: &[Token]) ->
     if prefix.is_empty() {
         return solve(numbers, ops, target);
     }
-    all_solutions(numbers, ops, target).into_iter().find(|s| s.starts_with(prefix))
+    all_solutions(numbers, ops, target)
+        .into_iter()
+        .find(|s| s.starts_with(prefix))
 }
 
 #[cfg(test)]

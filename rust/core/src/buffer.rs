@@ -13,7 +13,11 @@ pub enum BufferError {
     #[error("the buffer is full ({0} steps); call reset() before adding more")]
     Full(usize),
     #[error("{what}: expected {expected} values (one per env), got {got}")]
-    Shape { what: &'static str, expected: usize, got: usize },
+    Shape {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("env {index}: {len} generated tokens exceed max_tokens = {max}")]
     TooManyTokens { index: usize, len: usize, max: usize },
     #[error("step {step} is outside 0..{num_steps}")]
@@ -95,7 +99,11 @@ impl TrajectoryBuffer {
 
     fn check<T>(&self, what: &'static str, xs: &[T]) -> Result<(), BufferError> {
         if xs.len() != self.num_envs {
-            return Err(BufferError::Shape { what, expected: self.num_envs, got: xs.len() });
+            return Err(BufferError::Shape {
+                what,
+                expected: self.num_envs,
+                got: xs.len(),
+            });
         }
         Ok(())
     }
@@ -115,7 +123,11 @@ impl TrajectoryBuffer {
         if let Some(tok) = tokens {
             self.check("token_ids", tok)?;
             if let Some((index, t)) = tok.iter().enumerate().find(|(_, t)| t.len() > self.max_tokens) {
-                return Err(BufferError::TooManyTokens { index, len: t.len(), max: self.max_tokens });
+                return Err(BufferError::TooManyTokens {
+                    index,
+                    len: t.len(),
+                    max: self.max_tokens,
+                });
             }
         }
         let t = self.len;
@@ -141,10 +153,16 @@ impl TrajectoryBuffer {
     /// The generated tokens of env `index` at `step` (without padding).
     pub fn tokens(&self, step: usize, index: usize) -> Result<&[i64], BufferError> {
         if step >= self.num_steps {
-            return Err(BufferError::Step { step, num_steps: self.num_steps });
+            return Err(BufferError::Step {
+                step,
+                num_steps: self.num_steps,
+            });
         }
         if index >= self.num_envs {
-            return Err(BufferError::Argument(format!("env index {index} outside 0..{}", self.num_envs)));
+            return Err(BufferError::Argument(format!(
+                "env index {index} outside 0..{}",
+                self.num_envs
+            )));
         }
         let k = step * self.num_envs + index;
         let start = k * self.max_tokens;
@@ -184,7 +202,14 @@ mod tests {
         assert_eq!(&b.token_ids[..6], &[7, 8, -1, -1, -1, -1]);
         assert_eq!(b.tokens(0, 0).unwrap(), &[7, 8]);
         let err = b.add(&rec, Some(&[vec![1], vec![1, 2, 3, 4]])).unwrap_err();
-        assert_eq!(err, BufferError::TooManyTokens { index: 1, len: 4, max: 3 });
+        assert_eq!(
+            err,
+            BufferError::TooManyTokens {
+                index: 1,
+                len: 4,
+                max: 3
+            }
+        );
         b.add(&rec, None).unwrap();
         assert!(matches!(b.add(&rec, None), Err(BufferError::Full(2))));
         b.reset();

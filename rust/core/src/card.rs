@@ -67,13 +67,20 @@ impl Card {
     pub fn parse(s: &str) -> Result<Card, String> {
         let mut chars = s.chars();
         let (Some(sc), Some(rc), None) = (chars.next(), chars.next(), chars.next()) else {
-            return Err(format!("unknown card {s:?}: expected suit (C, D, H, S) + rank (A, 2..9, T, J, Q, K), e.g. \"HT\""));
+            return Err(format!(
+                "unknown card {s:?}: expected suit (C, D, H, S) + rank (A, 2..9, T, J, Q, K), e.g. \"HT\""
+            ));
         };
         let suit = Suit::from_letter(sc);
         let rank = RANK_LETTERS.iter().position(|&r| r == rc);
         match (suit, rank) {
-            (Some(suit), Some(r)) => Ok(Card { suit, rank: r as u8 + 1 }),
-            _ => Err(format!("unknown card {s:?}: expected suit (C, D, H, S) + rank (A, 2..9, T, J, Q, K), e.g. \"HT\"")),
+            (Some(suit), Some(r)) => Ok(Card {
+                suit,
+                rank: r as u8 + 1,
+            }),
+            _ => Err(format!(
+                "unknown card {s:?}: expected suit (C, D, H, S) + rank (A, 2..9, T, J, Q, K), e.g. \"HT\""
+            )),
         }
     }
 

@@ -34,7 +34,11 @@ pub struct Transition {
 impl Transition {
     /// A step that neither terminates nor truncates.
     pub fn running(reward: f64) -> Self {
-        Transition { reward, terminated: false, truncated: false }
+        Transition {
+            reward,
+            terminated: false,
+            truncated: false,
+        }
     }
     /// True when the episode is over (terminated or truncated).
     pub fn done(&self) -> bool {

@@ -42,7 +42,11 @@ pub enum EngineError {
     Env(#[from] VecEnvError),
     /// A length that does not match the number of envs.
     #[error("{what}: expected {expected} values (one per env), got {got}")]
-    Shape { what: &'static str, expected: usize, got: usize },
+    Shape {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     /// Any other bad argument (e.g. num_envs = 0).
     #[error("{0}")]
     Argument(String),

@@ -92,7 +92,9 @@ impl Font {
         static CACHE: OnceLock<Mutex<HashMap<(Face, u32), Arc<Font>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
         let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((face, px)).or_insert_with(|| Arc::new(Font::build(face, px))).clone()
+        map.entry((face, px))
+            .or_insert_with(|| Arc::new(Font::build(face, px)))
+            .clone()
     }
 
     /// The glyph of `c`; characters outside the cached set draw as '?'.

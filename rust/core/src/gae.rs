@@ -71,8 +71,15 @@ pub fn gae<F: Float>(
     if let Some(&(name, got)) = sizes.iter().find(|(_, len)| *len != expected) {
         return Err(GaeShapeError { name, got, expected });
     }
+    if expected == 0 {
+        return Ok(()); // an empty rollout (T = 0 or N = 0) has no advantages
+    }
     if num_envs == 0 || expected % num_envs != 0 {
-        return Err(GaeShapeError { name: "rewards", got: expected, expected: num_envs * (expected / num_envs.max(1)) });
+        return Err(GaeShapeError {
+            name: "rewards",
+            got: expected,
+            expected: num_envs * (expected / num_envs.max(1)),
+        });
     }
     let steps = expected / num_envs;
     let mut next_adv = vec![0f64; num_envs];
@@ -118,5 +125,13 @@ mod tests {
         assert!((ret[0] - (a0 + 0.5)).abs() < 1e-12);
         let mut short = vec![0.0; 2];
         assert!(gae(&x, 1, g, l, &mut short, &mut ret).is_err());
+        let empty = GaeInputs::<f64> {
+            rewards: &[],
+            values: &[],
+            next_values: &[],
+            terminated: &[],
+            truncated: &[],
+        };
+        assert!(gae(&empty, 0, g, l, &mut [], &mut []).is_ok());
     }
 }

@@ -3,15 +3,16 @@
 //! No pyo3 here: everything is testable with `cargo test` and callable from
 //! the thin binding crate in `rust/py`.
 
+pub mod buffer;
 pub mod card;
 pub mod env;
 pub mod error;
-pub mod buffer;
 pub mod font;
 pub mod gae;
 pub mod render;
 pub mod rng;
 pub mod vecenv;
+pub mod widgets;
 pub mod parser;
 pub mod preprocess;
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::card::Card;
 use crate::env::{OBS_H, OBS_W};
 use crate::font::{Face, Font};
+pub use crate::widgets::{CardFace, CardRow, TextField};
 
 /// An RGB colour.
 pub type Rgb = [u8; 3];
@@ -71,7 +72,9 @@ impl<'a> Canvas<'a> {
 
     /// Fills the rectangle at (x, y) of size w x h, clipped to the canvas.
     pub fn fill_rect(&mut self, x: i32, y: i32, w: i32, h: i32, color: Rgb) {
-        let Some((x0, y0, x1, y1)) = self.clip(x, y, w, h) else { return };
+        let Some((x0, y0, x1, y1)) = self.clip(x, y, w, h) else {
+            return;
+        };
         let row_bytes = (x1 - x0) * 3;
         // Write the first row pixel by pixel, then copy it: memcpy-speed fills.
         let first = (y0 * self.width + x0) * 3;
@@ -94,7 +97,9 @@ impl<'a> Canvas<'a> {
 
     /// Copies `sprite` with its top-left corner at (x, y), clipped.
     pub fn blit(&mut self, x: i32, y: i32, sprite: &Sprite) {
-        let Some((x0, y0, x1, y1)) = self.clip(x, y, sprite.width as i32, sprite.height as i32) else { return };
+        let Some((x0, y0, x1, y1)) = self.clip(x, y, sprite.width as i32, sprite.height as i32) else {
+            return;
+        };
         let sx = (x0 as i64 - x as i64) as usize;
         let sy = (y0 as i64 - y as i64) as usize;
         let n = (x1 - x0) * 3;
@@ -106,28 +111,34 @@ impl<'a> Canvas<'a> {
     }
 
     /// Blends one glyph's coverage in `color` with its pen at (x, baseline).
-    fn draw_glyph(&mut self, font: &Font, c: char, x: i32, baseline: i32, color: Rgb) {
+    pub(crate) fn draw_glyph(&mut self, font: &Font, c: char, x: i32, baseline: i32, color: Rgb) {
         let g = font.glyph(c);
         let gx = x + g.xmin;
         let gy = baseline + g.top;
-        for row in 0..g.height {
-            let py = gy + row as i32;
-            if py < 0 || py >= self.height as i32 {
-                continue;
-            }
-            for col in 0..g.width {
-                let px = gx + col as i32;
-                if px < 0 || px >= self.width as i32 {
-                    continue;
-                }
-                let a = g.coverage[row * g.width + col] as u32;
-                if a == 0 {
-                    continue;
-                }
-                let i = (py as usize * self.width + px as usize) * 3;
-                for ch in 0..3 {
-                    let bg = self.data[i + ch] as u32;
-                    self.data[i + ch] = ((bg * (255 - a) + color[ch] as u32 * a + 127) / 255) as u8;
+        // Clip the glyph box once, then blend row by row.
+        let c0 = (-gx).max(0) as usize;
+        let c1 = (self.width as i32 - gx).clamp(0, g.width as i32) as usize;
+        let r0 = (-gy).max(0) as usize;
+        let r1 = (self.height as i32 - gy).clamp(0, g.height as i32) as usize;
+        if c0 >= c1 || r0 >= r1 {
+            return;
+        }
+        for row in r0..r1 {
+            let cov = &g.coverage[row * g.width + c0..row * g.width + c1];
+            let start = ((gy as usize + row) * self.width + (gx as usize + c0)) * 3;
+            let px = &mut self.data[start..start + cov.len() * 3];
+            for (p, &a) in px.chunks_exact_mut(3).zip(cov) {
+                match a {
+                    0 => {}
+                    255 => p.copy_from_slice(&color),
+                    _ => {
+                        let a = a as u32;
+                        for ch in 0..3 {
+                            // round((bg * (255 - a) + fg * a) / 255), exactly, without a division
+                            let t = p[ch] as u32 * (255 - a) + color[ch] as u32 * a + 128;
+                            p[ch] = ((t + (t >> 8)) >> 8) as u8;
+                        }
+                    }
                 }
             }
         }
@@ -176,36 +187,6 @@ impl Sprite {
     }
 }
 
-/// A one-line text area that redraws only when its text changes.
-pub struct TextField {
-    pub x: i32,
-    pub y: i32,
-    pub w: i32,
-    pub h: i32,
-    pub bg: Rgb,
-    pub fg: Rgb,
-    pub font: Arc<Font>,
-    shown: Option<String>,
-}
-
-impl TextField {
-    /// A field at (x, y) of size w x h; its text is drawn at the top-left.
-    pub fn new(x: i32, y: i32, w: i32, h: i32, bg: Rgb, fg: Rgb, font: Arc<Font>) -> TextField {
-        TextField { x, y, w, h, bg, fg, font, shown: None }
-    }
-
-    /// Shows `text`: clears the field and draws it unless it already shows
-    /// exactly that text (and `force` is false).
-    pub fn show(&mut self, canvas: &mut Canvas<'_>, text: &str, force: bool) {
-        if !force && self.shown.as_deref() == Some(text) {
-            return;
-        }
-        canvas.fill_rect(self.x, self.y, self.w, self.h, self.bg);
-        canvas.draw_text(&self.font, self.x, self.y, text, self.fg);
-        self.shown = Some(text.to_string());
-    }
-}
-
 /// Pre-drawn faces of all 52 cards and a card back at one size, on one
 /// background colour (so that blitting is a plain copy).
 pub struct CardSprites {
@@ -222,8 +203,20 @@ fn in_rounded_rect(x: usize, y: usize, w: usize, h: usize, r: usize, inset: usiz
         return false;
     }
     let r = (r - i).max(0);
-    let cx = if x < r + i { r + i } else if x >= w - r - i { w - r - i - 1 } else { return true };
-    let cy = if y < r + i { r + i } else if y >= h - r - i { h - r - i - 1 } else { return true };
+    let cx = if x < r + i {
+        r + i
+    } else if x >= w - r - i {
+        w - r - i - 1
+    } else {
+        return true;
+    };
+    let cy = if y < r + i {
+        r + i
+    } else if y >= h - r - i {
+        h - r - i - 1
+    } else {
+        return true;
+    };
     let (dx, dy) = (x - cx, y - cy);
     dx * dx + dy * dy <= r * r
 }
@@ -260,8 +253,20 @@ fn draw_card_face(card: Card, w: usize, h: usize, bg: Rgb) -> Sprite {
     let sy = m / 2 + rank_font.ascent + 1;
     let rank_w = rank_font.text_width(label);
     let suit_w = small_suit.text_width(&card.suit.symbol().to_string());
-    c.draw_text(&small_suit, m + (rank_w - suit_w) / 2, sy, &card.suit.symbol().to_string(), color);
-    c.draw_char_centered(&big_suit, card.suit.symbol(), w as i32 / 2 + m / 2, h as i32 * 11 / 20, color);
+    c.draw_text(
+        &small_suit,
+        m + (rank_w - suit_w) / 2,
+        sy,
+        &card.suit.symbol().to_string(),
+        color,
+    );
+    c.draw_char_centered(
+        &big_suit,
+        card.suit.symbol(),
+        w as i32 / 2 + m / 2,
+        h as i32 * 11 / 20,
+        color,
+    );
     s
 }
 
@@ -299,7 +304,12 @@ impl CardSprites {
                         draw_card_face(card, width, height, bg)
                     })
                     .collect();
-                Arc::new(CardSprites { width, height, faces, back: draw_card_back(width, height, bg) })
+                Arc::new(CardSprites {
+                    width,
+                    height,
+                    faces,
+                    back: draw_card_back(width, height, bg),
+                })
             })
             .clone()
     }

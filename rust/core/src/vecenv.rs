@@ -65,6 +65,8 @@ struct Slot {
     ended: bool,
     final_obs: Vec<u8>,
     final_info: Info,
+    /// The last expert action computed for this env.
+    expert: i64,
 }
 
 impl Slot {
@@ -148,7 +150,11 @@ pub struct VecEnv {
 }
 
 fn first_error(results: Vec<Result<(), EnvError>>) -> Result<(), EngineError> {
-    match results.into_iter().enumerate().find_map(|(index, r)| r.err().map(|source| (index, source))) {
+    match results
+        .into_iter()
+        .enumerate()
+        .find_map(|(index, r)| r.err().map(|source| (index, source)))
+    {
         Some((index, source)) => Err(EngineError::Env(VecEnvError { index, source })),
         None => Ok(()),
     }
@@ -191,6 +197,7 @@ impl VecEnv {
                 ended: false,
                 final_obs: Vec::new(),
                 final_info: Info::new(),
+                expert: 0,
             })
             .collect();
         Ok(VecEnv {
@@ -242,9 +249,19 @@ impl VecEnv {
         let s = &self.slots[i];
         s.ended.then_some(&s.final_info)
     }
-    /// The expert policy's action for every env.
-    pub fn expert_actions(&self) -> Vec<i64> {
-        self.slots.iter().map(|s| s.env.expert_action()).collect()
+    /// The expert policy's action for every env (computed in the pool:
+    /// experts may search). A panicking expert yields an error naming the env.
+    pub fn expert_actions(&mut self) -> Result<Vec<i64>, EngineError> {
+        let mut out = vec![0i64; self.num_envs()];
+        let results = self.run(|_, slot, _| {
+            slot.expert = slot.env.expert_action();
+            Ok(())
+        });
+        first_error(results)?;
+        for (o, s) in out.iter_mut().zip(&self.slots) {
+            *o = s.expert;
+        }
+        Ok(out)
     }
 
     fn run<F>(&mut self, f: F) -> Vec<Result<(), EnvError>>
@@ -256,9 +273,19 @@ impl VecEnv {
         let task = |(i, (slot, o)): (usize, (&mut Slot, &mut [u8]))| slot.guarded(|s| f(i, s, o));
         match &self.pool {
             Some(pool) => pool.install(|| {
-                slots.par_iter_mut().zip(obs.par_chunks_mut(OBS_BYTES)).enumerate().map(task).collect()
+                slots
+                    .par_iter_mut()
+                    .zip(obs.par_chunks_mut(OBS_BYTES))
+                    .enumerate()
+                    .map(task)
+                    .collect()
             }),
-            None => slots.iter_mut().zip(obs.chunks_mut(OBS_BYTES)).enumerate().map(task).collect(),
+            None => slots
+                .iter_mut()
+                .zip(obs.chunks_mut(OBS_BYTES))
+                .enumerate()
+                .map(task)
+                .collect(),
         }
     }
 
@@ -273,16 +300,29 @@ impl VecEnv {
     /// Resets the envs selected by `mask` (all when None), reseeding every
     /// env's stream from `seed` when given, loading `states[i]` where it is
     /// Some. On an error (which names the env) the other envs are reset.
-    pub fn reset(&mut self, seed: Option<u64>, states: Option<&[Option<Value>]>, mask: Option<&[bool]>) -> Result<(), EngineError> {
+    pub fn reset(
+        &mut self,
+        seed: Option<u64>,
+        states: Option<&[Option<Value>]>,
+        mask: Option<&[bool]>,
+    ) -> Result<(), EngineError> {
         let n = self.num_envs();
         if let Some(st) = states {
             if st.len() != n {
-                return Err(EngineError::Shape { what: "states", expected: n, got: st.len() });
+                return Err(EngineError::Shape {
+                    what: "states",
+                    expected: n,
+                    got: st.len(),
+                });
             }
         }
         if let Some(m) = mask {
             if m.len() != n {
-                return Err(EngineError::Shape { what: "reset_mask", expected: n, got: m.len() });
+                return Err(EngineError::Shape {
+                    what: "reset_mask",
+                    expected: n,
+                    got: m.len(),
+                });
             }
         }
         if let Some(seed) = seed {
@@ -306,7 +346,11 @@ impl VecEnv {
     pub fn step(&mut self, actions: &[i64]) -> Result<(), EngineError> {
         let n = self.num_envs();
         if actions.len() != n {
-            return Err(EngineError::Shape { what: "actions", expected: n, got: actions.len() });
+            return Err(EngineError::Shape {
+                what: "actions",
+                expected: n,
+                got: actions.len(),
+            });
         }
         let mode = self.mode;
         for (index, (s, &a)) in self.slots.iter().zip(actions).enumerate() {
@@ -315,7 +359,10 @@ impl VecEnv {
             } else if mode == AutoReset::NextStep && s.done {
                 continue; // the action is ignored: this step resets the env
             } else if !s.env.accepts_action(a) {
-                EnvError::InvalidAction { value: a, num_actions: s.env.num_actions() }
+                EnvError::InvalidAction {
+                    value: a,
+                    num_actions: s.env.num_actions(),
+                }
             } else {
                 continue;
             };

@@ -8,6 +8,7 @@ use numpy::ndarray::{ArrayView2, ArrayView3};
 use numpy::{Element, PyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use vlmrl_core::buffer::{BufferError, StepRecord, TrajectoryBuffer as CoreBuffer};
 use vlmrl_core::gae::{gae as core_gae, Float, GaeInputs};
 
@@ -27,15 +28,19 @@ pub struct TrajectoryBuffer {
 }
 
 impl TrajectoryBuffer {
-    fn lock(&self) -> MutexGuard<'_, CoreBuffer> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, CoreBuffer> {
+        // Detaches from Python while waiting (no GIL deadlock between threads).
+        self.inner.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// A [T, N] view of one field, kept alive by the buffer object.
-fn view2<'py, T: Element>(slf: &Bound<'py, TrajectoryBuffer>, pick: fn(&CoreBuffer) -> &Vec<T>) -> PyResult<Bound<'py, PyArray2<T>>> {
+fn view2<'py, T: Element>(
+    slf: &Bound<'py, TrajectoryBuffer>,
+    pick: fn(&CoreBuffer) -> &Vec<T>,
+) -> PyResult<Bound<'py, PyArray2<T>>> {
     let me = slf.borrow();
-    let inner = me.lock();
+    let inner = me.lock(slf.py());
     let view = ArrayView2::from_shape((me.num_steps, me.num_envs), pick(&inner).as_slice())
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     // SAFETY: the Vec is allocated once and lives as long as `slf`.
@@ -48,7 +53,12 @@ impl TrajectoryBuffer {
     #[pyo3(signature = (num_steps, num_envs, max_tokens=256, pad_id=0))]
     fn new(num_steps: usize, num_envs: usize, max_tokens: usize, pad_id: i64) -> PyResult<Self> {
         let inner = CoreBuffer::new(num_steps, num_envs, max_tokens, pad_id).map_err(buffer_err)?;
-        Ok(TrajectoryBuffer { inner: Mutex::new(inner), num_steps, num_envs, max_tokens })
+        Ok(TrajectoryBuffer {
+            inner: Mutex::new(inner),
+            num_steps,
+            num_envs,
+            max_tokens,
+        })
     }
 
     #[getter]
@@ -63,13 +73,13 @@ impl TrajectoryBuffer {
     fn max_tokens(&self) -> usize {
         self.max_tokens
     }
-    fn __len__(&self) -> usize {
-        self.lock().len
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.lock(py).len
     }
 
     /// Forgets the stored steps (arrays keep their memory and addresses).
-    fn reset(&self) {
-        self.lock().reset()
+    fn reset(&self, py: Python<'_>) {
+        self.lock(py).reset()
     }
 
     /// Appends one step of all envs; returns its step index.
@@ -77,6 +87,7 @@ impl TrajectoryBuffer {
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
+        py: Python<'_>,
         actions: Vec<i64>,
         rewards: Vec<f32>,
         terminated: Vec<bool>,
@@ -93,18 +104,18 @@ impl TrajectoryBuffer {
             values: &values,
             logprobs: &logprobs,
         };
-        self.lock().add(&rec, token_ids.as_deref()).map_err(buffer_err)
+        self.lock(py).add(&rec, token_ids.as_deref()).map_err(buffer_err)
     }
 
     /// Env `index`'s generated tokens at `step`, without padding (a copy).
     fn tokens<'py>(&self, py: Python<'py>, step: usize, index: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = self.lock();
+        let inner = self.lock(py);
         Ok(PyArray1::from_slice(py, inner.tokens(step, index).map_err(buffer_err)?))
     }
 
     /// GAE over all T steps into `advantages` and `returns`.
     fn compute_gae(&self, py: Python<'_>, gamma: f64, lam: f64) -> PyResult<()> {
-        let mut inner = self.lock();
+        let mut inner = self.lock(py);
         let b = &mut *inner;
         py.detach(|| b.compute_gae(gamma, lam)).map_err(buffer_err)
     }
@@ -153,7 +164,7 @@ impl TrajectoryBuffer {
     #[getter]
     fn token_ids<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray3<i64>>> {
         let me = slf.borrow();
-        let inner = me.lock();
+        let inner = me.lock(slf.py());
         let view = ArrayView3::from_shape((me.num_steps, me.num_envs, me.max_tokens), inner.token_ids.as_slice())
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         // SAFETY: as for view2.
@@ -175,9 +186,16 @@ fn gae_typed<'py, F: Float + Element>(
 ) -> PyResult<(Bound<'py, PyArray2<F>>, Bound<'py, PyArray2<F>>)> {
     let [rewards, values, next_values] = arrays;
     let shape = rewards.shape().to_vec();
-    for (name, a) in [("values", values.shape()), ("next_values", next_values.shape()), ("terminated", terminated.shape()), ("truncated", truncated.shape())] {
+    for (name, a) in [
+        ("values", values.shape()),
+        ("next_values", next_values.shape()),
+        ("terminated", terminated.shape()),
+        ("truncated", truncated.shape()),
+    ] {
         if a != shape.as_slice() {
-            return Err(EnvArgumentError::new_err(format!("gae: {name} has shape {a:?}, rewards has {shape:?}")));
+            return Err(EnvArgumentError::new_err(format!(
+                "gae: {name} has shape {a:?}, rewards has {shape:?}"
+            )));
         }
     }
     let x = GaeInputs {
@@ -190,7 +208,8 @@ fn gae_typed<'py, F: Float + Element>(
     let n = shape[1];
     let mut adv = vec![F::from_f64(0.0); shape[0] * n];
     let mut ret = adv.clone();
-    py.detach(|| core_gae(&x, n, gamma, lam, &mut adv, &mut ret)).map_err(|e| EnvArgumentError::new_err(e.to_string()))?;
+    py.detach(|| core_gae(&x, n, gamma, lam, &mut adv, &mut ret))
+        .map_err(|e| EnvArgumentError::new_err(e.to_string()))?;
     let to2 = |v: Vec<F>| -> PyResult<Bound<'py, PyArray2<F>>> { Ok(PyArray::from_vec(py, v).reshape([shape[0], n])?) };
     Ok((to2(adv)?, to2(ret)?))
 }

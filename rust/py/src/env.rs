@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use numpy::ndarray::{ArrayView1, ArrayView4};
 use numpy::{PyArray1, PyArray4, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::PyDict;
 use serde_json::Value;
 use vlmrl_core::env::{Info, OBS_H, OBS_W};
@@ -26,10 +27,12 @@ pub struct VecEnv {
 }
 
 impl VecEnv {
-    fn lock(&self) -> PyResult<MutexGuard<'_, CoreVecEnv>> {
-        // A poisoned lock means a panic escaped an earlier call; the engine
-        // state is still consistent (panics are caught per env), so go on.
-        Ok(self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, CoreVecEnv>> {
+        // Waiting for the lock detaches from Python, so two Python threads
+        // using one env cannot deadlock on the GIL. A poisoned lock means a
+        // panic escaped an earlier call; the engine state is still consistent
+        // (panics are caught per env), so go on.
+        Ok(self.inner.lock_py_attached(py).unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -128,8 +131,10 @@ impl VecEnv {
                 frames[i] = frame.into_any().unbind();
                 mask[i] = true;
             }
-            let finals: Vec<(usize, &Info)> =
-                ended.iter().map(|&i| (i, inner.final_info(i).expect("ended env has a final info"))).collect();
+            let finals: Vec<(usize, &Info)> = ended
+                .iter()
+                .map(|&i| (i, inner.final_info(i).expect("ended env has a final info")))
+                .collect();
             out.set_item("final_obs", PyArray1::from_vec(py, frames))?;
             out.set_item("_final_obs", PyArray1::from_vec(py, mask.clone()))?;
             out.set_item("final_info", vector_info(py, n, &finals)?)?;
@@ -156,9 +161,16 @@ impl VecEnv {
     ) -> PyResult<Self> {
         let kw = kwargs_to_json(kwargs)?;
         let mode = AutoReset::parse(autoreset_mode).map_err(from_engine)?;
-        let envs = (0..num_envs).map(|_| vlmrl_envs::make(env_id, &kw)).collect::<Result<Vec<_>, _>>().map_err(from_env)?;
+        let envs = (0..num_envs)
+            .map(|_| vlmrl_envs::make(env_id, &kw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(from_env)?;
         let inner = CoreVecEnv::new(envs, num_threads, mode, seed).map_err(from_engine)?;
-        Ok(VecEnv { inner: Mutex::new(inner), env_id: vlmrl_envs::bare_id(env_id).to_string(), num_envs })
+        Ok(VecEnv {
+            inner: Mutex::new(inner),
+            env_id: vlmrl_envs::bare_id(env_id).to_string(),
+            num_envs,
+        })
     }
 
     /// The env id without namespace, e.g. "Points24-v0".
@@ -174,13 +186,13 @@ impl VecEnv {
 
     /// Whether the action set changes from step to step (ALFWorld).
     #[getter]
-    fn dynamic_actions(&self) -> PyResult<bool> {
-        Ok(self.lock()?.env(0).dynamic_actions())
+    fn dynamic_actions(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.env(0).dynamic_actions())
     }
 
     /// The current action names of env `index`.
-    fn action_names(&self, index: usize) -> PyResult<Vec<String>> {
-        let inner = self.lock()?;
+    fn action_names(&self, py: Python<'_>, index: usize) -> PyResult<Vec<String>> {
+        let inner = self.lock(py)?;
         self.check_index(index)?;
         Ok(inner.env(index).action_names())
     }
@@ -199,11 +211,16 @@ impl VecEnv {
         with_info: bool,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let states: Option<Vec<Option<Value>>> = states
-            .map(|st| st.iter().map(|s| if s.is_none() { Ok(None) } else { to_json(s).map(Some) }).collect::<PyResult<_>>())
+            .map(|st| {
+                st.iter()
+                    .map(|s| if s.is_none() { Ok(None) } else { to_json(s).map(Some) })
+                    .collect::<PyResult<_>>()
+            })
             .transpose()?;
-        let mut inner = self.lock()?;
+        let mut inner = self.lock(py)?;
         let engine = &mut *inner;
-        py.detach(|| engine.reset(seed, states.as_deref(), mask.as_deref())).map_err(from_engine)?;
+        py.detach(|| engine.reset(seed, states.as_deref(), mask.as_deref()))
+            .map_err(from_engine)?;
         with_info.then(|| self.build_info(py, &inner)).transpose()
     }
 
@@ -217,8 +234,11 @@ impl VecEnv {
         actions: PyReadonlyArray1<'py, i64>,
         with_info: bool,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let actions = actions.as_slice().map_err(|e| EnvPanicError::new_err(format!("actions: {e}")))?.to_vec();
-        let mut inner = self.lock()?;
+        let actions = actions
+            .as_slice()
+            .map_err(|e| EnvPanicError::new_err(format!("actions: {e}")))?
+            .to_vec();
+        let mut inner = self.lock(py)?;
         let engine = &mut *inner;
         py.detach(|| engine.step(&actions)).map_err(from_engine)?;
         with_info.then(|| self.build_info(py, &inner)).transpose()
@@ -227,14 +247,16 @@ impl VecEnv {
     /// The info dict of env `index` (single-env use).
     fn env_info<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyDict>> {
         self.check_index(index)?;
-        let inner = self.lock()?;
+        let inner = self.lock(py)?;
         to_dict(py, inner.info(index))
     }
 
     /// The expert's action for every env.
     fn expert_actions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let inner = self.lock()?;
-        Ok(PyArray1::from_vec(py, inner.expert_actions()))
+        let mut inner = self.lock(py)?;
+        let engine = &mut *inner;
+        let actions = py.detach(|| engine.expert_actions()).map_err(from_engine)?;
+        Ok(PyArray1::from_vec(py, actions))
     }
 
     /// Observations [num_envs, 300, 300, 3] uint8: a view of the Rust buffer,
@@ -242,7 +264,7 @@ impl VecEnv {
     #[getter]
     fn obs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray4<u8>>> {
         let me = slf.borrow();
-        let inner = me.lock()?;
+        let inner = me.lock(slf.py())?;
         let view = ArrayView4::from_shape((me.num_envs, OBS_H, OBS_W, 3), inner.obs())
             .map_err(|e| EnvPanicError::new_err(e.to_string()))?;
         // SAFETY: the buffer lives as long as `slf` (the container) and is
@@ -254,7 +276,7 @@ impl VecEnv {
     #[getter]
     fn rewards<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let me = slf.borrow();
-        let inner = me.lock()?;
+        let inner = me.lock(slf.py())?;
         let view = ArrayView1::from(inner.rewards());
         // SAFETY: as for `obs`.
         Ok(unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) })
@@ -264,7 +286,7 @@ impl VecEnv {
     #[getter]
     fn terminated<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray1<bool>>> {
         let me = slf.borrow();
-        let inner = me.lock()?;
+        let inner = me.lock(slf.py())?;
         let view = ArrayView1::from(inner.terminated());
         // SAFETY: as for `obs`.
         Ok(unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) })
@@ -274,7 +296,7 @@ impl VecEnv {
     #[getter]
     fn truncated<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray1<bool>>> {
         let me = slf.borrow();
-        let inner = me.lock()?;
+        let inner = me.lock(slf.py())?;
         let view = ArrayView1::from(inner.truncated());
         // SAFETY: as for `obs`.
         Ok(unsafe { PyArray1::borrow_from_array(&view, slf.clone().into_any()) })

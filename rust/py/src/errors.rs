@@ -7,12 +7,42 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use vlmrl_core::error::{EngineError, EnvError, VecEnvError};
 
-create_exception!(vlmrl_fast._core, InvalidActionError, PyValueError, "An action an env does not accept (names the env index and the value).");
-create_exception!(vlmrl_fast._core, InvalidStateError, PyValueError, "A malformed explicit state passed to reset (names the env index and the value).");
-create_exception!(vlmrl_fast._core, EnvArgumentError, PyValueError, "A bad argument: unknown env id, unknown kwarg, wrong shape or size.");
-create_exception!(vlmrl_fast._core, ActionTypeError, PyTypeError, "Actions of the wrong type or dtype.");
-create_exception!(vlmrl_fast._core, ResetNeededError, PyRuntimeError, "step() before reset(), or after an env broke.");
-create_exception!(vlmrl_fast._core, EnvPanicError, PyRuntimeError, "An env's code panicked; the env must be reset.");
+create_exception!(
+    vlmrl_fast._core,
+    InvalidActionError,
+    PyValueError,
+    "An action an env does not accept (names the env index and the value)."
+);
+create_exception!(
+    vlmrl_fast._core,
+    InvalidStateError,
+    PyValueError,
+    "A malformed explicit state passed to reset (names the env index and the value)."
+);
+create_exception!(
+    vlmrl_fast._core,
+    EnvArgumentError,
+    PyValueError,
+    "A bad argument: unknown env id, unknown kwarg, wrong shape or size."
+);
+create_exception!(
+    vlmrl_fast._core,
+    ActionTypeError,
+    PyTypeError,
+    "Actions of the wrong type or dtype."
+);
+create_exception!(
+    vlmrl_fast._core,
+    ResetNeededError,
+    PyRuntimeError,
+    "step() before reset(), or after an env broke."
+);
+create_exception!(
+    vlmrl_fast._core,
+    EnvPanicError,
+    PyRuntimeError,
+    "An env's code panicked; the env must be reset."
+);
 
 fn env_error(prefix: String, e: &EnvError) -> PyErr {
     let msg = format!("{prefix}{e}");

@@ -20,18 +20,26 @@ pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
     if obj.is_instance_of::<PyFloat>() {
         let f: f64 = obj.extract()?;
-        return Number::from_f64(f).map(Value::Number).ok_or_else(|| PyTypeError::new_err(format!("cannot use the float {f}")));
+        return Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| PyTypeError::new_err(format!("cannot use the float {f}")));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Value::String(s.to_str()?.to_string()));
     }
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        return obj.try_iter()?.map(|x| to_json(&x?)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+        return obj
+            .try_iter()?
+            .map(|x| to_json(&x?))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
     }
     if let Ok(d) = obj.cast::<PyDict>() {
         let mut map = Map::new();
         for (k, v) in d.iter() {
-            let key: String = k.extract().map_err(|_| PyTypeError::new_err(format!("dict keys must be str, got {k}")))?;
+            let key: String = k
+                .extract()
+                .map_err(|_| PyTypeError::new_err(format!("dict keys must be str, got {k}")))?;
             map.insert(key, to_json(&v)?);
         }
         return Ok(Value::Object(map));
@@ -41,7 +49,9 @@ pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         return Ok(Value::Number(obj.call_method0("__index__")?.extract::<i64>()?.into()));
     }
     if let Ok(f) = obj.extract::<f64>() {
-        return Number::from_f64(f).map(Value::Number).ok_or_else(|| PyTypeError::new_err(format!("cannot use the float {f}")));
+        return Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| PyTypeError::new_err(format!("cannot use the float {f}")));
     }
     Err(PyTypeError::new_err(format!(
         "cannot convert {} ({}) to an env value",
