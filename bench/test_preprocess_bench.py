@@ -5,12 +5,11 @@ Hugging Face's processors (Pillow backend and torchvision backend), per family.
 
 Targets (issue 8): native >= 30x the Pillow backend and >= 5x the torchvision
 backend. The ratios of medians, all measured in this one run, are printed at
-the end and written to bench/preprocess_ratios.json.
+the end (run with -s to see them).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -72,8 +71,6 @@ def test_report_ratios(request):
                     "speedup": hf / native,
                     "target": TARGETS[backend],
                 }
-    out = Path(__file__).with_name("preprocess_ratios.json")
-    out.write_text(json.dumps(rows, indent=2) + "\n")
     lines = [f"{k:16s} hf {v['hf_s'] * 1e3:8.1f} ms  native {v['native_s'] * 1e3:6.1f} ms  "
              f"x{v['speedup']:6.1f} (target x{v['target']:.0f})" for k, v in rows.items()]
     print("\n" + "\n".join(lines))

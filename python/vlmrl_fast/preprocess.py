@@ -103,6 +103,11 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
     cls = type(ip)
     if getattr(ip, "do_pad", None):
         return "padding (do_pad) is not supported"
+    if str(getattr(ip, "data_format", None) or "channels_first").split(".")[-1].lower() not in (
+        "channels_first",
+        "first",
+    ):
+        return f"data_format {ip.data_format!r} is not supported (channels first only)"
     kwargs: dict[str, Any] = {"backend": backend}
     if getattr(ip, "do_rescale", False):
         kwargs["rescale_factor"] = float(ip.rescale_factor)

@@ -33,6 +33,9 @@ create_exception!(
     "A bug inside the native preprocessing (a Rust panic), reported instead of crashing."
 );
 
+/// Qwen2-VL's (grid_h, grid_w) of each image, `None` for other layouts.
+type Grid = Option<(usize, usize)>;
+
 fn to_py(e: CoreError) -> PyErr {
     PreprocessError::new_err(e.to_string())
 }
@@ -142,7 +145,7 @@ impl PyPreprocessor {
     }
 
     /// Output shape and Qwen2-VL grid (grid_h, grid_w) for n images of height x width.
-    fn plan(&self, n: usize, height: usize, width: usize) -> PyResult<(Vec<usize>, Option<(usize, usize)>)> {
+    fn plan(&self, n: usize, height: usize, width: usize) -> PyResult<(Vec<usize>, Grid)> {
         let plan = self.pipeline.plan(n, height, width).map_err(to_py)?;
         Ok((plan.shape, plan.grid))
     }
@@ -155,7 +158,7 @@ impl PyPreprocessor {
         py: Python<'py>,
         obs: &Bound<'py, PyAny>,
         out: Option<Bound<'py, PyArrayDyn<f32>>>,
-    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Option<(usize, usize)>)> {
+    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Grid)> {
         let Ok(arr) = obs.cast::<PyUntypedArray>() else {
             return Err(PreprocessTypeError::new_err(format!(
                 "observations must be a numpy uint8 array [N, H, W, 3], got {}",

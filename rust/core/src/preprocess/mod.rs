@@ -123,11 +123,12 @@ impl Pipeline {
             }
         }
         match (spec.resize, spec.layout) {
-            (Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)), Layout::Qwen2VlPatches(_)) => {
-                if min_pixels > max_pixels {
-                    return bad("min_pixels must not exceed max_pixels");
-                }
+            (Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)), Layout::Qwen2VlPatches(_))
+                if min_pixels > max_pixels =>
+            {
+                return bad("min_pixels must not exceed max_pixels")
             }
+            (Some((SizeRule::SmartResize { .. }, _)), Layout::Qwen2VlPatches(_)) => {}
             (Some((SizeRule::SmartResize { .. }, _)), _) => return bad("smart resize needs the Qwen2-VL layout"),
             (Some((SizeRule::ShortestEdge(0), _)), _) | (Some((SizeRule::Exact { height: 0, .. }, _)), _) => {
                 return bad("resize size must be positive")
