@@ -93,6 +93,8 @@ class TrainConfig:
     ent_coef: float = _f(0.0, "entropy bonus coefficient", group="ppo", min=0.0)
     kl_coef: float = _f(0.0, "KL penalty to the initial policy (0: off, no reference model kept)", group="ppo",
                         min=0.0)
+    target_kl: float = _f(0.0, "stop the update's epochs early once an epoch's mean approx KL exceeds this (0: off)",
+                          group="ppo", min=0.0)
     max_grad_norm: float = _f(1.0, "gradient clipping norm", group="ppo", min=0.0)
     norm_adv: bool = _f(True, "normalise advantages over each rollout", group="ppo")
     ratio_guard: float = _f(10.0, "if any ratio of a minibatch exceeds this, use only the clipped term (paper)",

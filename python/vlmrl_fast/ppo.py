@@ -71,7 +71,11 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
                                                      "old_approx_kl", "clipfrac", "kl_ref", "ratio_guarded")}
     skipped = dropped_steps = opt_steps = 0
+    epochs_done = 0
     for _ in range(cfg.update_epochs):
+        if epochs_done and cfg.target_kl > 0 and np.mean(stats["approx_kl"][-(B // cfg.minibatch_size):]) > cfg.target_kl:
+            break  # the policy moved far enough from the one that collected the rollout (CleanRL's target_kl)
+        epochs_done += 1
         order = rng.permutation(B)
         for start in range(0, B, cfg.minibatch_size):
             idx = order[start:start + cfg.minibatch_size]
@@ -100,7 +104,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                     optimizer.zero_grad(set_to_none=True)
     result = {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
     result.update(nonfinite_skipped=float(skipped), dropped_steps=float(dropped_steps),
-                  optimizer_steps=float(opt_steps))
+                  optimizer_steps=float(opt_steps), epochs=float(epochs_done))
     return result
 
 
@@ -170,6 +174,7 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
         "losses/explained_variance": explained_variance(ro.values.reshape(-1), returns.reshape(-1)),
         "losses/nonfinite_skipped": stats["nonfinite_skipped"],
         "losses/dropped_steps": stats["dropped_steps"],
+        "losses/epochs": stats["epochs"],
         "perf/tokens_per_s": ro.tokens_generated / max(ro.seconds["generate"], 1e-9),
         "perf/env_steps_per_s": ro.num_steps * ro.num_envs / max(sum(ro.seconds.values()), 1e-9),
         "time/generate_s": ro.seconds["generate"],
