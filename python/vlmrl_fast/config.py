@@ -62,7 +62,7 @@ class TrainConfig:
 
     # -- rollout -----------------------------------------------------------------------------------------
     num_envs: int = _f(16, "environments stepped together by each process", group="rollout", min=1)
-    num_steps: int = _f(8, "rollout length: steps per environment per update", group="rollout", min=1)
+    num_steps: int = _f(12, "rollout length: steps per environment per update", group="rollout", min=1)
     temperature: float = _f(0.2, "sampling temperature (log-probs are computed at logits / temperature)",
                             group="rollout", min=1e-4, max=10.0)
     max_new_tokens: int = _f(32, "longest answer the model may generate", group="rollout", min=1)
@@ -78,9 +78,9 @@ class TrainConfig:
                                 group="rollout", min=0.0)
 
     # -- ppo ---------------------------------------------------------------------------------------------
-    learning_rate: float = _f(3e-4, "peak learning rate (cosine schedule over the updates)", group="ppo",
+    learning_rate: float = _f(1e-4, "peak learning rate (cosine schedule over the updates)", group="ppo",
                               min=0.0, max=1.0)
-    min_learning_rate: float = _f(3e-5, "learning rate at the end of the cosine schedule", group="ppo",
+    min_learning_rate: float = _f(1e-5, "learning rate at the end of the cosine schedule", group="ppo",
                                   min=0.0, max=1.0)
     gamma: float = _f(0.9, "discount factor", group="ppo", min=0.0, max=1.0)
     gae_lambda: float = _f(0.95, "GAE lambda", group="ppo", min=0.0, max=1.0)
@@ -93,7 +93,7 @@ class TrainConfig:
     ent_coef: float = _f(0.0, "entropy bonus coefficient", group="ppo", min=0.0)
     kl_coef: float = _f(0.0, "KL penalty to the initial policy (0: off, no reference model kept)", group="ppo",
                         min=0.0)
-    target_kl: float = _f(0.0, "stop the update's epochs early once an epoch's mean approx KL exceeds this (0: off)",
+    target_kl: float = _f(0.3, "stop the update's epochs early once an epoch's mean approx KL exceeds this (0: off)",
                           group="ppo", min=0.0)
     max_grad_norm: float = _f(1.0, "gradient clipping norm", group="ppo", min=0.0)
     norm_adv: bool = _f(True, "normalise advantages over each rollout", group="ppo")
@@ -121,6 +121,9 @@ class TrainConfig:
     sft_actions: str = _f("random", "actions in the demonstrations: the expert's or uniformly random ones "
                           "(random: teaches format and perception, leaves the decision to RL)", group="sft",
                           choices=("expert", "random"))
+    sft_thoughts: str = _f("state", "thoughts of the demonstrations: the template's, or 'state' (what the image "
+                           "shows, with NumberLine's comparison, never why the action was taken)", group="sft",
+                           choices=("template", "state"))
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(2e-3, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)

@@ -87,7 +87,7 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
     rank = accelerator.process_index
     demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
                                  seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
-                                 state_text=cfg.state_text)
+                                 state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with _bar(steps, f"warm start (SFT, {len(demos)} steps of {cfg.sft_actions} play)",
               cfg.progress and accelerator.is_main_process) as bar:
