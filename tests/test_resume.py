@@ -50,6 +50,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     for key in ("success_rate_before_rl", "success_rate_after_rl", "mean_return_after_rl"):
         assert rest[key] == full[key]
+    assert json.loads((latest_checkpoint(tmp_path / "part") / "state.json").read_text())["update"] == 4
 
     # the run folder holds every artifact
     run = tmp_path / "full"

@@ -94,7 +94,7 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
         save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"update": update, **state}, indent=1))
+        (tmp / "state.json").write_text(json.dumps({**state, "update": update}, indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if final.exists():  # rewritten (e.g. a resumed run reaching the same update): replace whole
             shutil.rmtree(final)
