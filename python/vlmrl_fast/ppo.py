@@ -31,12 +31,13 @@ def derive_seed(*parts: int) -> int:
 
 
 def reference_evaluator(agent: Any, cfg: TrainConfig) -> Callable[..., Any] | None:
-    """What evaluates the initial policy for the KL penalty: the same model with LoRA adapters switched
-    off, or a frozen copy of the starting weights. None when kl_coef is 0 (nothing is kept)."""
+    """What evaluates the initial policy (the one RL starts from) for the KL penalty: the base model with the
+    LoRA adapters switched off when nothing trained them before RL (LoRA and no warm start), else a frozen
+    copy of the current weights. None when kl_coef is 0 (nothing is kept)."""
     if cfg.kl_coef <= 0:
         return None
     model = agent.model
-    if hasattr(model, "disable_adapter"):
+    if hasattr(model, "disable_adapter") and cfg.warm_start == "none":
         def evaluate(*args: Any, **kwargs: Any) -> Any:
             with model.disable_adapter():
                 return agent.evaluate(*args, **kwargs)

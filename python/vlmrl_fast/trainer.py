@@ -140,6 +140,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         state["eval_before_rl"] = before
         state["wall_seconds_before"] = 0.0
     wrapped, optimizer = accelerator.prepare(agent, optimizer)
+    if ckpt is not None and cfg.kl_coef > 0:  # the KL reference is the policy RL started from
+        load_checkpoint(ckpt.parent / "update_000000", agent, None, rank=rank, restore_rng=False)
     ref_evaluate = reference_evaluator(agent, cfg)
     if ckpt is not None:
         state = load_checkpoint(ckpt, agent, optimizer, rank=rank)
