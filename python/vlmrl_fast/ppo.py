@@ -1,5 +1,6 @@
-"""PPO for VLM agents, readable top to bottom: set-up, warm start, then per update a batched rollout,
-advantages (GAE), epochs of minibatches with the clipped objective, metrics and a checkpoint.
+"""PPO for VLM agents, read top to bottom: `train_update` is one iteration (a batched rollout, advantages
+by GAE, `ppo_update`'s epochs of minibatches with the clipped objective, the metrics record); the job
+around it (input checks, warm start, evaluations, checkpoints, artifacts) is vlmrl_fast.trainer.
 
 Design choices worth knowing:
 - Every update starts its envs from a reset seeded by (seed, rank, update), so a run resumed from a
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
