@@ -20,7 +20,7 @@ def test_defaults_are_valid_and_every_field_has_help():
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = load_config(overrides={"num_envs": 4, "grad_accum_steps": 2, "learning_rate": 3e-4, "lora": False})
+    cfg = load_config(overrides={"num_envs": 4, "minibatch_size": 4, "grad_accum_steps": 2, "learning_rate": 3e-4, "lora": False})
     path = tmp_path / "c.toml"
     path.write_text(cfg.to_toml())
     again = load_config(path)

@@ -18,7 +18,7 @@ def config(model, run_dir, **over):
     values = dict(model=str(model), run_dir=str(run_dir), lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                   num_envs=2, num_steps=2, max_new_tokens=6, temperature=1.0, update_epochs=1, minibatch_size=2,
                   grad_accum_steps=1, learning_rate=1e-2, min_learning_rate=1e-3, max_grad_norm=1.0, updates=4,
-                  warm_start="none", eval_episodes=2, eval_batch=2, report_episodes=1, checkpoint_every=1,
+                  warm_start="none", eval_episodes=2, eval_batch=2, report_episodes=1, checkpoint_every=1, kl_coef=0.1,
                   progress=False)
     values.update(over)
     return load_config(None, values)
@@ -50,6 +50,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     for key in ("success_rate_before_rl", "success_rate_after_rl", "mean_return_after_rl"):
         assert rest[key] == full[key]
+    assert json.loads((latest_checkpoint(tmp_path / "part") / "state.json").read_text())["update"] == 4
 
     # the run folder holds every artifact
     run = tmp_path / "full"
@@ -92,10 +93,10 @@ def test_checkpoint_round_trip_is_atomic_and_pruned(tmp_path):
     opt = torch.optim.AdamW(net.parameters(), lr=0.1)
     module(torch.ones(1, 3)).sum().backward()
     opt.step()
-    for update in (1, 2, 3):
+    for update in (0, 1, 2, 3):
         save_checkpoint(tmp_path, update, module, opt, {"note": update})
     root = tmp_path / "checkpoints"
-    assert sorted(p.name for p in root.iterdir()) == ["latest", "update_000002", "update_000003"]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "update_000000", "update_000002", "update_000003"]
     torch.manual_seed(5)
     random.seed(5)
     np.random.seed(5)

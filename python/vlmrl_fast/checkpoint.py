@@ -94,7 +94,7 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
         save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"update": update, **state}, indent=1))
+        (tmp / "state.json").write_text(json.dumps({**state, "update": update}, indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if final.exists():  # rewritten (e.g. a resumed run reaching the same update): replace whole
             shutil.rmtree(final)
@@ -103,7 +103,8 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_file_atomic(root / "latest", name + "\n")
-    done = sorted(p for p in root.glob("update_*") if p.is_dir())
+    # update_000000 (where RL starts, after the warm start) is kept: the KL reference of a resumed run
+    done = sorted(p for p in root.glob("update_*") if p.is_dir() and p.name != "update_000000")
     for old in done[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
         for f in root.glob(f"{old.name}.rng_*.pt"):

@@ -1,5 +1,6 @@
-"""PPO for VLM agents, readable top to bottom: set-up, warm start, then per update a batched rollout,
-advantages (GAE), epochs of minibatches with the clipped objective, metrics and a checkpoint.
+"""PPO for VLM agents, read top to bottom: `train_update` is one iteration (a batched rollout, advantages
+by GAE, `ppo_update`'s epochs of minibatches with the clipped objective, the metrics record); the job
+around it (input checks, warm start, evaluations, checkpoints, artifacts) is vlmrl_fast.trainer.
 
 Design choices worth knowing:
 - Every update starts its envs from a reset seeded by (seed, rank, update), so a run resumed from a
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -31,12 +31,13 @@ def derive_seed(*parts: int) -> int:
 
 
 def reference_evaluator(agent: Any, cfg: TrainConfig) -> Callable[..., Any] | None:
-    """What evaluates the initial policy for the KL penalty: the same model with LoRA adapters switched
-    off, or a frozen copy of the starting weights. None when kl_coef is 0 (nothing is kept)."""
+    """What evaluates the initial policy (the one RL starts from) for the KL penalty: the base model with the
+    LoRA adapters switched off when nothing trained them before RL (LoRA and no warm start), else a frozen
+    copy of the current weights. None when kl_coef is 0 (nothing is kept)."""
     if cfg.kl_coef <= 0:
         return None
     model = agent.model
-    if hasattr(model, "disable_adapter"):
+    if hasattr(model, "disable_adapter") and cfg.warm_start == "none":
         def evaluate(*args: Any, **kwargs: Any) -> Any:
             with model.disable_adapter():
                 return agent.evaluate(*args, **kwargs)
@@ -71,7 +72,11 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
                                                      "old_approx_kl", "clipfrac", "kl_ref", "ratio_guarded")}
     skipped = dropped_steps = opt_steps = 0
+    epochs_done = 0
     for _ in range(cfg.update_epochs):
+        if epochs_done and cfg.target_kl > 0 and np.mean(stats["approx_kl"][-(B // cfg.minibatch_size):]) > cfg.target_kl:
+            break  # the policy moved far enough from the one that collected the rollout (CleanRL's target_kl)
+        epochs_done += 1
         order = rng.permutation(B)
         for start in range(0, B, cfg.minibatch_size):
             idx = order[start:start + cfg.minibatch_size]
@@ -100,7 +105,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                     optimizer.zero_grad(set_to_none=True)
     result = {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
     result.update(nonfinite_skipped=float(skipped), dropped_steps=float(dropped_steps),
-                  optimizer_steps=float(opt_steps))
+                  optimizer_steps=float(opt_steps), epochs=float(epochs_done))
     return result
 
 
@@ -170,6 +175,7 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
         "losses/explained_variance": explained_variance(ro.values.reshape(-1), returns.reshape(-1)),
         "losses/nonfinite_skipped": stats["nonfinite_skipped"],
         "losses/dropped_steps": stats["dropped_steps"],
+        "losses/epochs": stats["epochs"],
         "perf/tokens_per_s": ro.tokens_generated / max(ro.seconds["generate"], 1e-9),
         "perf/env_steps_per_s": ro.num_steps * ro.num_envs / max(sum(ro.seconds.values()), 1e-9),
         "time/generate_s": ro.seconds["generate"],

@@ -33,11 +33,27 @@ class Demonstrations:
         return len(self.prompts)
 
 
+def state_thoughts(env_id: str, info: dict[str, Any], action_name: str) -> str | None:
+    """Thoughts that state what the image shows, including the comparison the decision rests on, but not
+    why the action was taken (so a random action stays uninformative); None: the template's default.
+
+    NumberLine: "The current number 1 is smaller than the target number 3. I choose "+".", true to the state
+    whatever the action. Other envs use their template's default thoughts.
+    """
+    if env_id.split("/")[-1] == "NumberLine-v0":
+        cur, tgt = int(info["Current"]), int(info["Target"])
+        rel = "smaller than" if cur < tgt else ("larger than" if cur > tgt else "equal to")
+        return f'The current number {cur} is {rel} the target number {tgt}. I choose "{action_name}".'
+    return None
+
+
 def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert", seed: int = 0,
-                         cot: bool = True, state_text: bool = False, num_envs: int = 16,
+                         cot: bool = True, state_text: bool = False, thoughts: str = "template",
+                         num_envs: int = 16,
                          max_steps: int = 100_000,
                          **env_kwargs: Any) -> Demonstrations:
-    """Play `episodes` episodes with the expert's (or random) actions and record every step."""
+    """Play `episodes` episodes with the expert's (or random) actions and record every step. `thoughts`:
+    "template" (the prompt template's default thoughts) or "state" (`state_thoughts`)."""
     from gymnasium.vector import AutoresetMode
 
     from vlmrl_fast import make_vec, prompts
@@ -66,7 +82,9 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
             texts_p.extend(render_prompts(env_id, env_infos, cot, state_text))
             for i, info in enumerate(env_infos):
                 frames.append(np.array(obs[i], copy=True))
-                texts_a.append(prompts.answer(env_id, info, names[i][chosen[i]], cot=cot))
+                name = names[i][chosen[i]]
+                extra = state_thoughts(env_id, info, name) if thoughts == "state" else None
+                texts_a.append(prompts.answer(env_id, info, name, cot=cot, thoughts=extra))
                 acts.append(int(chosen[i]))
             obs, _, term, trunc, infos = envs.step(chosen)
             finished += int(np.sum(np.asarray(term) | np.asarray(trunc)))

@@ -72,7 +72,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
         accelerator = Accelerator(cpu=device == "cpu")
         agent = build_agent(cfg, str(accelerator.device))
         demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions, seed=cfg.seed,
-                                     cot=cfg.cot, state_text=cfg.state_text)
+                                     cot=cfg.cot, state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
     except _errors() as e:
         return _fail("sft", e)
     from tqdm.auto import tqdm
@@ -83,7 +83,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
                            learning_rate=cfg.sft_learning_rate, accelerator=accelerator, seed=cfg.seed,
                            on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
     held_out = build_demonstrations(cfg.env, 16, actions=cfg.sft_actions, seed=derive_seed(cfg.seed, 0xE7),
-                                    cot=cfg.cot, state_text=cfg.state_text)
+                                    cot=cfg.cot, state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
     names = held_out_names(cfg.env)
     valid = valid_answer_rate(agent, names, held_out, seed=cfg.seed)
     run_dir = cfg.resolved_run_dir()

@@ -87,7 +87,7 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
     rank = accelerator.process_index
     demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
                                  seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
-                                 state_text=cfg.state_text)
+                                 state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with _bar(steps, f"warm start (SFT, {len(demos)} steps of {cfg.sft_actions} play)",
               cfg.progress and accelerator.is_main_process) as bar:
@@ -140,6 +140,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         state["eval_before_rl"] = before
         state["wall_seconds_before"] = 0.0
     wrapped, optimizer = accelerator.prepare(agent, optimizer)
+    if ckpt is not None and cfg.kl_coef > 0:  # the KL reference is the policy RL started from
+        load_checkpoint(ckpt.parent / "update_000000", agent, None, rank=rank, restore_rng=False)
     ref_evaluate = reference_evaluator(agent, cfg)
     if ckpt is not None:
         state = load_checkpoint(ckpt, agent, optimizer, rank=rank)
