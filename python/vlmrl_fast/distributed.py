@@ -1,0 +1,262 @@
+"""Distributed plumbing of the trainer: several processes (one per GPU, or gloo processes on the CPU) launched
+by ``accelerate launch`` or ``torchrun``, all on accelerate's engine (DDP, FSDP, DeepSpeed ZeRO).
+
+What each process does alone: step its own share of the environments with its own seed stream, generate,
+evaluate log-probs, evaluation episodes. What they do together: the gradient all-reduce (the engine's),
+metric reductions, the weight broadcast after the warm start, checkpoints (written once, by the main
+process, after everybody has saved its RNG state), resume (every process loads).
+
+No silent hangs:
+- every collective has the time-out `dist_timeout` of the config (``InitProcessGroupKwargs(timeout=...)``);
+- collectives start only after every process has finished its rollout (or evaluation): :func:`wait_for_all`
+  is a barrier on the launcher's key-value store that polls instead of blocking in a collective, so rollouts
+  of unequal duration never trip the collective time-out (it logs whom it waits for every minute);
+- a process that fails publishes its error in that store (:func:`failure_guard`); a watchdog thread in every
+  other process sees it within a second and ends its process with that error, even when the process is
+  blocked inside a collective.
+
+Test switches (environment variables, read at call time):
+- ``VLMRL_FAST_INJECT_FAILURE="RANK:PHASE[:UPDATE]"``: process RANK raises RuntimeError right after the
+  barrier named PHASE ("rollout" or "eval"; "rollout" of update UPDATE only, when given), i.e. when the
+  other processes go on into the update's collectives; PHASE "start" raises while setting up.
+- ``VLMRL_FAST_DUMP_WEIGHTS=DIR``: at the end of `train`, every process writes its trainable weights to
+  ``DIR/weights_rank<r>.safetensors`` (to check that the processes hold identical weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+INJECT_FAILURE_ENV = "VLMRL_FAST_INJECT_FAILURE"
+DUMP_WEIGHTS_ENV = "VLMRL_FAST_DUMP_WEIGHTS"
+_KEY = "vlmrl_fast/"
+_FAILED = _KEY + "failed"
+
+
+# -- set-up ----------------------------------------------------------------------------------------------
+def make_accelerator(cfg: Any, device: str) -> Any:
+    """The run's Accelerator: process group with the config's collective time-out, gradient accumulation,
+    and DDP told about parameters that may get no gradient (full fine-tuning of a VLM leaves parts of the
+    vision tower unused). Starts the failure watchdog when there are several processes."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    handlers = [InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist_timeout)),
+                DistributedDataParallelKwargs(find_unused_parameters=not cfg.lora)]
+    accelerator = Accelerator(cpu=device == "cpu", gradient_accumulation_steps=cfg.grad_accum_steps,
+                              kwargs_handlers=handlers)
+    if accelerator.num_processes > 1:
+        _Watchdog.start(accelerator.process_index)
+    maybe_inject_failure("start", accelerator.process_index)
+    return accelerator
+
+
+def _store() -> Any:
+    """The launcher's key-value store (the default process group's), or None when there is none."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # pragma: no cover - a backend without a store
+        return None
+
+
+# -- failures --------------------------------------------------------------------------------------------
+class _Watchdog:
+    """A daemon thread that ends this process with another process's published error."""
+
+    _thread: threading.Thread | None = None
+    poll_s = 0.5
+    grace_s = 5.0
+
+    @classmethod
+    def start(cls, rank: int) -> None:
+        store = _store()
+        if store is None or cls._thread is not None:
+            return
+        cls._thread = threading.Thread(target=cls._run, args=(store, rank), name="vlmrl-watchdog", daemon=True)
+        cls._thread.start()
+
+    @classmethod
+    def _run(cls, store: Any, rank: int) -> None:
+        while True:
+            time.sleep(cls.poll_s)
+            try:
+                if not store.check([_FAILED]):
+                    continue
+                message = store.get(_FAILED).decode(errors="replace")
+            except Exception:  # the store went away (normal end of the job): stop watching
+                return
+            if message.startswith(f"process {rank}:"):
+                return  # our own failure: the main thread is already on its way out
+            print(f"vlmrl: error: {message} (ending process {rank} too)", file=sys.stderr, flush=True)
+            # give the failing process time to end first, so that the launcher names it as the root cause
+            time.sleep(cls.grace_s)
+            os._exit(1)  # the main thread may be blocked in a collective; nothing else would end it
+
+
+def publish_failure(rank: int, err: BaseException) -> None:
+    """Tell every other process that this one failed with `err` (first failure wins)."""
+    store = _store()
+    if store is None:
+        return
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    message = f"process {rank}: {type(err).__name__}: {text}"
+    with contextlib.suppress(Exception):
+        store.compare_set(_FAILED, "", message)
+
+
+@contextlib.contextmanager
+def failure_guard() -> Iterator[None]:
+    """Wrap a job: an exception escaping it is published to the other processes before it propagates."""
+    try:
+        yield
+    except BaseException as err:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # the launcher interleaves every process's output: say which one failed, and where
+            print(f"[vlmrl_fast] process {dist.get_rank()} failed:\n{traceback.format_exc()}", file=sys.stderr,
+                  flush=True)
+            publish_failure(dist.get_rank(), err)
+            time.sleep(2 * _Watchdog.poll_s)  # let the others read it before this process (maybe the store's host) ends
+        raise
+
+
+def maybe_inject_failure(phase: str, rank: int, update: int | None = None) -> None:
+    """Raise the test failure requested by VLMRL_FAST_INJECT_FAILURE for this rank and phase, if any."""
+    spec = os.environ.get(INJECT_FAILURE_ENV, "")
+    if not spec:
+        return
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0].isdigit():
+        raise ValueError(f"{INJECT_FAILURE_ENV}={spec!r}: expected RANK:PHASE or RANK:PHASE:UPDATE")
+    if int(parts[0]) != rank or parts[1] != phase:
+        return
+    if len(parts) == 3 and update is not None and int(parts[2]) != update:
+        return
+    print(f"[vlmrl_fast] injected failure on process {rank} at {time.time():.3f}", file=sys.stderr, flush=True)
+    raise RuntimeError(f"injected failure on process {rank} after {phase} ({INJECT_FAILURE_ENV}={spec})")
+
+
+# -- synchronisation -------------------------------------------------------------------------------------
+_barrier_count: dict[str, int] = {}
+
+
+def wait_for_all(accelerator: Any, name: str, update: int | None = None, *, log_every_s: float = 60.0) -> None:
+    """Barrier of all processes that does not run into the collective time-out: each process counts itself
+    in on the launcher's store and polls until all have arrived (a published failure ends the wait).
+    Put it after work of unequal duration (rollouts, evaluation) and before the next collective."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    store = _store() if world > 1 else None
+    if store is not None:
+        seq = _barrier_count[name] = _barrier_count.get(name, 0) + 1
+        key = f"{_KEY}barrier/{name}/{seq}"
+        store.add(key, 1)
+        t0 = last_log = time.monotonic()
+        while (arrived := store.add(key, 0)) < world:
+            if store.check([_FAILED]):
+                raise RuntimeError(store.get(_FAILED).decode(errors="replace"))
+            if time.monotonic() - last_log >= log_every_s:
+                last_log = time.monotonic()
+                print(f"[vlmrl_fast] process {rank}: waiting {last_log - t0:.0f} s for {world - arrived} of "
+                      f"{world} processes to finish their {name}", file=sys.stderr, flush=True)
+            time.sleep(0.05)
+    maybe_inject_failure(name, rank, update)
+
+
+def broadcast_trainable(accelerator: Any, module: torch.nn.Module) -> None:
+    """Copy the main process's trainable weights to every process (after a warm start done per process)."""
+    if accelerator.num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    wait_for_all(accelerator, "warm start")
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                buf = p.data.to(accelerator.device)
+                dist.broadcast(buf, src=0)
+                if buf is not p.data:
+                    p.data.copy_(buf)
+
+
+def weights_checksum(module: torch.nn.Module) -> torch.Tensor:
+    """float64 [2]: sum and sum of squares of every trainable weight (equal weights give equal sums)."""
+    s = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                d = p.detach().to("cpu", torch.float64)
+                s[0] += d.sum()
+                s[1] += (d * d).sum()
+    return s
+
+
+def check_in_sync(accelerator: Any, module: torch.nn.Module, update: int) -> None:
+    """All processes must hold the same trainable weights; a difference (gradients not synchronised)
+    is a RuntimeError on every process."""
+    if accelerator.num_processes <= 1:
+        return
+    sums = accelerator.gather(weights_checksum(module).to(accelerator.device)[None]).cpu()
+    if not bool((sums == sums[0]).all()):
+        raise RuntimeError(f"the processes' trainable weights differ after update {update} "
+                           f"(checksums {sums[:, 0].tolist()}): gradients were not synchronised")
+
+
+def save_checkpoint_all(accelerator: Any, run_dir: Path, update: int, module: torch.nn.Module,
+                        optimizer: Any, state: dict[str, Any]) -> None:
+    """Checkpoint on every process: check the weights agree, the other processes write their RNG states,
+    then the main process writes the checkpoint folder and its `latest` pointer (atomically), then all
+    continue. A checkpoint that `latest` points to therefore always has every process's RNG state."""
+    from vlmrl_fast.checkpoint import save_checkpoint
+
+    rank = accelerator.process_index
+    check_in_sync(accelerator, module, update)
+    if rank != 0:
+        save_checkpoint(run_dir, update, module, optimizer, state, rank=rank)
+    accelerator.wait_for_everyone()
+    if rank == 0:
+        save_checkpoint(run_dir, update, module, optimizer, state, rank=0)
+    accelerator.wait_for_everyone()
+
+
+def mean_over_processes(accelerator: Any, record: dict[str, Any], prefix: str = "losses/") -> dict[str, Any]:
+    """The record with its `prefix` entries averaged over processes (NaN entries, e.g. a process whose
+    minibatches were all skipped, are left out of the mean; the skip counters are summed)."""
+    if accelerator.num_processes <= 1:
+        return record
+    keys = sorted(k for k, v in record.items() if k.startswith(prefix) and isinstance(v, (int, float)))
+    summed = {"losses/nonfinite_skipped", "losses/dropped_steps"}
+    vals = torch.tensor([[0.0 if v != v else float(v), float(v == v)] for v in (record[k] for k in keys)],
+                        dtype=torch.float64, device=accelerator.device)
+    tot = accelerator.reduce(vals, reduction="sum").cpu()
+    out = dict(record)
+    for k, (s, n) in zip(keys, tot.tolist()):
+        out[k] = s if k in summed else (s / n if n else float("nan"))
+    return out
+
+
+def dump_weights(accelerator: Any, module: torch.nn.Module) -> None:
+    """With VLMRL_FAST_DUMP_WEIGHTS set, write this process's trainable weights there (test switch)."""
+    target = os.environ.get(DUMP_WEIGHTS_ENV, "")
+    if not target:
+        return
+    from safetensors.torch import save_file
+
+    from vlmrl_fast.checkpoint import trainable_state
+
+    Path(target).mkdir(parents=True, exist_ok=True)
+    save_file(trainable_state(module), str(Path(target) / f"weights_rank{accelerator.process_index}.safetensors"))
