@@ -21,11 +21,16 @@ Test switches (environment variables, read at call time):
   other processes go on into the update's collectives; PHASE "start" raises while setting up.
 - ``VLMRL_FAST_DUMP_WEIGHTS=DIR``: at the end of `train`, every process writes its trainable weights to
   ``DIR/weights_rank<r>.safetensors`` (to check that the processes hold identical weights).
+
+Sharded strategies (FSDP2, ZeRO-3; configs/accelerate/) gather the full weights for each rollout
+(:func:`rollout_context`), write checkpoints of the gathered trainable weights without optimizer state, and
+cannot resume yet. Those paths have not run on GPUs yet (bench/gpu/dist_check.py checks them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -74,6 +79,10 @@ def _store() -> Any:
 
 
 # -- failures --------------------------------------------------------------------------------------------
+class PeerFailure(RuntimeError):
+    """Another process failed; the message is its error (``process <rank>: <type>: <message>``)."""
+
+
 class _Watchdog:
     """A daemon thread that ends this process with another process's published error."""
 
@@ -123,6 +132,8 @@ def failure_guard() -> Iterator[None]:
     """Wrap a job: an exception escaping it is published to the other processes before it propagates."""
     try:
         yield
+    except PeerFailure:
+        raise  # published already, by the process that failed
     except BaseException as err:
         import torch.distributed as dist
 
@@ -151,6 +162,69 @@ def maybe_inject_failure(phase: str, rank: int, update: int | None = None) -> No
     raise RuntimeError(f"injected failure on process {rank} after {phase} ({INJECT_FAILURE_ENV}={spec})")
 
 
+# -- sharded weights ---------------------------------------------------------------------------------------
+def sharding(accelerator: Any) -> str | None:
+    """None (every process holds everything: one process, DDP), "zero2" (optimizer state and gradients
+    sharded), "zero3" or "fsdp" (weights sharded too)."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        return "fsdp"
+    if kind == DistributedType.DEEPSPEED:
+        stage = accelerator.state.deepspeed_plugin.zero_stage
+        return "zero3" if stage == 3 else "zero2" if stage else None
+    return None
+
+
+def check_resume_supported(accelerator: Any) -> None:
+    """Resuming copies full weights into the parameters: not possible into sharded ones (yet)."""
+    kind = sharding(accelerator)
+    if kind in ("fsdp", "zero3"):
+        raise NotImplementedError(f"--resume with sharded weights ({kind}) is not implemented; resume with the "
+                                  "DDP or ZeRO-2 config (the checkpoint holds the full trainable weights)")
+
+
+@contextlib.contextmanager
+def rollout_context(accelerator: Any, agent: Any, wrapped: Any = None) -> Iterator[None]:
+    """Around a rollout or an evaluation of unequal duration on each process: with sharded weights (FSDP2,
+    ZeRO-3), gather the full weights once on entry (a collective every process reaches at the same point)
+    and keep them until exit, so that generation and log-prob evaluation run without collectives; and stop
+    transformers from keeping the processes' `generate` calls in lockstep (synced_gpus). Put
+    :func:`wait_for_all` inside, at the end. With DDP, ZeRO-2 or one process it does nothing."""
+    kind = sharding(accelerator) if accelerator.num_processes > 1 else None
+    if kind not in ("fsdp", "zero3"):
+        yield
+        return
+    base = agent.model
+    base.generate = functools.partial(base.generate, synced_gpus=False)
+    try:
+        if kind == "zero3":
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(agent.parameters()), modifier_rank=None):
+                yield
+        else:
+            from torch.distributed.fsdp import FSDPModule
+
+            root = wrapped if wrapped is not None else agent
+            units = [m for m in root.modules() if isinstance(m, FSDPModule)]
+            if not units:
+                raise NotImplementedError("FSDP version 1 is not supported: use fsdp_version: 2 "
+                                          "(configs/accelerate/fsdp.yaml)")
+            for m in units:
+                m.unshard()
+                m.set_reshard_after_forward(False)
+            try:
+                yield
+            finally:
+                for m in units:
+                    m.reshard()
+                    m.set_reshard_after_forward(True)
+    finally:
+        base.__dict__.pop("generate", None)
+
+
 # -- synchronisation -------------------------------------------------------------------------------------
 _barrier_count: dict[str, int] = {}
 
@@ -168,7 +242,8 @@ def wait_for_all(accelerator: Any, name: str, update: int | None = None, *, log_
         t0 = last_log = time.monotonic()
         while (arrived := store.add(key, 0)) < world:
             if store.check([_FAILED]):
-                raise RuntimeError(store.get(_FAILED).decode(errors="replace"))
+                time.sleep(_Watchdog.grace_s)  # the failing process ends first: the launcher names it
+                raise PeerFailure(store.get(_FAILED).decode(errors="replace"))
             if time.monotonic() - last_log >= log_every_s:
                 last_log = time.monotonic()
                 print(f"[vlmrl_fast] process {rank}: waiting {last_log - t0:.0f} s for {world - arrived} of "
@@ -216,15 +291,38 @@ def check_in_sync(accelerator: Any, module: torch.nn.Module, update: int) -> Non
                            f"(checksums {sums[:, 0].tolist()}): gradients were not synchronised")
 
 
+class _Snapshot:
+    """What `checkpoint.save_checkpoint` reads of a module (its trainable named parameters), made of full
+    tensors gathered from sharded weights."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._tensors = tensors
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, t in self._tensors.items():
+            yield name, t.detach().requires_grad_(True)
+
+
 def save_checkpoint_all(accelerator: Any, run_dir: Path, update: int, module: torch.nn.Module,
-                        optimizer: Any, state: dict[str, Any]) -> None:
+                        optimizer: Any, state: dict[str, Any], wrapped: Any = None) -> None:
     """Checkpoint on every process: check the weights agree, the other processes write their RNG states,
     then the main process writes the checkpoint folder and its `latest` pointer (atomically), then all
-    continue. A checkpoint that `latest` points to therefore always has every process's RNG state."""
+    continue. A checkpoint that `latest` points to therefore always has every process's RNG state.
+
+    With sharded weights (FSDP, ZeRO-3) the full trainable weights are gathered first (a collective) and the
+    optimizer state, sharded too, is not saved; with ZeRO-2 (sharded optimizer state) neither."""
     from vlmrl_fast.checkpoint import save_checkpoint
 
     rank = accelerator.process_index
-    check_in_sync(accelerator, module, update)
+    kind = sharding(accelerator)
+    if kind is not None:
+        optimizer = None
+    if kind in ("fsdp", "zero3"):
+        full = accelerator.get_state_dict(wrapped if wrapped is not None else module)
+        names = [n for n, p in module.named_parameters() if p.requires_grad]
+        module = _Snapshot({n: full[n] for n in names if full and n in full})  # type: ignore[assignment]
+    else:
+        check_in_sync(accelerator, module, update)
     if rank != 0:
         save_checkpoint(run_dir, update, module, optimizer, state, rank=rank)
     accelerator.wait_for_everyone()

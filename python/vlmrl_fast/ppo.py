@@ -141,14 +141,14 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
     # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update)
     obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0))
     agent.eval()
-    ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot, state_text=cfg.state_text,
-                         lam=cfg.thought_coef, fallback=cfg.invalid_fallback, fallback_action=cfg.fallback_action,
-                         invalid_penalty=cfg.invalid_penalty, seed=derive_seed(cfg.seed, rank, update, 1),
-                         ref_evaluate=ref_evaluate)
-
-    # every process finishes its rollout before the update's collectives (unequal durations are no time-out)
-    from vlmrl_fast.distributed import wait_for_all
-    wait_for_all(accelerator, "rollout", update)
+    from vlmrl_fast.distributed import rollout_context, wait_for_all
+    with rollout_context(accelerator, agent, wrapped):  # sharded weights (FSDP, ZeRO-3) gathered meanwhile
+        ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot,
+                             state_text=cfg.state_text, lam=cfg.thought_coef, fallback=cfg.invalid_fallback,
+                             fallback_action=cfg.fallback_action, invalid_penalty=cfg.invalid_penalty,
+                             seed=derive_seed(cfg.seed, rank, update, 1), ref_evaluate=ref_evaluate)
+        # every process finishes its rollout before the update's collectives (unequal durations: no time-out)
+        wait_for_all(accelerator, "rollout", update)
 
     # 2. advantages (GAE over [T, N]: the Rust or Triton path of vlmrl_fast.ops when present)
     advantages, returns = compute_gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,

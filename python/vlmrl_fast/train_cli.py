@@ -25,7 +25,9 @@ def _fail(command: str, err: BaseException) -> int:
 def _errors() -> tuple[type[BaseException], ...]:
     from vlmrl_fast.checkpoint import CheckpointError
 
-    return (ConfigError, ValueError, TypeError, CheckpointError, FileNotFoundError)
+    from vlmrl_fast.distributed import PeerFailure
+
+    return (ConfigError, ValueError, TypeError, CheckpointError, FileNotFoundError, PeerFailure)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

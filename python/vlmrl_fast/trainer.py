@@ -144,11 +144,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     wrapped, optimizer = accelerator.prepare(agent, optimizer)
     ref_evaluate = reference_evaluator(agent, cfg)
     if ckpt is not None:
+        distributed.check_resume_supported(accelerator)
         state = load_checkpoint(ckpt, agent, optimizer, rank=rank)
         start = int(state["update"])
     else:
         start = 0
-        distributed.save_checkpoint_all(accelerator, run_dir, 0, agent, optimizer, state)
+        distributed.save_checkpoint_all(accelerator, run_dir, 0, agent, optimizer, state, wrapped)
     logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard and main, wandb=cfg.wandb and main,
                            config=cfg.to_dict(), resume_from_step=start if ckpt is not None else None) \
         if main else None
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             if done % cfg.checkpoint_every == 0 or last:
                 st = dict(state, wall_seconds_before=state.get("wall_seconds_before", 0.0)
                           + time.perf_counter() - t_job)
-                distributed.save_checkpoint_all(accelerator, run_dir, done, agent, optimizer, st)
+                distributed.save_checkpoint_all(accelerator, run_dir, done, agent, optimizer, st, wrapped)
             if cfg.stop_after and done - start >= cfg.stop_after and done < cfg.updates:
                 stopped = True
                 break
@@ -183,7 +184,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if stopped:
         return summary
 
-    after, res = run_evaluation(agent, cfg, accelerator, "eval after RL", record=cfg.report_episodes)
+    with distributed.rollout_context(accelerator, agent, wrapped):  # full weights, no lock-step generation
+        after, res = run_evaluation(agent, cfg, accelerator, "eval after RL", record=cfg.report_episodes)
     before = state["eval_before_rl"]
     wall = state.get("wall_seconds_before", 0.0) + time.perf_counter() - t_job
     summary.update({

@@ -1,0 +1,144 @@
+"""Two processes on the CPU (gloo), launched by torchrun as users launch them: `vlmrl train` on a tiny VLM.
+
+One PPO update leaves identical weights on both processes, different from the start; the run resumes with
+two processes and its summary counts both processes' episodes; a failure injected into one process ends
+both with that error, well within the collective time-out. (`accelerate launch --cpu` starts one process
+unless mpirun is configured; on GPUs `accelerate launch` goes through the same torchrun launcher.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlmrl_fast.config import ConfigError, load_config
+from vlmrl_fast.distributed import INJECT_FAILURE_ENV, maybe_inject_failure, mean_over_processes
+
+PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+TIMEOUT_S = 30  # dist_timeout of the failure test: both processes must be gone well before it
+
+
+def launch(model: Path, run_dir: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 300
+           ) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 -m vlmrl_fast train ...` with a tiny, quick configuration."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vlmrl_fast", "train", "--model", str(model), "--run-dir", str(run_dir),
+           "--lora", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.0",
+           "--num-envs", "2", "--num-steps", "2", "--max-new-tokens", "8", "--temperature", "1.0",
+           "--update-epochs", "1", "--minibatch-size", "2", "--grad-accum-steps", "1",
+           "--learning-rate", "1e-2", "--min-learning-rate", "1e-2", "--max-grad-norm", "1.0",
+           "--warm-start", "none", "--eval-episodes", "4", "--eval-batch", "2", "--no-progress",
+           "--updates", "2", "--seed", "2", *extra]
+    full_env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1", **(env or {}))
+    full_env.pop(INJECT_FAILURE_ENV, None) if not env or INJECT_FAILURE_ENV not in env else None
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def check(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    from vlmrl_fast.models import build_tiny_vlm
+
+    return build_tiny_vlm("llava", tmp_path_factory.mktemp("dist_model") / "tiny", seed=3)
+
+
+@pytest.fixture(scope="module")
+def first_update(model, tmp_path_factory) -> tuple[Path, Path]:
+    """Run dir and weight dumps after one of two updates (the invocation stops there, to be resumed)."""
+    root = tmp_path_factory.mktemp("dist_run")
+    run, dump = root / "run", root / "weights_1"
+    check(launch(model, run, "--stop-after", "1", env={"VLMRL_FAST_DUMP_WEIGHTS": str(dump)}))
+    return run, dump
+
+
+def test_one_update_same_weights_on_both_processes(first_update):
+    run, dump = first_update
+    w0, w1 = load_file(str(dump / "weights_rank0.safetensors")), load_file(str(dump / "weights_rank1.safetensors"))
+    before = load_file(str(run / "checkpoints" / "update_000000" / "trainable.safetensors"))
+    after = load_file(str(run / "checkpoints" / "update_000001" / "trainable.safetensors"))
+    assert set(w0) == set(w1) == set(before) and len(w0) > 2
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), f"{name} differs between the processes"
+        assert not torch.equal(w0[name], before[name]), f"{name} did not change in the update"
+        assert torch.equal(w0[name], after[name]), f"{name}: checkpoint is not what the processes hold"
+    # one checkpoint, written by the main process, holding every process's RNG state
+    assert (run / "checkpoints" / "latest").read_text().strip() == "update_000001"
+    assert (run / "checkpoints" / "update_000001" / "rng_0.pt").is_file()
+    assert (run / "checkpoints" / "update_000001.rng_1.pt").is_file()
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records] == [1]
+    assert records[0]["global_step"] == 2 * 2 * 2  # num_envs * num_steps * 2 processes
+
+
+def test_resume_with_two_processes(first_update, model, tmp_path):
+    run, dump1 = first_update
+    dump2 = tmp_path / "weights_2"
+    proc = launch(model, run, "--resume", env={"VLMRL_FAST_DUMP_WEIGHTS": str(dump2)})
+    check(proc)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["updates_done"] == 2
+    # 4 evaluation episodes split 2 + 2 over the processes: the summary counts both shares
+    assert summary["eval_episodes"] == 4 and summary["eval_episodes_played"] == 4
+    assert summary["env_steps"] == 2 * 2 * 2 * 2
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records] == [1, 2]
+    assert summary["train_episodes_this_invocation"] == records[1]["charts/episodes"]
+    w0, w1 = load_file(str(dump2 / "weights_rank0.safetensors")), load_file(str(dump2 / "weights_rank1.safetensors"))
+    first = load_file(str(dump1 / "weights_rank0.safetensors"))
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), f"{name} differs between the processes after resuming"
+    assert any(not torch.equal(w0[n], first[n]) for n in w0), "the resumed update changed nothing"
+
+
+def test_failure_on_one_process_ends_both(model, tmp_path):
+    # process 1 fails right after its rollout, while process 0 goes on into the update's all-reduce
+    t0 = time.time()
+    proc = launch(model, tmp_path / "run", "--dist-timeout", str(TIMEOUT_S), "--updates", "1",
+                  "--eval-episodes", "0", env={INJECT_FAILURE_ENV: "1:rollout:0"}, timeout=240)
+    ended = time.time()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "injected failure on process 1 after rollout" in out
+    # process 0 ends with process 1's error (not with a time-out of its own)
+    assert re.search(r"error: process 1: RuntimeError: injected failure on process 1", out), out[-4000:]
+    failed_at = float(re.search(r"injected failure on process 1 at ([0-9.]+)", out).group(1))
+    assert t0 < failed_at < ended and ended - failed_at < TIMEOUT_S, ended - failed_at
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_dist_timeout_is_a_validated_config_field():
+    assert load_config(None, {"dist_timeout": 90}).dist_timeout == 90.0
+    with pytest.raises(ConfigError, match="dist_timeout"):
+        load_config(None, {"dist_timeout": 0})
+
+
+def test_inject_failure_switch(monkeypatch):
+    monkeypatch.setenv(INJECT_FAILURE_ENV, "1:rollout:3")
+    maybe_inject_failure("rollout", 0, 3)  # other rank
+    maybe_inject_failure("rollout", 1, 2)  # other update
+    maybe_inject_failure("eval", 1, 3)  # other phase
+    with pytest.raises(RuntimeError, match="injected failure on process 1 after rollout"):
+        maybe_inject_failure("rollout", 1, 3)
+    monkeypatch.setenv(INJECT_FAILURE_ENV, "one:rollout")
+    with pytest.raises(ValueError, match=INJECT_FAILURE_ENV):
+        maybe_inject_failure("rollout", 1)
+
+
+def test_one_process_metrics_untouched():
+    class One:
+        num_processes = 1
+
+    record = {"losses/policy_loss": 0.5, "charts/success_rate": 1.0}
+    assert mean_over_processes(One(), record) is record
