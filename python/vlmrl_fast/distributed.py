@@ -192,7 +192,7 @@ def rollout_context(accelerator: Any, agent: Any, wrapped: Any = None) -> Iterat
     and keep them until exit, so that generation and log-prob evaluation run without collectives; and stop
     transformers from keeping the processes' `generate` calls in lockstep (synced_gpus). Put
     :func:`wait_for_all` inside, at the end. With DDP, ZeRO-2 or one process it does nothing."""
-    kind = sharding(accelerator) if accelerator.num_processes > 1 else None
+    kind = sharding(accelerator)  # also with one process: the same code path as with many
     if kind not in ("fsdp", "zero3"):
         yield
         return
