@@ -29,7 +29,7 @@ py-test: build
 test: rust-test py-test
 
 train: build
-	$(VENV)/bin/vlmrl play --env Points24-v0 --policy expert --episodes 200
+	$(VENV)/bin/vlmrl train
 
 bench: build
 	$(PY) -m pytest bench -q --benchmark-only

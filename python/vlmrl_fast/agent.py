@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from vlmrl_fast.models.value_head import ValueHead
+from vlmrl_fast.parser import first_action_token
 
 try:  # the fused kernel (kernels branch) when present
     from vlmrl_fast.ops import token_logprobs
@@ -116,14 +117,6 @@ class Evaluation:
     """Per-token log-probs [N, A] (0 on padding)."""
 
 
-def first_action_token(offsets: list[tuple[int, int]], key_start: int) -> int:
-    """Index of the first token whose character span ends after `key_start` (len if none)."""
-    for i, (_, end) in enumerate(offsets):
-        if end > key_start:
-            return i
-    return len(offsets)
-
-
 class Agent(nn.Module):
     """A VLM policy with a value head.
 
@@ -153,6 +146,21 @@ class Agent(nn.Module):
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id is None:
             self.pad_token_id = self.eos_token_id
+        self.suppressed_token_ids = self._placeholder_token_ids()
+
+    def _placeholder_token_ids(self) -> list[int]:
+        # Image/video placeholder ids must never be generated: the model would take a sampled one
+        # for an image slot and fail. They are removed from the policy in generate (suppressed)
+        # and in evaluate (masked) alike, so both see the same distribution.
+        config = self.base_model.config
+        found = set()
+        for source in (self.processor, config):
+            for attr in ("image_token_id", "image_token_index", "video_token_id",
+                         "vision_start_token_id", "vision_end_token_id", "boi_token_id", "eoi_token_id"):
+                value = getattr(source, attr, None)
+                if isinstance(value, int) and value >= 0 and value != self.eos_token_id:
+                    found.add(value)
+        return sorted(found)
 
     @property
     def device(self) -> torch.device:
@@ -171,19 +179,46 @@ class Agent(nn.Module):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def prompt_batch(self, images, prompts: list[str]) -> PromptBatch:
-        """Tokenize N prompts with one image each: images uint8 [N, H, W, 3] (array or list)."""
-        if len(images) != len(prompts):
-            raise ValueError(f"prompt_batch: {len(images)} images but {len(prompts)} prompts")
-        if len(prompts) == 0:
+    def prompt_batch(self, images, prompts: list[str], *, vision=None) -> PromptBatch:
+        """Tokenize N prompts with one image each: images uint8 [N, H, W, 3] (array or list).
+
+        `vision`: the model's image inputs for these images, already computed (e.g. by
+        `vlmrl_fast.preprocess.ImagePipeline`: `pixel_values`, `image_grid_thw`, ...); the Hugging
+        Face image processor is then skipped and only the text side runs. `images` may be None then.
+        """
+        n = len(prompts)
+        if n == 0:
             raise ValueError("prompt_batch: empty batch")
+        texts = [self.chat_text(p) for p in prompts]
+        if vision is not None:
+            return self._prompt_batch_with_vision(texts, dict(vision))
+        if len(images) != n:
+            raise ValueError(f"prompt_batch: {len(images)} images but {n} prompts")
         imgs = [np.ascontiguousarray(im) for im in images]
         for i, im in enumerate(imgs):
             if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
                 raise ValueError(f"prompt_batch: image {i} must be uint8 [H, W, 3], got {im.dtype} {im.shape}")
-        texts = [self.chat_text(p) for p in prompts]
         enc = self.processor(images=imgs, text=texts, padding=True, return_tensors="pt")
         vision = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        return PromptBatch(enc["input_ids"], enc["attention_mask"], vision).to(self.device)
+
+    def _prompt_batch_with_vision(self, texts: list[str], vision: dict) -> PromptBatch:
+        # The text side of the processor call: each image placeholder expanded to as many image
+        # tokens as the given image inputs need (transformers 5 processor API).
+        proc = self.processor
+        if not hasattr(proc, "replace_image_token") or not hasattr(proc, "get_text_with_replacements"):
+            raise ValueError(f"prompt_batch: precomputed vision inputs need a transformers 5 processor; "
+                             f"{type(proc).__name__} has no replace_image_token")
+        try:
+            repl = [proc.replace_image_token(vision, image_idx=i) for i in range(len(texts))]
+        except (NotImplementedError, KeyError, IndexError) as exc:
+            raise ValueError(f"prompt_batch: cannot expand image placeholders of {type(proc).__name__} from "
+                             f"the given vision inputs {sorted(vision)} ({exc!r})") from None
+        expanded, _ = proc.get_text_with_replacements(list(texts), repl)
+        enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
+        vision = {k: torch.as_tensor(v) for k, v in vision.items()}
+        if getattr(proc, "return_mm_token_type_ids", False):
+            vision["mm_token_type_ids"] = torch.as_tensor(proc.create_mm_token_type_ids(enc["input_ids"]))
         return PromptBatch(enc["input_ids"], enc["attention_mask"], vision).to(self.device)
 
     # ------------------------------------------------------------------ generation
@@ -203,6 +238,7 @@ class Agent(nn.Module):
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             num_beams=1,
+            suppress_tokens=self.suppressed_token_ids or None,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
             use_cache=True,
@@ -248,6 +284,12 @@ class Agent(nn.Module):
 
     def _rng_devices(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
+
+    def encode_answers(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of answer texts as the agent would generate them (no special tokens added,
+        EOS appended), e.g. for SFT demonstrations scored with `evaluate`."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [list(ids) + [self.eos_token_id] for ids in enc]
 
     # ------------------------------------------------------------------ CoT / action split
     def token_offsets(self, answer_ids: list[int]) -> list[tuple[int, int]]:
@@ -343,6 +385,12 @@ class Agent(nn.Module):
         finally:
             hook.remove()
         logits = out.logits[:, :-1]  # position t predicts answer token t
+        if self.suppressed_token_ids:
+            vocab_mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+            vocab_mask[[i for i in self.suppressed_token_ids if i < logits.shape[-1]]] = True
+            # A finite fill 1e4 below the largest logit: its probability underflows to exactly 0
+            # as generate's -inf does, without the NaN that 0 * -inf would put into the entropy.
+            logits = logits.masked_fill(vocab_mask, logits.detach().amax() - 1e4)
         temperature = self.temperature if self.temperature > 0 else 1.0
         logp, ent = token_logprobs(logits, answers, temperature=temperature, return_entropy=True)
         logp = logp * answer_mask
@@ -412,7 +460,7 @@ class Agent(nn.Module):
 
             model, _ = load_model(meta["base_model"], replace(settings, lora=False))
             model = PeftModel.from_pretrained(model, src / "model", is_trainable=True)
-            processor = load_processor(src / "model")
+            processor = load_processor(src / "model", require_config=False)
         else:
             from dataclasses import replace
 

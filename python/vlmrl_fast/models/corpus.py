@@ -98,23 +98,45 @@ def _fallback_other_texts() -> list[str]:
     return texts
 
 
-def corpus(repeat: int = 3) -> list[str]:
-    """The tokenizer training corpus: every prompt and CoT answer of NumberLine plus samples of
-    the other games, from the real templates when `vlmrl_fast.prompts` provides them."""
-    try:
-        from vlmrl_fast import prompts  # noqa: PLC0415 (optional: lands with the parser branch)
-
-        render, answer = prompts.render, prompts.answer
-    except (ImportError, AttributeError):
-        render = answer = None
-
+def _template_texts(render, answer) -> list[str]:
+    """Prompts and answers of every game from the real templates (sample states)."""
     texts: list[str] = []
     for cot in (True, False):
         for state in _numberline_states():
-            if render is not None and answer is not None:
-                texts.append(render("NumberLine-v0", state, cot=cot))
-                texts.extend(answer("NumberLine-v0", state, a, cot=cot) for a in _NUMBERLINE_ACTIONS)
-            else:
+            texts.append(render("NumberLine-v0", state, cot=cot))
+            texts.extend(answer("NumberLine-v0", state, a, cot=cot) for a in _NUMBERLINE_ACTIONS)
+    cards = [s + r for s in _SUITS for r in _RANKS]
+    samples = []
+    for i in range(12):
+        hand = [cards[(11 * i + 7 * k) % len(cards)] for k in range(4)]
+        numbers = [min(_RANKS.index(c[1]) + 1, 10) for c in hand]
+        formula = [] if i % 3 == 0 else [numbers[0], "+"] if i % 3 == 1 else ["(", numbers[0], "*"]
+        samples.append(("Points24-v0", {"Cards": hand, "Numbers": numbers, "Formula": formula}, _POINTS_ACTIONS))
+        samples.append(("EZPoints-v0", {"Cards": hand[:2], "Numbers": numbers[:2], "Formula": formula},
+                        _POINTS_ACTIONS[:10] + ["+", "*", "="]))
+        samples.append(("Blackjack-v0", {"Player Card": hand[:2 + i % 2], "Dealer Card": hand[3:]},
+                        _BLACKJACK_ACTIONS))
+    for env_id, info, actions in samples:
+        for cot in (True, False):
+            try:
+                texts.append(render(env_id, info, cot=cot))
+                texts.extend(answer(env_id, info, a, cot=cot) for a in actions[:: max(1, len(actions) // 4)])
+            except ValueError:  # a template that wants other fields: its vocabulary is optional here
+                break
+    return texts
+
+
+def corpus(repeat: int = 3) -> list[str]:
+    """The tokenizer training corpus: every prompt and CoT answer of NumberLine plus samples of
+    the other games, from the real templates (`vlmrl_fast.prompts`) when they are importable."""
+    try:
+        from vlmrl_fast import prompts  # noqa: PLC0415 (lands with the parser branch)
+
+        texts = _template_texts(prompts.render, prompts.answer)
+    except (ImportError, AttributeError):
+        texts = []
+        for cot in (True, False):
+            for state in _numberline_states():
                 texts.append(_fallback_numberline_prompt(cot))
                 texts.extend(_fallback_numberline_answer(state, a, cot) for a in _NUMBERLINE_ACTIONS)
     texts.extend(_fallback_other_texts())

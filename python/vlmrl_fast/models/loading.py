@@ -21,7 +21,7 @@ from vlmrl_fast.models.tiny import default_model_path
 TINY_ALIASES = ("tiny", "vlmrl_fast/tiny")
 
 
-def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+def resolve_model_path(name_or_path: str | os.PathLike, *, require_config: bool = True) -> str:
     """Map "tiny" to the embedded model's folder, check a local path, pass a hub id through.
 
     A string that names an existing folder is a local model and must hold a config.json; a string
@@ -33,7 +33,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
         return str(default_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if require_config and not (path / "config.json").is_file():
             raise ValueError(f"model path {name}: folder has no config.json (not a Hugging Face model folder)")
         return str(path)
     if path.exists():
@@ -55,11 +55,14 @@ def _has_chat_template(processor) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def load_processor(name_or_path: str | os.PathLike):
-    """AutoProcessor of a model, left padding, checked for a chat template."""
+def load_processor(name_or_path: str | os.PathLike, *, require_config: bool = True):
+    """AutoProcessor of a model, left padding, checked for a chat template.
+
+    `require_config=False` accepts a folder that holds only a processor (e.g. beside an adapter).
+    """
     from transformers import AutoProcessor
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, require_config=require_config)
     try:
         processor = AutoProcessor.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
@@ -152,6 +155,15 @@ def apply_lora(model: nn.Module, settings: ModelSettings) -> nn.Module:
     return get_peft_model(model, config)
 
 
+def _enable_checkpointing(model) -> None:
+    # transformers 5 renamed gradient checkpointing to activation checkpointing (old name deprecated).
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def load_model(name_or_path: str | os.PathLike, settings: ModelSettings | None = None):
     """Load a VLM and its processor: `(model, processor)`.
 
@@ -191,7 +203,7 @@ def load_model(name_or_path: str | os.PathLike, settings: ModelSettings | None =
             model, use_gradient_checkpointing=settings.gradient_checkpointing
         )
     elif settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
     if settings.lora:
         if settings.gradient_checkpointing:
             # Checkpointed blocks need an input that requires grad when the embeddings are frozen.

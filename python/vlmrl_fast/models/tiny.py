@@ -22,11 +22,16 @@ import torch
 from vlmrl_fast.models.corpus import corpus, corpus_digest
 
 # Bump when the recipe (sizes, template, tokenizer settings) changes: the cache key changes with it.
-TINY_VERSION = "v1"
+TINY_VERSION = "v2"
 TINY_FAMILIES = ("llava", "llava_next", "qwen2_vl")
 
-IMAGE_SIZE = 112  # 300x300 observations shrink to 112x112: "Target: 3" stays legible
+# Test-size models see 112x112 images in 14 px patches (Qwen2-VL's fixed patch size). The default
+# model sees 128x128 in 32 px patches: 16 image tokens keep the sequence short on a CPU, and
+# NumberLine's 36 px digits (about 15 px at this scale) stay legible.
+IMAGE_SIZE = 112
 PATCH_SIZE = 14
+DEFAULT_IMAGE_SIZE = 128
+DEFAULT_PATCH_SIZE = 32
 END_TOKEN = "<|end|>"
 PAD_TOKEN = "<|pad|>"
 IMAGE_TOKEN = "<image>"
@@ -71,17 +76,23 @@ def chat_template(family: str) -> str:
     return _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", _IMAGE_PLACEHOLDER[family])
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 1024):
+def train_tokenizer(texts: list[str], vocab_size: int = 2048):
     """Train a byte-level BPE tokenizer on `texts` and wrap it as a transformers fast tokenizer.
 
-    Byte-level: any text encodes (no unknown token); a vocabulary large for the small corpus: each
-    word and JSON piece of the prompts and answers becomes one token.
+    Byte-level: any text encodes (no unknown token). Merges may cross word boundaries, so the fixed
+    parts of the prompts and answers (task text, JSON keys with their punctuation) become a few
+    long tokens: NumberLine's prompt is 3 tokens and its CoT answer 11, which makes the tiny model
+    fast on a CPU. Digits and the `"action"` key are always split off as tokens of their own, so
+    numbers stay readable token by token and the CoT/action boundary falls on a token boundary.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r'\d|"action"'), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -105,27 +116,33 @@ def _text_dims(size: str) -> dict:
     return {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
 
 
+def _image_dims(size: str) -> tuple[int, int]:
+    return (DEFAULT_IMAGE_SIZE, DEFAULT_PATCH_SIZE) if size == "default" else (IMAGE_SIZE, PATCH_SIZE)
+
+
 def _clip_vision_config(size: str):
     from transformers import CLIPVisionConfig
 
     hidden = 128 if size == "default" else 64
+    image, patch = _image_dims(size)
     return CLIPVisionConfig(
         hidden_size=hidden,
         intermediate_size=4 * hidden,
         num_hidden_layers=3 if size == "default" else 2,
         num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+        image_size=image,
+        patch_size=patch,
         projection_dim=hidden,
     )
 
 
-def _clip_image_processor():
+def _clip_image_processor(size: str):
     from transformers import CLIPImageProcessor
 
+    image, _ = _image_dims(size)
     return CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image},
+        crop_size={"height": image, "width": image},
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
     )
@@ -142,20 +159,20 @@ def _build_llava(tokenizer, size: str):
         bos_token_id=None,
         **_text_dims(size),
     )
-    num_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    image, patch = _image_dims(size)
     config = LlavaConfig(
         vision_config=_clip_vision_config(size),
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=num_patches,
+        image_seq_length=(image // patch) ** 2,
         vision_feature_layer=-1,  # a tiny tower has no layers to spare
         vision_feature_select_strategy="default",
     )
     model = LlavaForConditionalGeneration(config)
     processor = LlavaProcessor(
-        image_processor=_clip_image_processor(),
+        image_processor=_clip_image_processor(size),
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's class token
         chat_template=chat_template("llava"),
@@ -172,7 +189,8 @@ def _build_llava_next(tokenizer, size: str):
         LlavaNextProcessor,
     )
 
-    pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
+    image, patch = _image_dims(size)
+    pinpoints = [[image, image], [image, 2 * image], [2 * image, image]]
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=2048,
@@ -186,14 +204,14 @@ def _build_llava_next(tokenizer, size: str):
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_grid_pinpoints=pinpoints,
-        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        image_seq_length=(image // patch) ** 2,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
     model = LlavaNextForConditionalGeneration(config)
     image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image},
+        crop_size={"height": image, "width": image},
         image_grid_pinpoints=pinpoints,
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
@@ -201,7 +219,7 @@ def _build_llava_next(tokenizer, size: str):
     processor = LlavaNextProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=chat_template("llava_next"),
