@@ -142,3 +142,60 @@ def test_one_process_metrics_untouched():
 
     record = {"losses/policy_loss": 0.5, "charts/success_rate": 1.0}
     assert mean_over_processes(One(), record) is record
+
+
+class _Rank0Of2:
+    num_processes, process_index = 2, 0
+
+
+def _local_store():
+    from datetime import timedelta
+
+    return torch.distributed.TCPStore("127.0.0.1", 0, 1, True, timedelta(seconds=10), wait_for_workers=False)
+
+
+def test_barrier_ends_with_a_published_failure(monkeypatch):
+    from vlmrl_fast import distributed
+
+    store = _local_store()
+    monkeypatch.setattr(distributed._Watchdog, "grace_s", 0.0)
+    store.set("vlmrl_fast/failed", "process 1: RuntimeError: boom")
+    with pytest.raises(distributed.PeerFailure, match="process 1: RuntimeError: boom"):
+        distributed.wait_for_all(_Rank0Of2(), "rollout", store=store)
+
+
+def test_barrier_notices_a_silent_process(monkeypatch):
+    from vlmrl_fast import distributed
+
+    store = _local_store()
+    monkeypatch.setattr(distributed, "HEARTBEAT_STALE_S", 1.5)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="process 1 stopped responding"):
+        distributed.wait_for_all(_Rank0Of2(), "rollout", store=store)  # process 1 never beats nor arrives
+    assert time.monotonic() - t0 < 10
+
+
+def test_barrier_passes_when_all_arrived():
+    from vlmrl_fast import distributed
+
+    store = _local_store()
+    store.add("vlmrl_fast/barrier/eval-test/1", 1)  # process 1 arrived first
+    distributed.wait_for_all(_Rank0Of2(), "eval-test", store=store)
+    assert store.add("vlmrl_fast/barrier/eval-test/1", 0) == 2
+
+
+def test_prepare_exposes_the_layer_classes_fsdp_wraps(model):
+    from vlmrl_fast import distributed
+    from vlmrl_fast.ppo import build_agent
+
+    cfg = load_config(None, dict(model=str(model), lora=True, lora_r=4, lora_alpha=8))
+    agent = build_agent(cfg, "cpu")
+
+    class Recorder:
+        def prepare(self, *objects):
+            return objects
+
+    assert distributed.prepare(Recorder(), agent, None) == (agent, None)
+    present = {type(m).__name__ for m in agent.modules()}
+    assert "LlamaDecoderLayer" in agent._no_split_modules and "CLIPEncoderLayer" in agent._no_split_modules
+    assert set(agent._no_split_modules) <= present

@@ -46,6 +46,7 @@ INJECT_FAILURE_ENV = "VLMRL_FAST_INJECT_FAILURE"
 DUMP_WEIGHTS_ENV = "VLMRL_FAST_DUMP_WEIGHTS"
 _KEY = "vlmrl_fast/"
 _FAILED = _KEY + "failed"
+HEARTBEAT_STALE_S = 120.0  # a process whose watchdog has not beaten for this long is taken for dead
 
 
 # -- set-up ----------------------------------------------------------------------------------------------
@@ -84,7 +85,8 @@ class PeerFailure(RuntimeError):
 
 
 class _Watchdog:
-    """A daemon thread that ends this process with another process's published error."""
+    """A daemon thread that ends this process with another process's published error, and beats a
+    heartbeat counter in the store (so that a process killed without a word is noticed at a barrier)."""
 
     _thread: threading.Thread | None = None
     poll_s = 0.5
@@ -103,6 +105,7 @@ class _Watchdog:
         while True:
             time.sleep(cls.poll_s)
             try:
+                store.add(f"{_KEY}alive/{rank}", 1)  # heartbeat, read by wait_for_all
                 if not store.check([_FAILED]):
                     continue
                 message = store.get(_FAILED).decode(errors="replace")
@@ -160,6 +163,21 @@ def maybe_inject_failure(phase: str, rank: int, update: int | None = None) -> No
         return
     print(f"[vlmrl_fast] injected failure on process {rank} at {time.time():.3f}", file=sys.stderr, flush=True)
     raise RuntimeError(f"injected failure on process {rank} after {phase} ({INJECT_FAILURE_ENV}={spec})")
+
+
+def prepare(accelerator: Any, agent: torch.nn.Module, optimizer: Any) -> tuple[Any, Any]:
+    """accelerator.prepare(agent, optimizer), after telling FSDP which layers to shard and checkpoint one
+    by one: the agent exposes the transformer layer classes of the models inside it (`_no_split_modules`,
+    what accelerate's TRANSFORMER_BASED_WRAP reads); without them FSDP would make the whole agent one unit."""
+    if not getattr(agent, "_no_split_modules", None):
+        present = {type(m).__name__ for m in agent.modules()}
+        names: list[str] = []
+        for m in agent.modules():
+            for n in getattr(m, "_no_split_modules", None) or []:
+                if n in present and n not in names:  # configs name classes a model may not contain
+                    names.append(n)
+        agent._no_split_modules = names  # type: ignore[assignment]
+    return accelerator.prepare(agent, optimizer)
 
 
 # -- sharded weights ---------------------------------------------------------------------------------------
@@ -229,21 +247,35 @@ def rollout_context(accelerator: Any, agent: Any, wrapped: Any = None) -> Iterat
 _barrier_count: dict[str, int] = {}
 
 
-def wait_for_all(accelerator: Any, name: str, update: int | None = None, *, log_every_s: float = 60.0) -> None:
+def wait_for_all(accelerator: Any, name: str, update: int | None = None, *, log_every_s: float = 60.0,
+                 store: Any = None) -> None:
     """Barrier of all processes that does not run into the collective time-out: each process counts itself
-    in on the launcher's store and polls until all have arrived (a published failure ends the wait).
-    Put it after work of unequal duration (rollouts, evaluation) and before the next collective."""
+    in on the launcher's store and polls until all have arrived. It ends with PeerFailure when another
+    process published a failure, and with RuntimeError when a process's watchdog heartbeat stops for
+    HEARTBEAT_STALE_S (a process killed without a word). Put it after work of unequal duration (rollouts,
+    evaluation) and before the next collective."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    store = _store() if world > 1 else None
+    store = store if store is not None else _store() if world > 1 else None
     if store is not None:
         seq = _barrier_count[name] = _barrier_count.get(name, 0) + 1
         key = f"{_KEY}barrier/{name}/{seq}"
         store.add(key, 1)
-        t0 = last_log = time.monotonic()
+        t0 = last_log = last_beat_check = time.monotonic()
+        beats = {r: (-1, t0) for r in range(world) if r != rank}  # rank -> (last counter, when it changed)
         while (arrived := store.add(key, 0)) < world:
             if store.check([_FAILED]):
                 time.sleep(_Watchdog.grace_s)  # the failing process ends first: the launcher names it
                 raise PeerFailure(store.get(_FAILED).decode(errors="replace"))
+            now = time.monotonic()
+            if now - last_beat_check >= 1.0:
+                last_beat_check = now
+                for r, (count, since) in beats.items():
+                    current = store.add(f"{_KEY}alive/{r}", 0)
+                    if current != count:
+                        beats[r] = (current, now)
+                    elif now - since > HEARTBEAT_STALE_S:
+                        raise RuntimeError(f"process {r} stopped responding (no heartbeat for "
+                                           f"{HEARTBEAT_STALE_S:.0f} s) while process {rank} waited at '{name}'")
             if time.monotonic() - last_log >= log_every_s:
                 last_log = time.monotonic()
                 print(f"[vlmrl_fast] process {rank}: waiting {last_log - t0:.0f} s for {world - arrived} of "

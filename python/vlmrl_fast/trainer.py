@@ -141,7 +141,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         before, _ = run_evaluation(agent, cfg, accelerator, "eval before RL")
         state["eval_before_rl"] = before
         state["wall_seconds_before"] = 0.0
-    wrapped, optimizer = accelerator.prepare(agent, optimizer)
+    wrapped, optimizer = distributed.prepare(accelerator, agent, optimizer)
     ref_evaluate = reference_evaluator(agent, cfg)
     if ckpt is not None:
         distributed.check_resume_supported(accelerator)
