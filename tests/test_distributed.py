@@ -199,3 +199,20 @@ def test_prepare_exposes_the_layer_classes_fsdp_wraps(model):
     present = {type(m).__name__ for m in agent.modules()}
     assert "LlamaDecoderLayer" in agent._no_split_modules and "CLIPEncoderLayer" in agent._no_split_modules
     assert set(agent._no_split_modules) <= present
+
+
+@pytest.mark.parametrize("name,kind", [("single_gpu", "NO"), ("ddp", "MULTI_GPU"), ("fsdp", "FSDP"),
+                                       ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED"),
+                                       ("multi_node", "MULTI_GPU")])
+def test_shipped_accelerate_configs_load(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(PYTHON_DIR.parent / "configs" / "accelerate" / f"{name}.yaml"))
+    assert cfg.distributed_type.name == kind and not cfg.use_cpu
+    if name == "fsdp":
+        assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_activation_checkpointing"]
+        assert cfg.fsdp_config["fsdp_reshard_after_forward"] and cfg.mixed_precision == "bf16"
+    if name.startswith("deepspeed"):
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+    if name == "multi_node":
+        assert cfg.num_machines == 2 and cfg.main_process_ip

@@ -55,12 +55,13 @@ def run_config(config: str, processes: int, model: Path, out: Path, timeout: flo
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "python"),
                                                                       os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
+    rc: int | str
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         rc, log = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
-        rc, log = "timeout", f"{e.stdout or ''}{e.stderr or ''}"
-        log = log.decode(errors="replace") if isinstance(log, bytes) else log
+        parts = [p.decode(errors="replace") if isinstance(p, bytes) else (p or "") for p in (e.stdout, e.stderr)]
+        rc, log = "timeout", "".join(parts)
     record = {"config": config, "processes": processes, "returncode": rc,
               "wall_s": round(time.perf_counter() - t0, 2), "command": " ".join(cmd[1:])}
     metrics = run_dir / "metrics.jsonl"
@@ -93,16 +94,17 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = build_tiny_vlm("llava", out / "tiny_vlm", seed=0, size="default")
     processes = max(1, min(torch.cuda.device_count(), args.max_processes))
+    results: list[dict] = []
     report = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
-              "torch": torch.__version__, "python": platform.python_version(), "results": []}
+              "torch": torch.__version__, "python": platform.python_version(), "results": results}
     for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
         if config not in CONFIGS:
             parser.error(f"--configs: unknown config {config!r}; known: {', '.join(CONFIGS)}")
         record = run_config(config, processes, model, out, args.timeout)
-        report["results"].append(record)
+        results.append(record)
         (out / "dist_gpu.json").write_text(json.dumps(report, indent=1) + "\n")
         print(f"{config}: {record['status']} ({record.get('wall_s', '-')} s)", flush=True)
-    return 0 if all(r["status"] != "failed" for r in report["results"]) else 1
+    return 0 if all(r["status"] != "failed" for r in results) else 1
 
 
 if __name__ == "__main__":
