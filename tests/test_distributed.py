@@ -38,8 +38,8 @@ def launch(model: Path, run_dir: Path, *extra: str, env: dict[str, str] | None =
            "--learning-rate", "1e-2", "--min-learning-rate", "1e-2", "--max-grad-norm", "1.0",
            "--warm-start", "none", "--eval-episodes", "4", "--eval-batch", "2", "--no-progress",
            "--updates", "2", "--seed", "2", *extra]
-    full_env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1", **(env or {}))
-    full_env.pop(INJECT_FAILURE_ENV, None) if not env or INJECT_FAILURE_ENV not in env else None
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMRL_FAST_")}
+    full_env.update(PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -85,7 +85,9 @@ def test_one_update_same_weights_on_both_processes(first_update):
 def test_resume_with_two_processes(first_update, model, tmp_path):
     run, dump1 = first_update
     dump2 = tmp_path / "weights_2"
-    proc = launch(model, run, "--resume", env={"VLMRL_FAST_DUMP_WEIGHTS": str(dump2)})
+    # and: process 1's rollout takes 12 s longer than process 0's, beyond the 8 s collective time-out
+    proc = launch(model, run, "--resume", "--dist-timeout", "8",
+                  env={"VLMRL_FAST_DUMP_WEIGHTS": str(dump2), "VLMRL_FAST_INJECT_DELAY": "1:rollout:12"})
     check(proc)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["updates_done"] == 2

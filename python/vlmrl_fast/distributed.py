@@ -10,15 +10,18 @@ No silent hangs:
 - every collective has the time-out `dist_timeout` of the config (``InitProcessGroupKwargs(timeout=...)``);
 - collectives start only after every process has finished its rollout (or evaluation): :func:`wait_for_all`
   is a barrier on the launcher's key-value store that polls instead of blocking in a collective, so rollouts
-  of unequal duration never trip the collective time-out (it logs whom it waits for every minute);
+  of unequal duration never trip the collective time-out (it logs every minute how many it waits for), and a
+  process whose heartbeat stops (killed without a word) ends the wait with an error;
 - a process that fails publishes its error in that store (:func:`failure_guard`); a watchdog thread in every
   other process sees it within a second and ends its process with that error, even when the process is
   blocked inside a collective.
 
 Test switches (environment variables, read at call time):
 - ``VLMRL_FAST_INJECT_FAILURE="RANK:PHASE[:UPDATE]"``: process RANK raises RuntimeError right after the
-  barrier named PHASE ("rollout" or "eval"; "rollout" of update UPDATE only, when given), i.e. when the
+  barrier named PHASE ("setup", "rollout" or "eval"; "rollout" of update UPDATE only, when given), i.e. when the
   other processes go on into the update's collectives; PHASE "start" raises while setting up.
+- ``VLMRL_FAST_INJECT_DELAY="RANK:PHASE:SECONDS"``: process RANK sleeps SECONDS before it arrives at every
+  barrier named PHASE (a slow rollout, to show that it does not trip the collective time-out).
 - ``VLMRL_FAST_DUMP_WEIGHTS=DIR``: at the end of `train`, every process writes its trainable weights to
   ``DIR/weights_rank<r>.safetensors`` (to check that the processes hold identical weights).
 
@@ -44,6 +47,7 @@ import torch
 
 INJECT_FAILURE_ENV = "VLMRL_FAST_INJECT_FAILURE"
 DUMP_WEIGHTS_ENV = "VLMRL_FAST_DUMP_WEIGHTS"
+INJECT_DELAY_ENV = "VLMRL_FAST_INJECT_DELAY"
 _KEY = "vlmrl_fast/"
 _FAILED = _KEY + "failed"
 HEARTBEAT_STALE_S = 120.0  # a process whose watchdog has not beaten for this long is taken for dead
@@ -177,6 +181,7 @@ def prepare(accelerator: Any, agent: torch.nn.Module, optimizer: Any) -> tuple[A
                 if n in present and n not in names:  # configs name classes a model may not contain
                     names.append(n)
         agent._no_split_modules = names  # type: ignore[assignment]
+    wait_for_all(accelerator, "setup")  # model loading takes unequal time; prepare's broadcast is a collective
     return accelerator.prepare(agent, optimizer)
 
 
@@ -255,6 +260,9 @@ def wait_for_all(accelerator: Any, name: str, update: int | None = None, *, log_
     HEARTBEAT_STALE_S (a process killed without a word). Put it after work of unequal duration (rollouts,
     evaluation) and before the next collective."""
     world, rank = accelerator.num_processes, accelerator.process_index
+    delay = os.environ.get(INJECT_DELAY_ENV, "").split(":")
+    if len(delay) == 3 and delay[0] == str(rank) and delay[1] == name:
+        time.sleep(float(delay[2]))
     store = store if store is not None else _store() if world > 1 else None
     if store is not None:
         seq = _barrier_count[name] = _barrier_count.get(name, 0) + 1
