@@ -74,3 +74,45 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
         assert key in records[0], key
     html = (run / "report.html").read_text()
     assert "<img src='data:image/png;base64," in html and "episode 0" in html
+
+
+def test_checkpoint_round_trip_is_atomic_and_pruned(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from vlmrl_fast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        latest_checkpoint(tmp_path)
+    net = torch.nn.Linear(3, 2)
+    frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    module = torch.nn.Sequential(net, frozen)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    module(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    for update in (1, 2, 3):
+        save_checkpoint(tmp_path, update, module, opt, {"note": update})
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "update_000002", "update_000003"]
+    torch.manual_seed(5)
+    random.seed(5)
+    np.random.seed(5)
+    save_checkpoint(tmp_path, 4, module, opt, {"note": 4})
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    weights = {n: p.detach().clone() for n, p in module.named_parameters()}
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)
+    opt2 = torch.optim.AdamW(net.parameters(), lr=0.1)
+    state = load_checkpoint(latest_checkpoint(tmp_path), module, opt2)
+    assert state == {"update": 4, "note": 4}
+    assert (torch.rand(3), random.random(), np.random.rand())[1:] == expected[1:]
+    for n, p in module.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, weights[n])
+        else:  # frozen weights are not part of the checkpoint
+            assert torch.equal(p, weights[n] + 1.0)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary leftovers

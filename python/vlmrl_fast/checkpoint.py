@@ -66,6 +66,7 @@ def write_file_atomic(path: Path, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; run files are ordinary readable files
     os.replace(tmp, path)
 
 
@@ -94,6 +95,7 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"update": update, **state}, indent=1))
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if final.exists():  # rewritten (e.g. a resumed run reaching the same update): replace whole
             shutil.rmtree(final)
         os.replace(tmp, final)
