@@ -194,6 +194,8 @@ def test_prepare_exposes_the_layer_classes_fsdp_wraps(model):
     agent = build_agent(cfg, "cpu")
 
     class Recorder:
+        num_processes, process_index = 1, 0
+
         def prepare(self, *objects):
             return objects
 
