@@ -117,6 +117,8 @@ def test_failure_on_one_process_ends_both(model, tmp_path):
     assert re.search(r"error: process 1: RuntimeError: injected failure on process 1", out), out[-4000:]
     failed_at = float(re.search(r"injected failure on process 1 at ([0-9.]+)", out).group(1))
     assert t0 < failed_at < ended and ended - failed_at < TIMEOUT_S, ended - failed_at
+    # and the launcher names process 1, with its traceback, as the root cause
+    assert re.search(r"Root Cause.*?rank\s*:\s*1 .*?injected failure", out, re.S), out[-3000:]
     assert not (tmp_path / "run" / "summary.json").exists()
 
 

@@ -149,6 +149,11 @@ def failure_guard() -> Iterator[None]:
             print(f"[vlmrl_fast] process {dist.get_rank()} failed:\n{traceback.format_exc()}", file=sys.stderr,
                   flush=True)
             publish_failure(dist.get_rank(), err)
+            if os.environ.get("TORCHELASTIC_ERROR_FILE"):  # torchrun / accelerate launch: name the root cause
+                from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+                with contextlib.suppress(Exception):
+                    ErrorHandler().record_exception(err)
             time.sleep(2 * _Watchdog.poll_s)  # let the others read it before this process (maybe the store's host) ends
         raise
 
