@@ -105,10 +105,12 @@ def test_resume_with_two_processes(first_update, model, tmp_path):
 
 
 def test_failure_on_one_process_ends_both(model, tmp_path):
-    # process 1 fails right after its rollout, while process 0 goes on into the update's all-reduce
+    # full fine-tuning this time (DDP with parameters that get no gradient: the vision tower's last norm);
+    # update 0 completes, then process 1 fails right after its rollout of update 1, while process 0 goes on
+    # into the update's all-reduce
     t0 = time.time()
-    proc = launch(model, tmp_path / "run", "--dist-timeout", str(TIMEOUT_S), "--updates", "1",
-                  "--eval-episodes", "0", env={INJECT_FAILURE_ENV: "1:rollout:0"}, timeout=240)
+    proc = launch(model, tmp_path / "run", "--dist-timeout", str(TIMEOUT_S), "--no-lora", "--checkpoint-every", "1",
+                  "--eval-episodes", "0", env={INJECT_FAILURE_ENV: "1:rollout:1"}, timeout=240)
     ended = time.time()
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -120,6 +122,12 @@ def test_failure_on_one_process_ends_both(model, tmp_path):
     # and the launcher names process 1, with its traceback, as the root cause
     assert re.search(r"Root Cause.*?rank\s*:\s*1 .*?injected failure", out, re.S), out[-3000:]
     assert not (tmp_path / "run" / "summary.json").exists()
+    # update 0 of the full fine-tuning ran on both processes: its checkpoint passed the weight-checksum comparison
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "update_000001"
+    before = load_file(str(ckpt / "update_000000" / "trainable.safetensors"))
+    after = load_file(str(ckpt / "update_000001" / "trainable.safetensors"))
+    assert len(after) > 60 and sum(not torch.equal(after[n], before[n]) for n in after) > 0.9 * len(after)
 
 
 def test_dist_timeout_is_a_validated_config_field():
