@@ -315,14 +315,15 @@ def broadcast_trainable(accelerator: Any, module: torch.nn.Module) -> None:
 
 def weights_checksum(module: torch.nn.Module) -> torch.Tensor:
     """float64 [2]: sum and sum of squares of every trainable weight (equal weights give equal sums)."""
-    s = torch.zeros(2, dtype=torch.float64)
+    sums, squares = [], []
     with torch.no_grad():
         for p in module.parameters():
-            if p.requires_grad:
-                d = p.detach().to("cpu", torch.float64)
-                s[0] += d.sum()
-                s[1] += (d * d).sum()
-    return s
+            if p.requires_grad:  # reduced where the weight lives, in float64, without a float64 copy of it
+                sums.append(torch.sum(p.detach(), dtype=torch.float64))
+                squares.append(torch.linalg.vector_norm(p.detach(), 2, dtype=torch.float64) ** 2)
+    if not sums:
+        return torch.zeros(2, dtype=torch.float64)
+    return torch.stack([torch.stack([x.cpu() for x in sums]).sum(), torch.stack([x.cpu() for x in squares]).sum()])
 
 
 def check_in_sync(accelerator: Any, module: torch.nn.Module, update: int) -> None:
