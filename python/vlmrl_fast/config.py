@@ -135,6 +135,11 @@ class TrainConfig:
     eval_batch: int = _f(100, "evaluation episodes played at once", group="eval", min=1)
     report_episodes: int = _f(4, "evaluation episodes shown in report.html", group="eval", min=0)
 
+    # -- several processes (accelerate launch / torchrun) ------------------------------------------------
+    dist_timeout: float = _f(1800.0, "time-out of every collective between processes, in seconds (rollouts "
+                             "and evaluations of unequal duration wait outside collectives)", group="distributed",
+                             min=1.0)
+
     # ----------------------------------------------------------------------------------------------------
     def validate(self, source: str = "") -> "TrainConfig":
         """Check every field's type and range; raise ConfigError naming the field. Returns self."""

@@ -58,7 +58,8 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
     never see a non-finite update. `wrapped` is what accelerator.prepare returned for the agent (it
     decides when gradients synchronise); `evaluate` defaults to agent.evaluate. Returns averaged diagnostics.
     """
-    evaluate = evaluate or agent.evaluate
+    # through the wrapper accelerate returned (DDP/FSDP/ZeRO hook their gradient reduction into its forward)
+    evaluate = evaluate or (wrapped if wrapped is not None else agent.evaluate)
     device = accelerator.device
     params = [p for p in agent.parameters() if p.requires_grad]
     B = ro.num_steps * ro.num_envs
@@ -95,6 +96,10 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                         stats[k].append(float(torch.as_tensor(getattr(out, k)).detach()))
                 else:
                     skipped += 1
+                    if accelerator.num_processes > 1:
+                        # every process must join the gradient all-reduce: the non-finite gradient reaches
+                        # all of them and each drops this optimizer step (weights stay untouched)
+                        accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                     if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
@@ -141,10 +146,14 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
     # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update)
     obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0))
     agent.eval()
-    ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot, state_text=cfg.state_text,
-                         lam=cfg.thought_coef, fallback=cfg.invalid_fallback, fallback_action=cfg.fallback_action,
-                         invalid_penalty=cfg.invalid_penalty, seed=derive_seed(cfg.seed, rank, update, 1),
-                         ref_evaluate=ref_evaluate)
+    from vlmrl_fast.distributed import rollout_context, wait_for_all
+    with rollout_context(accelerator, agent, wrapped):  # sharded weights (FSDP, ZeRO-3) gathered meanwhile
+        ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot,
+                             state_text=cfg.state_text, lam=cfg.thought_coef, fallback=cfg.invalid_fallback,
+                             fallback_action=cfg.fallback_action, invalid_penalty=cfg.invalid_penalty,
+                             seed=derive_seed(cfg.seed, rank, update, 1), ref_evaluate=ref_evaluate)
+        # every process finishes its rollout before the update's collectives (unequal durations: no time-out)
+        wait_for_all(accelerator, "rollout", update)
 
     # 2. advantages (GAE over [T, N]: the Rust or Triton path of vlmrl_fast.ops when present)
     advantages, returns = compute_gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,

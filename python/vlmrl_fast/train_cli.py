@@ -25,7 +25,9 @@ def _fail(command: str, err: BaseException) -> int:
 def _errors() -> tuple[type[BaseException], ...]:
     from vlmrl_fast.checkpoint import CheckpointError
 
-    return (ConfigError, ValueError, TypeError, CheckpointError, FileNotFoundError)
+    from vlmrl_fast.distributed import PeerFailure
+
+    return (ConfigError, ValueError, TypeError, CheckpointError, FileNotFoundError, PeerFailure)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -49,8 +51,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vlmrl_fast.trainer import print_summary, train
 
     try:
+        from vlmrl_fast.distributed import failure_guard
+
         cfg = config_from_args(args)
-        summary = train(cfg, resume=args.resume is not None)
+        with failure_guard():  # with several processes, a failure here ends the others with this error
+            summary = train(cfg, resume=args.resume is not None)
     except _errors() as e:
         return _fail("train", e)
     print_summary(summary)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrl_fast.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_file_atomic
+from vlmrl_fast import distributed
+from vlmrl_fast.checkpoint import latest_checkpoint, load_checkpoint, write_file_atomic
 from vlmrl_fast.config import ConfigError, TrainConfig
 from vlmrl_fast.ppo import build_agent, derive_seed, reference_evaluator, train_update
 from vlmrl_fast.report import MetricsLogger, plot_learning_curve, write_episode_report, write_summary
@@ -72,6 +73,7 @@ def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, re
         res = evaluate_agent(agent, cfg.env, episodes=share, seed=cfg.eval_seed + offset, batch=cfg.eval_batch,
                              cot=cfg.cot, state_text=cfg.state_text, fallback=cfg.invalid_fallback,
                              fallback_action=cfg.fallback_action, record=record if rank == 0 else 0, progress=bar)
+    distributed.wait_for_all(accelerator, "eval")  # evaluations of unequal duration end outside collectives
     r = np.array(res.returns)
     t = torch.tensor([len(r), float((r > 0).sum()), float(r.sum()), res.invalid_rate * len(r)],
                      dtype=torch.float64, device=accelerator.device)
@@ -106,7 +108,6 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run the job described by cfg (validated here); with resume, continue cfg's run folder from its
     latest checkpoint. Returns the summary (also written to summary.json when the run completes)."""
-    from accelerate import Accelerator
     from gymnasium.vector import AutoresetMode
 
     from vlmrl_fast import make_vec
@@ -117,7 +118,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     run_dir = cfg.resolved_run_dir()
     ckpt = latest_checkpoint(run_dir) if resume else None  # CheckpointError before any heavy work
-    accelerator = Accelerator(cpu=device == "cpu", gradient_accumulation_steps=cfg.grad_accum_steps)
+    accelerator = distributed.make_accelerator(cfg, device)
     rank, main = accelerator.process_index, accelerator.is_main_process
     torch.manual_seed(derive_seed(cfg.seed, rank, 0xA11))
     np.random.seed(derive_seed(cfg.seed, rank, 0xA12))
@@ -136,28 +137,32 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if ckpt is None:
         if cfg.warm_start == "sft":
             state.update(warm_start(agent, cfg, accelerator))
+            distributed.broadcast_trainable(accelerator, agent)  # every process continues from rank 0's
         before, _ = run_evaluation(agent, cfg, accelerator, "eval before RL")
         state["eval_before_rl"] = before
         state["wall_seconds_before"] = 0.0
-    wrapped, optimizer = accelerator.prepare(agent, optimizer)
+    wrapped, optimizer = distributed.prepare(accelerator, agent, optimizer)
     if ckpt is not None and cfg.kl_coef > 0:  # the KL reference is the policy RL started from
         load_checkpoint(ckpt.parent / "update_000000", agent, None, rank=rank, restore_rng=False)
     ref_evaluate = reference_evaluator(agent, cfg)
     if ckpt is not None:
+        distributed.check_resume_supported(accelerator)
         state = load_checkpoint(ckpt, agent, optimizer, rank=rank)
         start = int(state["update"])
     else:
         start = 0
-        save_checkpoint(run_dir, 0, agent, optimizer, state, rank=rank)
+        distributed.save_checkpoint_all(accelerator, run_dir, 0, agent, optimizer, state, wrapped)
     logger = MetricsLogger(run_dir, tensorboard=cfg.tensorboard and main, wandb=cfg.wandb and main,
                            config=cfg.to_dict(), resume_from_step=start if ckpt is not None else None) \
         if main else None
 
-    stopped, done = False, start
+    stopped, done, train_episodes = False, start, 0.0
     with _bar(cfg.updates, "PPO", cfg.progress and main) as bar:
         bar.update(start)
         for update in range(start, cfg.updates):
             record = train_update(agent, optimizer, accelerator, envs, cfg, update, rank, ref_evaluate, wrapped)
+            record = distributed.mean_over_processes(accelerator, record)
+            train_episodes += record["charts/episodes"]
             if logger is not None:
                 logger.log(record)
             bar.update(1)
@@ -168,11 +173,12 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             if done % cfg.checkpoint_every == 0 or last:
                 st = dict(state, wall_seconds_before=state.get("wall_seconds_before", 0.0)
                           + time.perf_counter() - t_job)
-                save_checkpoint(run_dir, done, agent, optimizer, st, rank=rank)
+                distributed.save_checkpoint_all(accelerator, run_dir, done, agent, optimizer, st, wrapped)
             if cfg.stop_after and done - start >= cfg.stop_after and done < cfg.updates:
                 stopped = True
                 break
     envs.close()
+    distributed.dump_weights(accelerator, agent)
     if logger is not None:
         logger.close()
     summary: dict[str, Any] = {"env_id": cfg.env, "model": cfg.model, "world_size": accelerator.num_processes,
@@ -180,7 +186,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if stopped:
         return summary
 
-    after, res = run_evaluation(agent, cfg, accelerator, "eval after RL", record=cfg.report_episodes)
+    with distributed.rollout_context(accelerator, agent, wrapped):  # full weights, no lock-step generation
+        after, res = run_evaluation(agent, cfg, accelerator, "eval after RL", record=cfg.report_episodes)
     before = state["eval_before_rl"]
     wall = state.get("wall_seconds_before", 0.0) + time.perf_counter() - t_job
     summary.update({
@@ -189,6 +196,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "mean_return_before_rl": before["mean_return"], "mean_return_after_rl": after["mean_return"],
         "invalid_rate_before_rl": before["invalid_rate"], "invalid_rate_after_rl": after["invalid_rate"],
         "env_steps": cfg.updates * cfg.batch_size * accelerator.num_processes,
+        "eval_episodes_played": after.get("episodes"), "train_episodes_this_invocation": train_episodes,
         "wall_seconds": wall, "sft_seconds": state.get("sft_seconds"), "run_dir": str(run_dir),
     })
     if main:
