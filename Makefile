@@ -4,6 +4,7 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 DEPS    := $(VENV)/.deps-installed
+TESTDEPS := $(VENV)/.test-deps-installed
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -16,6 +17,14 @@ $(DEPS): pyproject.toml
 	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *p['dependencies'], *p['optional-dependencies']['dev']])"
 	touch $(DEPS)
 
+# The tests also play real ALFWorld games through the ALFWorldTW-v0 adapter: the optional
+# `alfworld` extra (alfworld + textworld[pddl]; pip builds fast-downward from source once, about
+# 3 minutes on 2 cores, then takes it from its wheel cache).
+$(TESTDEPS): $(DEPS)
+	$(PY) -c "import tomllib, subprocess, sys; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *p['optional-dependencies']['alfworld']])"
+	touch $(TESTDEPS)
+
 # Editable install of the package with the native module built in release mode.
 build: $(DEPS)
 	$(VENV)/bin/maturin develop --release -q
@@ -23,8 +32,8 @@ build: $(DEPS)
 rust-test:
 	cargo test --release --workspace --exclude vlmrl-fast-py
 
-py-test: build
-	$(PY) -m pytest -q
+py-test: build $(TESTDEPS)
+	VLMRL_REQUIRE_ALFWORLD=1 $(PY) -m pytest -q
 
 test: rust-test py-test
 

@@ -37,10 +37,10 @@ def images(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 300, 300, 3), dtype=np.uint8)
 
 
-def make_agent(path, temperature=0.7, max_new_tokens=10, **settings):
+def make_agent(path, temperature=0.7, max_new_tokens=10, preprocess="auto", **settings):
     settings.setdefault("lora", False)
     model, processor = load_model(path, ModelSettings(**settings))
-    return Agent(model, processor, temperature=temperature, max_new_tokens=max_new_tokens)
+    return Agent(model, processor, temperature=temperature, max_new_tokens=max_new_tokens, preprocess=preprocess)
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -200,7 +200,7 @@ def test_save_and_load_round_trip(tiny_dirs, tmp_path, lora):
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_precomputed_vision_inputs_give_the_same_batch(tiny_dirs, family):
-    agent = make_agent(tiny_dirs[family])
+    agent = make_agent(tiny_dirs[family], preprocess="hf")
     obs = images(2, seed=3)
     ref = agent.prompt_batch(obs, PROMPTS[:2])
     vision = agent.processor.image_processor(list(obs), return_tensors="pt")
@@ -210,6 +210,44 @@ def test_precomputed_vision_inputs_give_the_same_batch(tiny_dirs, family):
     assert got.vision.keys() == ref.vision.keys()
     for key in ref.vision:
         assert torch.equal(got.vision[key], ref.vision[key]), key
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_native_image_pipeline_gives_the_processors_batch(tiny_dirs, family):
+    """preprocess='auto' runs the Rust pipeline where the processor has one (LLaVA's CLIP, Qwen2-VL)
+    and the Hugging Face processor otherwise (LLaVA-NeXT's tiling); either way the batch and the
+    policy's log-probs equal those of preprocess='hf'."""
+    auto = make_agent(tiny_dirs[family])
+    hf = Agent(auto.model, auto.processor, temperature=auto.temperature, preprocess="hf")
+    assert hf.image_pipeline is None
+    assert (auto.image_pipeline is not None) == (family != "llava_next"), auto.image_pipeline
+    obs = images(3, seed=5)
+    got, ref = auto.prompt_batch(obs, PROMPTS), hf.prompt_batch(obs, PROMPTS)
+    assert torch.equal(got.input_ids, ref.input_ids)
+    assert torch.equal(got.attention_mask, ref.attention_mask)
+    assert got.vision.keys() == ref.vision.keys()
+    for key in ref.vision:
+        if ref.vision[key].is_floating_point():
+            # Same resampling; only the float rounding of rescale + normalize differs (a few ulp).
+            torch.testing.assert_close(got.vision[key], ref.vision[key], atol=1e-5, rtol=0)
+        else:
+            assert torch.equal(got.vision[key], ref.vision[key]), key
+    auto.eval()
+    with torch.no_grad():
+        a = auto.evaluate(got, [[25, 26], [27], [28, 29, 30]], [1, 0, 2], lam=0.5)
+        b = auto.evaluate(ref, [[25, 26], [27], [28, 29, 30]], [1, 0, 2], lam=0.5)
+    torch.testing.assert_close(a.logprob, b.logprob, atol=1e-4, rtol=0)
+    torch.testing.assert_close(a.value, b.value, atol=1e-4, rtol=0)
+
+
+def test_preprocess_modes(tiny_dirs):
+    model, processor = load_model(tiny_dirs["llava_next"], ModelSettings(lora=False))
+    with pytest.raises(ValueError, match="preprocess='native' is not available: LlavaNextImageProcessor"):
+        Agent(model, processor, preprocess="native")
+    with pytest.raises(ValueError, match="preprocess must be one of"):
+        Agent(model, processor, preprocess="rust")
+    model, processor = load_model(tiny_dirs["qwen2_vl"], ModelSettings(lora=False))
+    assert Agent(model, processor, preprocess="native").image_pipeline.native
 
 
 def test_bad_input_is_rejected(tiny_dirs):

@@ -28,6 +28,11 @@ from vlmrl_fast.models.value_head import ValueHead
 from vlmrl_fast.ops import token_logprobs
 from vlmrl_fast.parser import first_action_token
 
+PREPROCESS_MODES = ("auto", "native", "hf")
+"""Image preprocessing of `Agent.prompt_batch`: "auto" uses the native Rust pipeline
+(`vlmrl_fast.preprocess.ImagePipeline`) when the processor has one, "native" requires it, "hf"
+always calls the Hugging Face processor."""
+
 _VISION_KEYS_NOT_BATCHED = ("pixel_values", "pixel_values_videos")
 
 
@@ -111,12 +116,14 @@ class Agent(nn.Module):
     `model`/`processor` come from `vlmrl_fast.models.load_model`; `value_head` defaults to a fresh
     `ValueHead` sized from the model's text config, on the model's device. `temperature` is both
     the sampling temperature and the one log-probs are evaluated at (0 = greedy; log-probs then use
-    temperature 1).
+    temperature 1). `preprocess` picks how images become `pixel_values` (see `PREPROCESS_MODES`).
     """
 
     def __init__(self, model, processor, value_head: ValueHead | None = None, *,
-                 temperature: float = 0.2, max_new_tokens: int = 256):
+                 temperature: float = 0.2, max_new_tokens: int = 256, preprocess: str = "auto"):
         super().__init__()
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"Agent: preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")
         if temperature < 0:
             raise ValueError(f"Agent: temperature must be >= 0, got {temperature}")
         if max_new_tokens < 1:
@@ -135,6 +142,8 @@ class Agent(nn.Module):
         if self.pad_token_id is None:
             self.pad_token_id = self.eos_token_id
         self.suppressed_token_ids = self._placeholder_token_ids()
+        self.preprocess = preprocess
+        self.image_pipeline = self._image_pipeline(preprocess)
 
     def _placeholder_token_ids(self) -> list[int]:
         # Image/video placeholder ids must never be generated: the model would take a sampled one
@@ -149,6 +158,31 @@ class Agent(nn.Module):
                 if isinstance(value, int) and value >= 0 and value != self.eos_token_id:
                     found.add(value)
         return sorted(found)
+
+    def _image_pipeline(self, mode: str):
+        """The native image pipeline for this processor, or None (the processor's own path)."""
+        if mode == "hf":
+            return None
+        import warnings
+
+        from vlmrl_fast.preprocess import ImagePipeline
+
+        proc = self.processor
+        why = None
+        if getattr(proc, "image_processor", None) is None:
+            why = f"{type(proc).__name__} holds no image processor"
+        elif not (hasattr(proc, "replace_image_token") and hasattr(proc, "get_text_with_replacements")):
+            why = f"{type(proc).__name__} cannot expand image placeholders from precomputed inputs"
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "auto" falls back quietly; "native" raises below
+                pipeline = ImagePipeline.from_processor(proc.image_processor)
+            if pipeline.native:
+                return pipeline
+            why = f"{type(proc.image_processor).__name__} has no native pipeline"
+        if mode == "native":
+            raise ValueError(f"Agent: preprocess='native' is not available: {why}; use 'auto' or 'hf'")
+        return None
 
     @property
     def device(self) -> torch.device:
@@ -173,6 +207,8 @@ class Agent(nn.Module):
         `vision`: the model's image inputs for these images, already computed (e.g. by
         `vlmrl_fast.preprocess.ImagePipeline`: `pixel_values`, `image_grid_thw`, ...); the Hugging
         Face image processor is then skipped and only the text side runs. `images` may be None then.
+        Without it, a uint8 array [N, H, W, 3] goes through the agent's native image pipeline when
+        it has one (`preprocess` "auto"/"native"), otherwise through the Hugging Face processor.
         """
         n = len(prompts)
         if n == 0:
@@ -182,6 +218,10 @@ class Agent(nn.Module):
             return self._prompt_batch_with_vision(texts, dict(vision))
         if len(images) != n:
             raise ValueError(f"prompt_batch: {len(images)} images but {n} prompts")
+        if (self.image_pipeline is not None and isinstance(images, np.ndarray) and images.dtype == np.uint8
+                and images.ndim == 4 and images.shape[-1] == 3):
+            # The whole batch in one native call (GIL released, threads over images).
+            return self._prompt_batch_with_vision(texts, dict(self.image_pipeline(images)))
         imgs = [np.ascontiguousarray(im) for im in images]
         for i, im in enumerate(imgs):
             if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
@@ -423,6 +463,7 @@ class Agent(nn.Module):
             "hidden_size": self.value_head.hidden_size,
             "temperature": self.temperature,
             "max_new_tokens": self.max_new_tokens,
+            "preprocess": self.preprocess,
         }
         (out / "agent.json").write_text(json.dumps(meta, indent=2))
 
@@ -456,4 +497,4 @@ class Agent(nn.Module):
         head = ValueHead(meta["hidden_size"])
         head.load_state_dict(load_file(str(src / "value_head.safetensors")))
         return cls(model, processor, head, temperature=meta["temperature"],
-                   max_new_tokens=meta["max_new_tokens"])
+                   max_new_tokens=meta["max_new_tokens"], preprocess=meta.get("preprocess", "auto"))

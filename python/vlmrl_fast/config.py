@@ -49,7 +49,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of everything (envs, sampling, init); each process adds its rank", group="run", min=0)
     run_dir: str = _f("", "output folder; empty means runs/<run_name>", group="run")
     run_name: str = _f("", "name of the run folder under runs/; empty means <env>-<model>-seed<seed>", group="run")
-    updates: int = _f(20, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
+    updates: int = _f(30, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
     stop_after: int = _f(0, "stop this invocation after so many updates (0: never); continue with --resume",
                          group="run", min=0)
     checkpoint_every: int = _f(5, "write a checkpoint every so many updates (and always at the end)",
@@ -74,11 +74,11 @@ class TrainConfig:
     invalid_fallback: str = _f("random", "action taken for an answer that does not parse to one action",
                                group="rollout", choices=("random", "fixed"))
     fallback_action: int = _f(0, "action index used when invalid_fallback = 'fixed'", group="rollout", min=0)
-    invalid_penalty: float = _f(0.0, "subtracted from the reward of a step whose answer was invalid",
+    invalid_penalty: float = _f(1.0, "subtracted from the reward of a step whose answer was invalid",
                                 group="rollout", min=0.0)
 
     # -- ppo ---------------------------------------------------------------------------------------------
-    learning_rate: float = _f(1e-4, "peak learning rate (cosine schedule over the updates)", group="ppo",
+    learning_rate: float = _f(3e-5, "peak learning rate (cosine schedule over the updates)", group="ppo",
                               min=0.0, max=1.0)
     min_learning_rate: float = _f(1e-5, "learning rate at the end of the cosine schedule", group="ppo",
                                   min=0.0, max=1.0)
@@ -110,6 +110,9 @@ class TrainConfig:
     lora_target_modules: str = _f("all-linear", "LoRA target modules: all-linear or a comma-separated list",
                                   group="model")
     lora_vision: bool = _f(False, "also put LoRA adapters on the vision tower", group="model")
+    preprocess: str = _f("auto", "image preprocessing: 'auto' (native Rust pipeline when the processor has one), "
+                         "'native' (required) or 'hf' (the Hugging Face processor)", group="model",
+                         choices=("auto", "native", "hf"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory", group="model")
     quantization: str = _f("none", "load the base model quantised (GPU only, bitsandbytes)", group="model",
                            choices=("none", "4bit", "8bit"))

@@ -213,5 +213,6 @@ def build_agent(cfg: TrainConfig, device: str) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the value head's initialisation, the same on every process
         model, processor = load_model(cfg.model, settings)
-        agent = Agent(model, processor, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+        agent = Agent(model, processor, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                      preprocess=cfg.preprocess)
     return agent.eval()

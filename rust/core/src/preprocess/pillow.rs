@@ -138,10 +138,10 @@ impl Weights {
     }
 }
 
-/// Where a row-wise pass puts output row `i` (its clipped accumulators).
+/// Where a row-wise pass puts its output rows (clipped accumulators).
 #[derive(Clone, Copy)]
 enum Emit {
-    /// As row `i` of the output.
+    /// As rows of the output.
     Rows,
     /// Transposed: accumulator `y * 3 + c` of row `i` goes to pixel (y, i) of an
     /// RGB8 image with `width` columns. This folds the transpose back after the
@@ -154,62 +154,128 @@ fn clip8(a: i32) -> u8 {
     (a >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Accumulates output row `i` into `dst` (clipped to 8 bits), 32 lanes at a
-/// time so that the accumulators stay in registers across the taps.
-#[inline(always)]
-fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8]) {
-    const L: usize = 32;
+/// Accumulates one output row into `dst` (clipped to 8 bits), portable code.
+fn row_of_scalar(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8], from: usize) {
     let rows = &src[start * row_len..(start + taps.len()) * row_len];
-    let mut x = 0;
-    while x < row_len {
-        let n = L.min(row_len - x);
-        let mut acc = [1i32 << (PRECISION_BITS - 1); L];
+    for x in from..row_len {
+        let mut acc = 1i32 << (PRECISION_BITS - 1);
         for (k, &weight) in taps.iter().enumerate() {
-            let row = &rows[k * row_len + x..k * row_len + x + n];
-            for (a, &s) in acc.iter_mut().zip(row) {
-                *a += s as i32 * weight;
-            }
+            acc += rows[k * row_len + x] as i32 * weight;
         }
-        for (o, &a) in dst[x..x + n].iter_mut().zip(acc.iter()) {
-            *o = clip8(a);
-        }
-        x += n;
+        dst[x] = clip8(acc);
     }
 }
 
+/// AVX2 version of [`row_of_scalar`]: 32 output bytes per iteration with the
+/// four 8-lane accumulators kept in registers across the taps.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+    // Every load below reads inside `rows`, every store inside `dst[..row_len]`.
+    let rows = &src[start * row_len..(start + taps.len()) * row_len];
+    let dst = &mut dst[..row_len];
+    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut x = 0;
+    while x + 32 <= row_len {
+        let (mut a0, mut a1, mut a2, mut a3) = (half, half, half, half);
+        for (k, &weight) in taps.iter().enumerate() {
+            let p = rows.as_ptr().add(k * row_len + x);
+            let w = _mm256_set1_epi32(weight);
+            let v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+            let v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8) as *const __m128i));
+            let v2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(16) as *const __m128i));
+            let v3 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(24) as *const __m128i));
+            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(v0, w));
+            a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(v1, w));
+            a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(v2, w));
+            a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(v3, w));
+        }
+        // >> 22, then saturating packs: i32 -> i16 -> u8 is exactly clamp(0, 255).
+        let s0 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a0);
+        let s1 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a1);
+        let s2 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a2);
+        let s3 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a3);
+        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
+        // The packs work per 128-bit half: put the 4-byte groups back in order.
+        let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+        _mm256_storeu_si256(dst.as_mut_ptr().add(x) as *mut __m256i, bytes);
+        x += 32;
+    }
+    // Tail: 8 bytes at a time.
+    while x + 8 <= row_len {
+        let mut a = half;
+        for (k, &weight) in taps.iter().enumerate() {
+            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rows.as_ptr().add(k * row_len + x) as *const __m128i));
+            a = _mm256_add_epi32(a, _mm256_mullo_epi32(v, _mm256_set1_epi32(weight)));
+        }
+        let s = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a);
+        let words = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        _mm_storel_epi64(dst.as_mut_ptr().add(x) as *mut __m128i, _mm_packus_epi16(words, words));
+        x += 8;
+    }
+    row_of_scalar(src, row_len, start, taps, dst, x);
+}
+
 #[inline(always)]
-fn rows_pass_body(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut [u8], emit: Emit) {
-    for (i, &(start, count)) in w.bounds.iter().enumerate() {
-        let taps = &w.weights[i * w.window..][..count];
-        match emit {
-            Emit::Rows => row_of(src, row_len, start, taps, &mut out[i * row_len..(i + 1) * row_len]),
-            Emit::TransposedRgb { width } => {
-                row_of(src, row_len, start, taps, tmp);
-                for (y, px) in tmp.chunks_exact(3).enumerate() {
-                    let d = (y * width + i) * 3;
-                    out[d..d + 3].copy_from_slice(px);
+fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8], avx2: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU supports AVX2 (see rows_pass).
+        unsafe { row_of_avx2(src, row_len, start, taps, dst) };
+        return;
+    }
+    let _ = avx2;
+    row_of_scalar(src, row_len, start, taps, dst, 0)
+}
+
+/// Output rows transposed back in blocks of this many, so that the stores of
+/// each source row are `BLOCK` contiguous pixels instead of one.
+const BLOCK: usize = 16;
+
+/// Output row `i` = weighted sum of input rows `start_i ..` (rows of `row_len` bytes).
+fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut Vec<u8>, emit: Emit) {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    let taps_of = |i: usize| {
+        let (start, count) = w.bounds[i];
+        (start, &w.weights[i * w.window..][..count])
+    };
+    match emit {
+        Emit::Rows => {
+            for (i, dst) in out.chunks_exact_mut(row_len).take(w.bounds.len()).enumerate() {
+                let (start, taps) = taps_of(i);
+                row_of(src, row_len, start, taps, dst, avx2);
+            }
+        }
+        Emit::TransposedRgb { width } => {
+            set_len(tmp, BLOCK * row_len);
+            let pixels = row_len / 3;
+            for i0 in (0..w.bounds.len()).step_by(BLOCK) {
+                let b = BLOCK.min(w.bounds.len() - i0);
+                for (j, dst) in tmp.chunks_exact_mut(row_len).take(b).enumerate() {
+                    let (start, taps) = taps_of(i0 + j);
+                    row_of(src, row_len, start, taps, dst, avx2);
+                }
+                assert!(out.len() >= ((pixels - 1) * width + i0 + b) * 3, "rows_pass: output size");
+                let (t, o) = (tmp.as_ptr(), out.as_mut_ptr());
+                for y in 0..pixels {
+                    let d = (y * width + i0) * 3;
+                    for j in 0..b {
+                        // SAFETY: j < b <= BLOCK rows of `tmp` (row_len = 3 * pixels bytes
+                        // each, y < pixels); d + 3 * b <= out.len() (asserted above).
+                        unsafe { std::ptr::copy_nonoverlapping(t.add(j * row_len + y * 3), o.add(d + j * 3), 3) };
+                    }
                 }
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn rows_pass_avx2(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut [u8], emit: Emit) {
-    rows_pass_body(src, row_len, w, out, tmp, emit)
-}
-
-/// Output row `i` = weighted sum of input rows `start_i ..` (rows of `row_len` bytes).
-fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut Vec<u8>, emit: Emit) {
-    set_len(tmp, row_len);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { rows_pass_avx2(src, row_len, w, out, &mut tmp[..row_len], emit) };
-        return;
-    }
-    rows_pass_body(src, row_len, w, out, &mut tmp[..row_len], emit)
 }
 
 /// Sets `v` to length `n` without clearing: every byte is overwritten next.
@@ -220,31 +286,43 @@ fn set_len(v: &mut Vec<u8>, n: usize) {
 
 /// Transposes an RGB8 image of `h` x `w` pixels into `w` x `h`.
 fn transpose_rgb(src: &[u8], (h, w): (usize, usize), dst: &mut Vec<u8>) {
+    assert_eq!(src.len(), h * w * 3, "transpose_rgb: source size");
     set_len(dst, h * w * 3);
-    let dst = &mut dst[..h * w * 3];
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
     // Tiles keep both sides in cache.
-    const T: usize = 16;
+    const T: usize = 32;
     for y0 in (0..h).step_by(T) {
+        let y1 = (y0 + T).min(h);
         for x0 in (0..w).step_by(T) {
-            for y in y0..(y0 + T).min(h) {
-                let row = &src[(y * w + x0) * 3..(y * w + (x0 + T).min(w)) * 3];
-                for (dx, px) in row.chunks_exact(3).enumerate() {
-                    let d = ((x0 + dx) * h + y) * 3;
-                    dst[d] = px[0];
-                    dst[d + 1] = px[1];
-                    dst[d + 2] = px[2];
+            let x1 = (x0 + T).min(w);
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    // SAFETY: y < h and x < w, so both offsets + 3 stay within the
+                    // h * w * 3 bytes of `src` (asserted) and `dst` (sized above).
+                    unsafe { std::ptr::copy_nonoverlapping(s.add((y * w + x) * 3), d.add((x * h + y) * 3), 3) };
                 }
             }
         }
     }
 }
 
-/// Buffers reused across the images one worker resizes.
+/// Buffers reused across the images one worker resizes, and the weights of
+/// the last sizes seen (a batch has one size: computed once per worker).
 #[derive(Default)]
 pub struct PillowScratch {
     transposed: Vec<u8>,
     horizontal: Vec<u8>,
     row: Vec<u8>,
+    weights_w: Option<((usize, usize, Filter), Weights)>,
+    weights_h: Option<((usize, usize, Filter), Weights)>,
+}
+
+/// The weights for `key` = (in, out, filter), from `slot` or computed into it.
+fn cached(slot: &mut Option<((usize, usize, Filter), Weights)>, key: (usize, usize, Filter)) -> &Weights {
+    if slot.as_ref().map(|(k, _)| *k) != Some(key) {
+        *slot = Some((key, Weights::new(key.0, key.1, key.2)));
+    }
+    &slot.as_ref().expect("filled just above").1
 }
 
 /// Resizes the HWC RGB8 image `src` to `dst_size` into `out` as Pillow's
@@ -261,6 +339,8 @@ pub fn resize(
         transposed,
         horizontal,
         row,
+        weights_w,
+        weights_h,
     } = scratch;
     let rows: &[u8] = if dw != sw {
         // The horizontal pass runs on the transposed image (rows = source
@@ -268,14 +348,14 @@ pub fn resize(
         transpose_rgb(src, (sh, sw), transposed);
         set_len(horizontal, sh * dw * 3);
         let emit = Emit::TransposedRgb { width: dw };
-        rows_pass(transposed, sh * 3, &Weights::new(sw, dw, filter), horizontal, row, emit);
+        rows_pass(transposed, sh * 3, cached(weights_w, (sw, dw, filter)), horizontal, row, emit);
         horizontal
     } else {
         src
     };
     if dh != sh {
         set_len(out, dh * dw * 3);
-        rows_pass(rows, dw * 3, &Weights::new(sh, dh, filter), out, row, Emit::Rows);
+        rows_pass(rows, dw * 3, cached(weights_h, (sh, dh, filter)), out, row, Emit::Rows);
     } else {
         out.clear();
         out.extend_from_slice(rows);
