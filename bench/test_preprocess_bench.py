@@ -1,15 +1,27 @@
 """Benchmark: 64 observations of 300x300x3 -> pixel_values, native pipeline vs
 Hugging Face's processors (Pillow backend and torchvision backend), per family.
 
-    PYTHONPATH=python python -m pytest bench/test_preprocess_bench.py --benchmark-only
+    PYTHONPATH=python python -m pytest bench/test_preprocess_bench.py --benchmark-only -s
 
-Targets (issue 8): native >= 30x the Pillow backend and >= 5x the torchvision
-backend. The ratios of medians, all measured in this one run, are printed at
-the end (run with -s to see them).
+Implementations, all timed in this one run on the same observations:
+- hf_pil / hf_tv: the Hugging Face processor (Pillow / torchvision backend), float32.
+- native_pil / native_tv: `ImagePipeline` for that backend, float32, a new tensor per call.
+- native_pil_out: the same into a preallocated tensor (`out=`, how a rollout's storage is
+  filled: no page faults on fresh memory).
+- native_pil_bf16: the same with `dtype=torch.bfloat16` (bf16 written natively, what a bf16
+  model takes; the HF processor has no bf16 output, its baseline stays float32).
+- floor / floor_out: torch allocating + filling a float32 tensor of the output's size, and
+  filling a preallocated one: the memory traffic any implementation must pay.
+
+Targets (issue 8): native >= 30x the Pillow backend and >= 5x the torchvision backend. The
+ratios of medians are printed at the end (with -s) and saved as JSON to the path in
+PREPROCESS_BENCH_JSON when it is set.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +35,7 @@ from vlmrl_fast.preprocess import ImagePipeline  # noqa: E402
 
 N, H, W = 64, 300, 300
 FAMILIES = ["clip336", "qwen2vl", "siglip224", "siglip384"]
+IMPLS = ["native_pil", "native_pil_out", "native_pil_bf16", "native_tv", "hf_pil", "hf_tv", "floor", "floor_out"]
 TARGETS = {"pil": 30.0, "tv": 5.0}
 _medians: dict[tuple[str, str], float] = {}
 
@@ -32,45 +45,57 @@ def obs():
     return synthetic_obs(N, H, W, seed=1)
 
 
-def _record(benchmark, family: str, impl: str) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_preprocess(benchmark, obs, family, impl):
+    """One batch of 64 observations through one implementation."""
+    backend = "tv" if impl.endswith("_tv") else "pil"
+    ip = PROCESSORS[f"{family}_{backend}"]()
+    benchmark.group = f"preprocess {family} (64 x 300x300)"
+    rounds = 10
+    if impl.startswith("hf_"):
+        fn = lambda: hf_outputs(ip, obs)  # noqa: E731
+        rounds = 3
+    else:
+        dtype = torch.bfloat16 if impl.endswith("_bf16") else torch.float32
+        pipeline = ImagePipeline.from_processor(ip, dtype=dtype)
+        assert pipeline.native
+        shape = pipeline.output_shape(N, H, W)
+        if impl == "floor":
+            fn = lambda: torch.empty(shape).fill_(0.5)  # noqa: E731
+        elif impl == "floor_out":
+            buf = torch.empty(shape)
+            fn = lambda: buf.fill_(0.5)  # noqa: E731
+        elif impl == "native_pil_out":
+            buf = torch.empty(shape)
+            fn = lambda: pipeline(obs, out=buf)  # noqa: E731
+        else:
+            fn = lambda: pipeline(obs)  # noqa: E731
+    with torch.inference_mode():
+        benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1, iterations=1)
     _medians[(family, impl)] = benchmark.stats.stats.median
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("impl", ["native_pil", "native_tv", "hf_pil", "hf_tv"])
-def test_preprocess(benchmark, obs, family, impl):
-    """One batch of 64 observations through one implementation."""
-    kind, backend = impl.split("_")
-    ip = PROCESSORS[f"{family}_{backend}"]()
-    benchmark.group = f"preprocess {family} (64 x 300x300)"
-    if kind == "native":
-        pipeline = ImagePipeline.from_processor(ip)
-        assert pipeline.native
-        fn = lambda: pipeline(obs)  # noqa: E731
-        rounds = 10
-    else:
-        fn = lambda: hf_outputs(ip, obs)  # noqa: E731
-        rounds = 3
-    with torch.inference_mode():
-        benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1, iterations=1)
-    _record(benchmark, family, impl)
-
-
-def test_report_ratios(request):
-    """Speed-ups of the medians above (needs the benchmarks of this run)."""
-    if request.config.getoption("benchmark_disable", False) or not _medians:
-        pytest.skip("benchmarks did not run")
+@pytest.fixture(scope="module", autouse=True)
+def report_ratios():
+    """After the module: speed-ups of the medians above (printed; saved where asked)."""
+    yield
+    if not _medians:
+        return
     rows = {}
     for family in FAMILIES:
-        for backend in ("pil", "tv"):
-            native, hf = _medians.get((family, f"native_{backend}")), _medians.get((family, f"hf_{backend}"))
-            if native and hf:
-                rows[f"{family}_{backend}"] = {
-                    "hf_s": hf,
-                    "native_s": native,
-                    "speedup": hf / native,
-                    "target": TARGETS[backend],
-                }
-    lines = [f"{k:16s} hf {v['hf_s'] * 1e3:8.1f} ms  native {v['native_s'] * 1e3:6.1f} ms  "
-             f"x{v['speedup']:6.1f} (target x{v['target']:.0f})" for k, v in rows.items()]
-    print("\n" + "\n".join(lines))
+        m = {impl: _medians.get((family, impl)) for impl in IMPLS}
+        if not all(m.values()):
+            continue
+        rows[family] = {
+            "median_ms": {k: round(v * 1e3, 2) for k, v in m.items()},
+            "vs_hf_pil": {k: round(m["hf_pil"] / m[k], 1) for k in ("native_pil", "native_pil_out", "native_pil_bf16")},
+            "vs_hf_tv": round(m["hf_tv"] / m["native_tv"], 1),
+            "native_pil_vs_floor": round(m["native_pil"] / m["floor"], 2),
+            "native_pil_out_vs_floor_out": round(m["native_pil_out"] / m["floor_out"], 2),
+        }
+    for family, r in rows.items():
+        print(f"\n{family}: {json.dumps(r)}")
+    path = os.environ.get("PREPROCESS_BENCH_JSON")
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=1))

@@ -72,6 +72,56 @@ def test_full_processor_and_dtype():
     torch.testing.assert_close(got["pixel_values"].float(), ref["pixel_values"], atol=TOLERANCE + 0.02, rtol=8e-3)
 
 
+@pytest.mark.parametrize("name", ["clip336_pil", "qwen2vl_tv", "siglip224_pil"])
+def test_bfloat16_is_written_natively_and_rounds_like_torch(name):
+    """dtype=bfloat16 writes bf16 bits from Rust; they equal torch's float32 -> bfloat16
+    conversion (round to nearest even) of the float32 pipeline's values, bit for bit."""
+    ip = PROCESSORS[name]()
+    f32 = ImagePipeline.from_processor(ip)
+    bf16 = ImagePipeline.from_processor(ip, dtype=torch.bfloat16)
+    obs = synthetic_obs(3, 301, 299, seed=4)
+    want = f32(obs)["pixel_values"].to(torch.bfloat16)
+    got = bf16(obs)["pixel_values"]
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    storage = torch.empty((2, *bf16.output_shape(3, 301, 299)), dtype=torch.bfloat16)
+    into = bf16(obs, out=storage[1])["pixel_values"]
+    assert into.data_ptr() == storage[1].data_ptr()
+    assert torch.equal(storage[1].view(torch.int16), want.view(torch.int16))
+    with pytest.raises(ValueError, match="out must be a contiguous torch.bfloat16 CPU tensor"):
+        bf16(obs, out=torch.empty(bf16.output_shape(3, 301, 299)))
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
+        bf16.core(obs, dtype="float16")
+    with pytest.raises(PreprocessTypeError, match="out must be a numpy uint16"):
+        bf16.core(obs, np.zeros(3, np.float32), dtype="bfloat16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_output_buffers_are_reused_only_once_freed(dtype):
+    """New outputs come from a pool of freed ones (no page faults on fresh memory), and a
+    buffer is never handed out again while any tensor, view or array over it is alive."""
+    pipeline = ImagePipeline.from_processor(PROCESSORS["clip336_pil"](), dtype=dtype)
+    a_obs, b_obs = synthetic_obs(2, 300, 300, seed=1), synthetic_obs(2, 300, 300, seed=2)
+    a = pipeline(a_obs)["pixel_values"]
+    a_copy = a.clone()
+    b = pipeline(b_obs)["pixel_values"]
+    assert a.data_ptr() != b.data_ptr()
+    assert torch.equal(a, a_copy)  # computing b did not touch a
+    view = a[1]
+    ptr = a.data_ptr()
+    del a
+    c = pipeline(b_obs)["pixel_values"]
+    assert c.data_ptr() != ptr and torch.equal(view, a_copy[1])  # the view keeps a's buffer
+    del view
+    d = pipeline(a_obs)["pixel_values"]
+    assert d.data_ptr() == ptr and torch.equal(d, a_copy)  # freed: reused, fully rewritten
+    arr = d.view(torch.int16).numpy() if dtype == torch.bfloat16 else d.numpy()
+    del d
+    e = pipeline(b_obs)["pixel_values"]
+    assert e.data_ptr() != ptr and arr.ctypes.data == ptr  # a numpy view keeps it too
+    assert torch.equal(e, b)
+
+
 def test_reads_tensors_and_strided_arrays():
     ip = PROCESSORS["clip336_tv"]()
     pipeline = ImagePipeline.from_processor(ip)

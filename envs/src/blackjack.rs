@@ -150,7 +150,9 @@ impl Env for Blackjack {
                     )));
                 }
                 if hand_total(&player).0 > 21 {
-                    return Err(EnvError::InvalidState(format!("{ID} state \"player\" is already bust")));
+                    return Err(EnvError::InvalidState(format!(
+                        "{ID} state \"player\" is already bust"
+                    )));
                 }
                 if dealer.len() != 2 {
                     return Err(EnvError::InvalidState(format!(
@@ -199,7 +201,11 @@ impl Env for Blackjack {
     }
     fn info(&self) -> Info {
         let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
-        let d: Vec<String> = self.visible_dealer().iter().map(|c| c.to_string()).collect();
+        let d: Vec<String> = self
+            .visible_dealer()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         json!({"Player Card": p, "Dealer Card": d})
             .as_object()
             .cloned()
@@ -207,8 +213,16 @@ impl Env for Blackjack {
     }
     fn text(&self) -> String {
         let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
-        let d: Vec<String> = self.visible_dealer().iter().map(|c| c.to_string()).collect();
-        let hidden = if self.over { "" } else { " and one face-down card" };
+        let d: Vec<String> = self
+            .visible_dealer()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let hidden = if self.over {
+            ""
+        } else {
+            " and one face-down card"
+        };
         format!(
             "Dealer cards: {}{hidden}. Player cards: {} (total {}).",
             d.join(", "),
@@ -242,8 +256,12 @@ impl Env for Blackjack {
         }
         self.dealer_label.show(canvas, "Dealer", full);
         self.player_label.show(canvas, "Player", full);
-        self.dealer_row
-            .show(canvas, &self.sprites, &slots(&self.dealer, !self.over), full);
+        self.dealer_row.show(
+            canvas,
+            &self.sprites,
+            &slots(&self.dealer, !self.over),
+            full,
+        );
         self.player_row
             .show(canvas, &self.sprites, &slots(&self.player, false), full);
     }

@@ -34,7 +34,12 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
     kwargs::check_known(
         id,
         kw,
-        &["episode_length", "num_actions", "dynamic_actions", "panic_on_action"],
+        &[
+            "episode_length",
+            "num_actions",
+            "dynamic_actions",
+            "panic_on_action",
+        ],
     )?;
     Ok(Box::new(Dummy {
         episode_length: kwargs::int(id, kw, "episode_length", 5, 1, 1_000_000)?,
@@ -75,10 +80,11 @@ impl Env for Dummy {
     fn reset(&mut self, rng: &mut Rng, state: Option<&Value>) -> Result<(), EnvError> {
         self.start = match state {
             None => rng.below(1000) as i64,
-            Some(v) => v
-                .get("start")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| EnvError::InvalidState(format!("Dummy-v0 state must be {{\"start\": int}}, got {v}")))?,
+            Some(v) => v.get("start").and_then(Value::as_i64).ok_or_else(|| {
+                EnvError::InvalidState(format!(
+                    "Dummy-v0 state must be {{\"start\": int}}, got {v}"
+                ))
+            })?,
         };
         self.step = 0;
         self.last_action = 0;

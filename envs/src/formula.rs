@@ -69,7 +69,9 @@ impl Rat {
     }
     pub fn checked_add(self, o: Rat) -> Option<Rat> {
         Rat::new(
-            self.n.checked_mul(o.d)?.checked_add(o.n.checked_mul(self.d)?)?,
+            self.n
+                .checked_mul(o.d)?
+                .checked_add(o.n.checked_mul(self.d)?)?,
             self.d.checked_mul(o.d)?,
         )
     }
@@ -383,7 +385,9 @@ mod tests {
         assert_eq!(v("-7//2"), Ok(Rat::int(-4)));
         assert_eq!(v("--3+-+1"), Ok(Rat::int(2)));
         assert_eq!(v("9**(1/2)*8"), Ok(Rat::int(24)));
-        for bad in ["10+", "()", "(2)(3)", "2(3)", "2***3", "", "+", "(1+2", "1+2)", "*3"] {
+        for bad in [
+            "10+", "()", "(2)(3)", "2(3)", "2***3", "", "+", "(1+2", "1+2)", "*3",
+        ] {
             assert!(v(bad).is_err(), "{bad:?} should be invalid");
         }
         assert_eq!(v("1/(3-3)"), Err(EvalError::ZeroDivision));

@@ -80,7 +80,11 @@ impl FormulaGame {
         let font = Font::get(Face::Bold, l.font_px);
         let line_h = font.line_height + 2;
         let label = TextField::new(8, l.text_y, 292, line_h, TABLE_GREEN, WHITE, font.clone());
-        let first = if l.inline { l.text_y } else { l.text_y + line_h };
+        let first = if l.inline {
+            l.text_y
+        } else {
+            l.text_y + line_h
+        };
         let lines = (0..if l.inline { 0 } else { l.formula_lines })
             .map(|i| {
                 TextField::new(
@@ -116,7 +120,8 @@ impl FormulaGame {
 
     pub fn action_names(&self) -> Vec<String> {
         let nums = self.rules.numbers.iter().map(|n| n.to_string());
-        nums.chain(self.rules.ops.iter().map(|s| s.to_string())).collect()
+        nums.chain(self.rules.ops.iter().map(|s| s.to_string()))
+            .collect()
     }
 
     pub fn num_actions(&self) -> usize {
@@ -180,7 +185,8 @@ impl FormulaGame {
         }
         let op = self.rules.ops[a - nn];
         if op == "=" {
-            let ok = self.used.len() == self.rules.num_cards && formula::equals(&self.formula, self.rules.target);
+            let ok = self.used.len() == self.rules.num_cards
+                && formula::equals(&self.formula, self.rules.target);
             return Ok(Transition {
                 reward: if ok { 10.0 } else { -1.0 },
                 terminated: true,
@@ -234,7 +240,12 @@ impl FormulaGame {
         let mut plan = self.plan.borrow_mut();
         let fits = matches!(&*plan, Some(Some(p)) if p.starts_with(&self.formula));
         if !fits {
-            let found = solver::solve_from(&self.values, self.rules.solver_ops, self.rules.target, &self.formula);
+            let found = solver::solve_from(
+                &self.values,
+                self.rules.solver_ops,
+                self.rules.target,
+                &self.formula,
+            );
             *plan = Some(found);
         }
         match &*plan {

@@ -75,25 +75,44 @@ pub mod kwargs {
         match kw.keys().find(|k| !allowed.contains(&k.as_str())) {
             Some(k) => Err(EnvError::InvalidArgument(format!(
                 "{env} got an unexpected keyword argument {k:?} (accepted: {})",
-                if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
             ))),
             None => Ok(()),
         }
     }
 
     /// An integer argument in `lo..=hi`, or `default` when absent.
-    pub fn int(env: &str, kw: &Kwargs, key: &str, default: i64, lo: i64, hi: i64) -> Result<i64, EnvError> {
-        let Some(v) = kw.get(key) else { return Ok(default) };
+    pub fn int(
+        env: &str,
+        kw: &Kwargs,
+        key: &str,
+        default: i64,
+        lo: i64,
+        hi: i64,
+    ) -> Result<i64, EnvError> {
+        let Some(v) = kw.get(key) else {
+            return Ok(default);
+        };
         match v.as_i64() {
             Some(x) if (lo..=hi).contains(&x) => Ok(x),
-            _ => Err(EnvError::InvalidArgument(format!("{env}: {key} must be an integer in {lo}..={hi}, got {v}"))),
+            _ => Err(EnvError::InvalidArgument(format!(
+                "{env}: {key} must be an integer in {lo}..={hi}, got {v}"
+            ))),
         }
     }
 
     /// A boolean argument, or `default` when absent.
     pub fn boolean(env: &str, kw: &Kwargs, key: &str, default: bool) -> Result<bool, EnvError> {
-        let Some(v) = kw.get(key) else { return Ok(default) };
-        v.as_bool().ok_or_else(|| EnvError::InvalidArgument(format!("{env}: {key} must be a bool, got {v}")))
+        let Some(v) = kw.get(key) else {
+            return Ok(default);
+        };
+        v.as_bool().ok_or_else(|| {
+            EnvError::InvalidArgument(format!("{env}: {key} must be a bool, got {v}"))
+        })
     }
 }
 
@@ -104,10 +123,14 @@ pub mod state {
     use vlmrl_core::error::EnvError;
 
     /// The object of an explicit state, with no keys beyond `allowed`.
-    pub fn object<'a>(env: &str, state: &'a Value, allowed: &[&str]) -> Result<&'a serde_json::Map<String, Value>, EnvError> {
-        let obj = state
-            .as_object()
-            .ok_or_else(|| EnvError::InvalidState(format!("{env} state must be a dict, got {state}")))?;
+    pub fn object<'a>(
+        env: &str,
+        state: &'a Value,
+        allowed: &[&str],
+    ) -> Result<&'a serde_json::Map<String, Value>, EnvError> {
+        let obj = state.as_object().ok_or_else(|| {
+            EnvError::InvalidState(format!("{env} state must be a dict, got {state}"))
+        })?;
         if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(EnvError::InvalidState(format!(
                 "{env} state has an unknown key {k:?} (accepted: {})",
@@ -118,15 +141,26 @@ pub mod state {
     }
 
     /// A list of card strings under `key`.
-    pub fn cards(env: &str, obj: &serde_json::Map<String, Value>, key: &str) -> Result<Vec<Card>, EnvError> {
-        let v = obj.get(key).ok_or_else(|| EnvError::InvalidState(format!("{env} state needs {key:?}")))?;
-        let list = v
-            .as_array()
-            .ok_or_else(|| EnvError::InvalidState(format!("{env} state {key:?} must be a list of card strings, got {v}")))?;
+    pub fn cards(
+        env: &str,
+        obj: &serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Result<Vec<Card>, EnvError> {
+        let v = obj
+            .get(key)
+            .ok_or_else(|| EnvError::InvalidState(format!("{env} state needs {key:?}")))?;
+        let list = v.as_array().ok_or_else(|| {
+            EnvError::InvalidState(format!(
+                "{env} state {key:?} must be a list of card strings, got {v}"
+            ))
+        })?;
         list.iter()
             .map(|c| match c.as_str() {
-                Some(s) => Card::parse(s).map_err(|e| EnvError::InvalidState(format!("{env} state {key:?}: {e}"))),
-                None => Err(EnvError::InvalidState(format!("{env} state {key:?}: card {c} is not a string"))),
+                Some(s) => Card::parse(s)
+                    .map_err(|e| EnvError::InvalidState(format!("{env} state {key:?}: {e}"))),
+                None => Err(EnvError::InvalidState(format!(
+                    "{env} state {key:?}: card {c} is not a string"
+                ))),
             })
             .collect()
     }

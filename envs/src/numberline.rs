@@ -66,9 +66,9 @@ impl Env for NumberLine {
             Some(v) => {
                 let obj = state::object(ID, v, &["current", "target"])?;
                 let get = |key: &str| -> Result<i64, EnvError> {
-                    let x = obj
-                        .get(key)
-                        .ok_or_else(|| EnvError::InvalidState(format!("{ID} state needs {key:?}")))?;
+                    let x = obj.get(key).ok_or_else(|| {
+                        EnvError::InvalidState(format!("{ID} state needs {key:?}"))
+                    })?;
                     match x.as_i64() {
                         Some(p) if (0..=self.max_position).contains(&p) => Ok(p),
                         _ => Err(EnvError::InvalidState(format!(
@@ -113,7 +113,10 @@ impl Env for NumberLine {
         v.as_object().cloned().unwrap_or_default()
     }
     fn text(&self) -> String {
-        format!("Target number: {}. Current number: {}.", self.target, self.current)
+        format!(
+            "Target number: {}. Current number: {}.",
+            self.target, self.current
+        )
     }
     fn expert_action(&self) -> i64 {
         // Toward the target; at the target either action ends nothing, pick "+".

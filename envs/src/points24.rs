@@ -22,7 +22,10 @@ pub struct Points24(FormulaGame);
 
 fn deal(rng: &mut Rng) -> Vec<Card> {
     let ranks: Vec<u8> = (0..4).map(|_| rng.range_inclusive(1, 13) as u8).collect();
-    ranks.into_iter().map(|r| Card::new(random_suit(rng), r)).collect()
+    ranks
+        .into_iter()
+        .map(|r| Card::new(random_suit(rng), r))
+        .collect()
 }
 
 /// Registry constructor.

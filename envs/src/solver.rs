@@ -72,7 +72,11 @@ fn combine(a: &Item, b: &Item, op: Op) -> Option<Item> {
     push_wrapped(&mut tokens, &a.tokens, wrap_left);
     tokens.push(Token::Sym(op.symbol()));
     push_wrapped(&mut tokens, &b.tokens, wrap_right);
-    Some(Item { value, tokens, prec: p })
+    Some(Item {
+        value,
+        tokens,
+        prec: p,
+    })
 }
 
 fn search(items: &[Item], ops: &[Op], target: Rat, out: &mut Vec<Vec<Token>>, first_only: bool) {
@@ -138,7 +142,13 @@ pub fn solve(numbers: &[i64], ops: &[Op], target: i64) -> Option<Vec<Token>> {
         return hit.clone();
     }
     let mut out = Vec::new();
-    search(&leaves(&key.0), ops, Rat::int(target as i128), &mut out, true);
+    search(
+        &leaves(&key.0),
+        ops,
+        Rat::int(target as i128),
+        &mut out,
+        true,
+    );
     let found = out.pop();
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
     if map.len() < 100_000 {
@@ -150,12 +160,23 @@ pub fn solve(numbers: &[i64], ops: &[Op], target: i64) -> Option<Vec<Token>> {
 /// Every solution the search finds (with repeats across orderings).
 pub fn all_solutions(numbers: &[i64], ops: &[Op], target: i64) -> Vec<Vec<Token>> {
     let mut out = Vec::new();
-    search(&leaves(numbers), ops, Rat::int(target as i128), &mut out, false);
+    search(
+        &leaves(numbers),
+        ops,
+        Rat::int(target as i128),
+        &mut out,
+        false,
+    );
     out
 }
 
 /// A solution that starts with `prefix` (the formula typed so far), if any.
-pub fn solve_from(numbers: &[i64], ops: &[Op], target: i64, prefix: &[Token]) -> Option<Vec<Token>> {
+pub fn solve_from(
+    numbers: &[i64],
+    ops: &[Op],
+    target: i64,
+    prefix: &[Token],
+) -> Option<Vec<Token>> {
     if prefix.is_empty() {
         return solve(numbers, ops, target);
     }

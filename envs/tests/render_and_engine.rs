@@ -7,7 +7,12 @@ use vlmrl_core::render::Canvas;
 use vlmrl_core::rng::Rng;
 use vlmrl_core::vecenv::{AutoReset, VecEnv};
 
-const GAMES: [&str; 4] = ["NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0"];
+const GAMES: [&str; 4] = [
+    "NumberLine-v0",
+    "EZPoints-v0",
+    "Points24-v0",
+    "Blackjack-v0",
+];
 
 #[test]
 fn incremental_redraw_equals_full_redraw() {
@@ -34,13 +39,18 @@ fn incremental_redraw_equals_full_redraw() {
             env.render(&mut Canvas::new(&mut incremental), false);
             full.fill(0);
             env.render(&mut Canvas::new(&mut full), true);
-            assert!(incremental == full, "{id}: incremental redraw differs at step {step}");
+            assert!(
+                incremental == full,
+                "{id}: incremental redraw differs at step {step}"
+            );
         }
     }
 }
 
 fn stream(id: &str, threads: usize, seed: u64) -> Vec<(u64, Vec<f64>)> {
-    let envs = (0..6).map(|_| vlmrl_envs::make(id, &Map::new()).unwrap()).collect();
+    let envs = (0..6)
+        .map(|_| vlmrl_envs::make(id, &Map::new()).unwrap())
+        .collect();
     let mut v = VecEnv::new(envs, threads, AutoReset::NextStep, seed).unwrap();
     v.reset(None, None, None).unwrap();
     let mut policy = Rng::new(1);
@@ -66,7 +76,11 @@ fn vector_env_streams_depend_on_seed_not_threads() {
         let a = stream(id, 1, 9);
         assert_eq!(a, stream(id, 2, 9), "{id}: 1 and 2 threads differ");
         assert_eq!(a, stream(id, 3, 9), "{id}: 1 and 3 threads differ");
-        assert_ne!(a, stream(id, 2, 10), "{id}: another seed gives the same stream");
+        assert_ne!(
+            a,
+            stream(id, 2, 10),
+            "{id}: another seed gives the same stream"
+        );
     }
 }
 

@@ -215,11 +215,16 @@ class Preprocessor:
     def plan(self, n: int, height: int, width: int) -> tuple[list[int], tuple[int, int] | None]:
         """Output shape and Qwen2-VL grid (grid_h, grid_w) for n images of height x width."""
     def __call__(
-        self, obs: npt.NDArray[np.uint8], out: npt.NDArray[np.float32] | None = None
-    ) -> tuple[npt.NDArray[np.float32], tuple[int, int] | None]:
+        self,
+        obs: npt.NDArray[np.uint8],
+        out: npt.NDArray[np.float32] | npt.NDArray[np.uint16] | None = None,
+        dtype: str = "float32",
+    ) -> tuple[npt.NDArray[np.float32] | npt.NDArray[np.uint16], tuple[int, int] | None]:
         """Preprocesses obs (uint8 [N, H, W, 3], C-contiguous, read in place) with the GIL released.
 
-        Returns (pixel_values float32, grid or None); writes into `out` when given.
+        Returns (pixel_values, grid or None): float32 values, or for dtype="bfloat16" uint16
+        holding bfloat16 bits (round to nearest even); writes into `out` (that element type)
+        when given.
         """
 
 # --- ALFWorld (rust/py/src/alfworld.rs) ---

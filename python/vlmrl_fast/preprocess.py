@@ -213,8 +213,9 @@ class ImagePipeline:
 
         Returns a `transformers.BatchFeature` of torch tensors: `pixel_values` in
         `self.dtype`, plus `image_grid_thw` (int64 [N, 3]) for the Qwen2-VL family.
-        `out`: a contiguous float32 CPU tensor of `output_shape(...)` (e.g. one step
-        of a rollout's storage) that receives the values in place of a new tensor.
+        `out`: a contiguous CPU tensor of `output_shape(...)` (e.g. one step of a
+        rollout's storage) that receives the values in place of a new tensor: bfloat16
+        when `self.dtype` is bfloat16 (written natively), float32 otherwise.
         """
         from transformers import BatchFeature
 
@@ -226,15 +227,23 @@ class ImagePipeline:
             return self._fallback(obs)
         if isinstance(obs, np.ndarray) and not obs.flags.c_contiguous:
             obs = np.ascontiguousarray(obs)
+        # bfloat16 is written natively (half the memory traffic); other dtypes convert from float32.
+        native_dtype = torch.bfloat16 if self.dtype == torch.bfloat16 else torch.float32
+        kind = "bfloat16" if native_dtype == torch.bfloat16 else "float32"
         if out is not None:
-            if out.dtype != torch.float32 or out.device.type != "cpu" or not out.is_contiguous():
-                raise ValueError("out must be a contiguous float32 CPU tensor")
-            values, grid = self.core(obs, out.numpy())
+            if out.dtype != native_dtype or out.device.type != "cpu" or not out.is_contiguous():
+                raise ValueError(f"out must be a contiguous {native_dtype} CPU tensor "
+                                 f"(got {out.dtype} on {out.device}, contiguous={out.is_contiguous()})")
+            target = out.view(torch.int16).numpy().view(np.uint16) if kind == "bfloat16" else out.numpy()
+            _, grid = self.core(obs, target, dtype=kind)
             pixel_values = out
         else:
-            values, grid = self.core(obs)
-            pixel_values = torch.from_numpy(values)
-        if self.dtype != torch.float32:
+            values, grid = self.core(obs, dtype=kind)
+            if kind == "bfloat16":
+                pixel_values = torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
+            else:
+                pixel_values = torch.from_numpy(values)
+        if pixel_values.dtype != self.dtype:
             pixel_values = pixel_values.to(self.dtype)
         data: dict[str, torch.Tensor] = {"pixel_values": pixel_values}
         if grid is not None:

@@ -64,7 +64,11 @@ pub const TOWELHOLDER: u8 = 24;
 pub const TVSTAND: u8 = 25;
 
 const fn r(name: &'static str, openable: bool, color: [u8; 3]) -> RecepKind {
-    RecepKind { name, openable, color }
+    RecepKind {
+        name,
+        openable,
+        color,
+    }
 }
 
 /// All receptacle kinds, indexed by the constants above.
@@ -98,16 +102,63 @@ pub static RECEPS: [RecepKind; 26] = [
 ];
 
 // Place lists (receptacle kinds an object may lie in or on).
-const FOOD: &[u8] = &[COUNTERTOP, DININGTABLE, FRIDGE, MICROWAVE, GARBAGECAN, SINKBASIN, CABINET];
-const DISH: &[u8] = &[COUNTERTOP, DININGTABLE, CABINET, SHELF, SINKBASIN, MICROWAVE, FRIDGE];
-const PAN: &[u8] = &[STOVEBURNER, COUNTERTOP, CABINET, DININGTABLE, FRIDGE, SINKBASIN];
+const FOOD: &[u8] = &[
+    COUNTERTOP,
+    DININGTABLE,
+    FRIDGE,
+    MICROWAVE,
+    GARBAGECAN,
+    SINKBASIN,
+    CABINET,
+];
+const DISH: &[u8] = &[
+    COUNTERTOP,
+    DININGTABLE,
+    CABINET,
+    SHELF,
+    SINKBASIN,
+    MICROWAVE,
+    FRIDGE,
+];
+const PAN: &[u8] = &[
+    STOVEBURNER,
+    COUNTERTOP,
+    CABINET,
+    DININGTABLE,
+    FRIDGE,
+    SINKBASIN,
+];
 const CUTLERY: &[u8] = &[COUNTERTOP, DININGTABLE, DRAWER, SINKBASIN];
 const KITCHEN_MISC: &[u8] = &[COUNTERTOP, DININGTABLE, CABINET, SHELF, DRAWER];
-const SMALL: &[u8] = &[DESK, SIDETABLE, DRESSER, DRAWER, SHELF, COFFEETABLE, DININGTABLE, SAFE];
+const SMALL: &[u8] = &[
+    DESK,
+    SIDETABLE,
+    DRESSER,
+    DRAWER,
+    SHELF,
+    COFFEETABLE,
+    DININGTABLE,
+    SAFE,
+];
 const SOFT: &[u8] = &[BED, SOFA, ARMCHAIR];
 const DECOR: &[u8] = &[SHELF, SIDETABLE, COFFEETABLE, DRESSER, TVSTAND, DESK];
-const BATH: &[u8] = &[COUNTERTOP, CABINET, SHELF, TOILET, BATHTUBBASIN, SINKBASIN, DRAWER];
-const TOWELS: &[u8] = &[TOWELHOLDER, HANDTOWELHOLDER, COUNTERTOP, CABINET, BATHTUBBASIN, LAUNDRYHAMPER];
+const BATH: &[u8] = &[
+    COUNTERTOP,
+    CABINET,
+    SHELF,
+    TOILET,
+    BATHTUBBASIN,
+    SINKBASIN,
+    DRAWER,
+];
+const TOWELS: &[u8] = &[
+    TOWELHOLDER,
+    HANDTOWELHOLDER,
+    COUNTERTOP,
+    CABINET,
+    BATHTUBBASIN,
+    LAUNDRYHAMPER,
+];
 const LAMP: &[u8] = &[DESK, SIDETABLE, DRESSER];
 
 #[allow(clippy::too_many_arguments)]
@@ -148,31 +199,111 @@ pub static OBJECTS: [ObjKind; 40] = [
     o("pan", PAN, false, true, true, false, [60, 60, 60]),
     o("pot", PAN, false, true, true, false, [110, 110, 120]),
     o("knife", CUTLERY, false, false, true, false, [200, 200, 210]),
-    o("butterknife", CUTLERY, false, false, true, false, [210, 210, 190]),
+    o(
+        "butterknife",
+        CUTLERY,
+        false,
+        false,
+        true,
+        false,
+        [210, 210, 190],
+    ),
     o("fork", CUTLERY, false, false, true, false, [180, 180, 190]),
     o("spoon", CUTLERY, false, false, true, false, [190, 190, 200]),
     o("spatula", CUTLERY, false, false, true, false, [40, 40, 40]),
     o("ladle", CUTLERY, false, false, true, false, [150, 150, 160]),
-    o("dishsponge", KITCHEN_MISC, false, false, true, false, [250, 220, 60]),
-    o("saltshaker", KITCHEN_MISC, false, false, false, false, [250, 250, 250]),
-    o("peppershaker", KITCHEN_MISC, false, false, false, false, [30, 30, 30]),
-    o("winebottle", KITCHEN_MISC, false, true, false, false, [100, 20, 50]),
+    o(
+        "dishsponge",
+        KITCHEN_MISC,
+        false,
+        false,
+        true,
+        false,
+        [250, 220, 60],
+    ),
+    o(
+        "saltshaker",
+        KITCHEN_MISC,
+        false,
+        false,
+        false,
+        false,
+        [250, 250, 250],
+    ),
+    o(
+        "peppershaker",
+        KITCHEN_MISC,
+        false,
+        false,
+        false,
+        false,
+        [30, 30, 30],
+    ),
+    o(
+        "winebottle",
+        KITCHEN_MISC,
+        false,
+        true,
+        false,
+        false,
+        [100, 20, 50],
+    ),
     o("book", SMALL, false, false, false, true, [60, 90, 170]),
     o("cellphone", SMALL, false, false, false, true, [30, 30, 40]),
     o("pen", SMALL, false, false, false, true, [20, 60, 200]),
     o("pencil", SMALL, false, false, false, true, [240, 190, 30]),
     o("keychain", SMALL, false, false, false, true, [210, 180, 50]),
-    o("creditcard", SMALL, false, false, false, true, [40, 140, 90]),
+    o(
+        "creditcard",
+        SMALL,
+        false,
+        false,
+        false,
+        true,
+        [40, 140, 90],
+    ),
     o("cd", SMALL, false, false, false, true, [200, 200, 230]),
-    o("alarmclock", SMALL, false, false, false, true, [220, 60, 60]),
+    o(
+        "alarmclock",
+        SMALL,
+        false,
+        false,
+        false,
+        true,
+        [220, 60, 60],
+    ),
     o("pillow", SOFT, false, false, false, true, [240, 240, 255]),
     o("laptop", SOFT, false, false, false, true, [90, 90, 100]),
-    o("remotecontrol", DECOR, false, false, false, true, [40, 40, 50]),
+    o(
+        "remotecontrol",
+        DECOR,
+        false,
+        false,
+        false,
+        true,
+        [40, 40, 50],
+    ),
     o("statue", DECOR, false, false, false, true, [180, 170, 150]),
     o("vase", DECOR, false, false, false, true, [70, 150, 160]),
     o("soapbar", BATH, false, false, true, false, [250, 200, 220]),
-    o("soapbottle", BATH, false, false, false, false, [120, 200, 200]),
-    o("spraybottle", BATH, false, false, false, false, [60, 160, 230]),
+    o(
+        "soapbottle",
+        BATH,
+        false,
+        false,
+        false,
+        false,
+        [120, 200, 200],
+    ),
+    o(
+        "spraybottle",
+        BATH,
+        false,
+        false,
+        false,
+        false,
+        [60, 160, 230],
+    ),
     o("cloth", TOWELS, false, false, true, false, [230, 120, 160]),
     ObjKind {
         name: "desklamp",
@@ -221,9 +352,28 @@ static KITCHEN: RoomSpec = RoomSpec {
         (TOASTER, 1, 1),
     ],
     objects: &[
-        "apple", "bread", "egg", "lettuce", "potato", "tomato", "mug", "cup", "plate", "bowl",
-        "pan", "pot", "knife", "butterknife", "fork", "spoon", "spatula", "ladle", "dishsponge",
-        "saltshaker", "peppershaker", "winebottle",
+        "apple",
+        "bread",
+        "egg",
+        "lettuce",
+        "potato",
+        "tomato",
+        "mug",
+        "cup",
+        "plate",
+        "bowl",
+        "pan",
+        "pot",
+        "knife",
+        "butterknife",
+        "fork",
+        "spoon",
+        "spatula",
+        "ladle",
+        "dishsponge",
+        "saltshaker",
+        "peppershaker",
+        "winebottle",
     ],
 };
 
@@ -242,8 +392,21 @@ static LIVING_ROOM: RoomSpec = RoomSpec {
         (TVSTAND, 1, 1),
     ],
     objects: &[
-        "book", "cellphone", "creditcard", "keychain", "pillow", "laptop", "remotecontrol",
-        "statue", "vase", "bowl", "mug", "cd", "alarmclock", "pen", "pencil",
+        "book",
+        "cellphone",
+        "creditcard",
+        "keychain",
+        "pillow",
+        "laptop",
+        "remotecontrol",
+        "statue",
+        "vase",
+        "bowl",
+        "mug",
+        "cd",
+        "alarmclock",
+        "pen",
+        "pencil",
     ],
 };
 
@@ -260,8 +423,21 @@ static BEDROOM: RoomSpec = RoomSpec {
         (SIDETABLE, 1, 2),
     ],
     objects: &[
-        "alarmclock", "book", "cd", "cellphone", "creditcard", "keychain", "laptop", "mug", "pen",
-        "pencil", "pillow", "remotecontrol", "statue", "vase", "bowl",
+        "alarmclock",
+        "book",
+        "cd",
+        "cellphone",
+        "creditcard",
+        "keychain",
+        "laptop",
+        "mug",
+        "pen",
+        "pencil",
+        "pillow",
+        "remotecontrol",
+        "statue",
+        "vase",
+        "bowl",
     ],
 };
 

@@ -106,7 +106,11 @@ pub fn admissible(w: &World) -> Vec<(String, Command)> {
         let rc = &w.receps[r];
         cmds.push(Command::ExamineRecep(r));
         if rc.openable() {
-            cmds.push(if rc.open { Command::Close(r) } else { Command::Open(r) });
+            cmds.push(if rc.open {
+                Command::Close(r)
+            } else {
+                Command::Open(r)
+            });
         }
         if rc.accessible() {
             for &i in &rc.contents {
@@ -140,7 +144,10 @@ pub fn execute(w: &mut World, cmd: Command) -> String {
     match cmd {
         Command::Look => match w.agent_at {
             None => describe_room(w),
-            Some(r) => format!("You are facing the {}. Next to it, you see nothing.", w.receps[r].name),
+            Some(r) => format!(
+                "You are facing the {}. Next to it, you see nothing.",
+                w.receps[r].name
+            ),
         },
         Command::Inventory => match w.held {
             None => "You are not carrying anything.".to_string(),
@@ -148,11 +155,19 @@ pub fn execute(w: &mut World, cmd: Command) -> String {
         },
         Command::GoTo(r) => {
             w.agent_at = Some(r);
-            format!("You arrive at {}. {}", w.receps[r].name, describe_recep(w, r))
+            format!(
+                "You arrive at {}. {}",
+                w.receps[r].name,
+                describe_recep(w, r)
+            )
         }
         Command::Open(r) => {
             w.receps[r].open = true;
-            format!("You open the {}. {}", w.receps[r].name, describe_recep(w, r))
+            format!(
+                "You open the {}. {}",
+                w.receps[r].name,
+                describe_recep(w, r)
+            )
         }
         Command::Close(r) => {
             w.receps[r].open = false;
@@ -162,13 +177,19 @@ pub fn execute(w: &mut World, cmd: Command) -> String {
             w.receps[r].contents.retain(|&i| i != o);
             w.objects[o].loc = Loc::Held;
             w.held = Some(o);
-            format!("You pick up the {} from the {}.", w.objects[o].name, w.receps[r].name)
+            format!(
+                "You pick up the {} from the {}.",
+                w.objects[o].name, w.receps[r].name
+            )
         }
         Command::Move(o, r) => {
             w.receps[r].contents.push(o);
             w.objects[o].loc = Loc::In(r);
             w.held = None;
-            format!("You move the {} to the {}.", w.objects[o].name, w.receps[r].name)
+            format!(
+                "You move the {} to the {}.",
+                w.objects[o].name, w.receps[r].name
+            )
         }
         Command::Heat(o, r) => {
             let ob = &mut w.objects[o];
@@ -184,12 +205,19 @@ pub fn execute(w: &mut World, cmd: Command) -> String {
         }
         Command::Clean(o, r) => {
             w.objects[o].clean = true;
-            format!("You clean the {} using the {}.", w.objects[o].name, w.receps[r].name)
+            format!(
+                "You clean the {} using the {}.",
+                w.objects[o].name, w.receps[r].name
+            )
         }
         Command::Use(l) => {
             let lamp = &mut w.objects[l];
             lamp.on = !lamp.on;
-            format!("You turn {} the {}.", if lamp.on { "on" } else { "off" }, lamp.name)
+            format!(
+                "You turn {} the {}.",
+                if lamp.on { "on" } else { "off" },
+                lamp.name
+            )
         }
         Command::ExamineRecep(r) => describe_recep(w, r),
         Command::ExamineObj(o) => {

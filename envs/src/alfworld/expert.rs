@@ -17,15 +17,26 @@ pub fn next_command(w: &World) -> Command {
         return put_down(w, h);
     }
     if t.ttype == TaskType::LookAtObjInLight {
-        let lamp_at = w.receps.iter().position(|r| {
-            r.contents.iter().any(|&i| w.objects[i].kind == t.lamp)
-        });
-        let Some(r) = lamp_at else { return Command::Look };
+        let lamp_at = w
+            .receps
+            .iter()
+            .position(|r| r.contents.iter().any(|&i| w.objects[i].kind == t.lamp));
+        let Some(r) = lamp_at else {
+            return Command::Look;
+        };
         if w.agent_at != Some(r) {
             return Command::GoTo(r);
         }
-        let lamp = *w.receps[r].contents.iter().find(|&&i| w.objects[i].kind == t.lamp).expect("lamp");
-        return if w.objects[lamp].on { Command::Look } else { Command::Use(lamp) };
+        let lamp = *w.receps[r]
+            .contents
+            .iter()
+            .find(|&&i| w.objects[i].kind == t.lamp)
+            .expect("lamp");
+        return if w.objects[lamp].on {
+            Command::Look
+        } else {
+            Command::Use(lamp)
+        };
     }
     if let Some(st) = t.ttype.required_state() {
         if !w.objects[h].has(st) {
@@ -47,14 +58,20 @@ pub fn next_command(w: &World) -> Command {
     }
     let target = match t.ttype {
         TaskType::PickTwoObjAndPlace => t.best_target(w).0,
-        _ => w.agent_at.filter(|&r| w.receps[r].kind == t.recep).unwrap_or_else(|| first_of(w, t.recep)),
+        _ => w
+            .agent_at
+            .filter(|&r| w.receps[r].kind == t.recep)
+            .unwrap_or_else(|| first_of(w, t.recep)),
     };
     place_at(w, h, target)
 }
 
 /// The first receptacle of a kind (the generator guarantees one exists).
 fn first_of(w: &World, kind: u8) -> usize {
-    w.receps.iter().position(|r| r.kind == kind).expect("receptacle kind present")
+    w.receps
+        .iter()
+        .position(|r| r.kind == kind)
+        .expect("receptacle kind present")
 }
 
 /// Goes to `r`, opens it if needed, and moves the held object `h` there.
@@ -100,7 +117,11 @@ fn fetch(w: &World) -> Command {
             if !w.receps[r].accessible() {
                 return Command::Open(r);
             }
-            let o = *w.receps[r].contents.iter().find(|&&o| needed(o).is_some()).expect("found");
+            let o = *w.receps[r]
+                .contents
+                .iter()
+                .find(|&&o| needed(o).is_some())
+                .expect("found");
             return Command::Take(o, r);
         }
     }

@@ -98,7 +98,9 @@ impl Game {
 
     /// Index of the admissible command with this exact text.
     pub fn command_index(&self, text: &str) -> Option<usize> {
-        self.admissible.binary_search_by(|c| c.0.as_str().cmp(text)).ok()
+        self.admissible
+            .binary_search_by(|c| c.0.as_str().cmp(text))
+            .ok()
     }
 
     /// The expert's next command, as an index into the admissible list.
@@ -108,7 +110,11 @@ impl Game {
             Some(i) => i as i64,
             // The planner only proposes admissible commands; "look" is
             // always admissible and harmless should that ever fail.
-            None => self.admissible.iter().position(|c| c.1 == Command::Look).map_or(0, |i| i as i64),
+            None => self
+                .admissible
+                .iter()
+                .position(|c| c.1 == Command::Look)
+                .map_or(0, |i| i as i64),
         }
     }
 }

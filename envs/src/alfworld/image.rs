@@ -55,7 +55,10 @@ impl Style {
                 c[ch] = ((bg[ch] as u32 * (255 - a) + fg[ch] as u32 * a + 127) / 255) as u8;
             }
         }
-        Style { font: Font::get(face, px), lut }
+        Style {
+            font: Font::get(face, px),
+            lut,
+        }
     }
 }
 
@@ -152,9 +155,19 @@ fn draw_icon(kind: u8, lit: bool, bg: Rgb) -> Sprite {
     let r: i32 = 9;
     let round = kind < 12;
     for dy in -r..=r {
-        let half = if round { ((r * r - dy * dy) as f32).sqrt() as i32 } else { r + 1 };
+        let half = if round {
+            ((r * r - dy * dy) as f32).sqrt() as i32
+        } else {
+            r + 1
+        };
         let edge_row = dy.abs() >= r - 1;
-        c.fill_rect(cx - half, cy + dy, 2 * half + 1, 1, if edge_row { edge } else { color });
+        c.fill_rect(
+            cx - half,
+            cy + dy,
+            2 * half + 1,
+            1,
+            if edge_row { edge } else { color },
+        );
         if !edge_row {
             c.fill_rect(cx - half, cy + dy, 2, 1, edge);
             c.fill_rect(cx + half - 1, cy + dy, 2, 1, edge);
@@ -166,20 +179,33 @@ fn draw_icon(kind: u8, lit: bool, bg: Rgb) -> Sprite {
 fn icons() -> &'static Icons {
     static I: OnceLock<Icons> = OnceLock::new();
     I.get_or_init(|| Icons {
-        on_panel: (0..OBJECTS.len() as u8).map(|k| draw_icon(k, false, PANEL_BG)).collect(),
-        on_held: (0..OBJECTS.len() as u8).map(|k| draw_icon(k, false, HELD_BG)).collect(),
+        on_panel: (0..OBJECTS.len() as u8)
+            .map(|k| draw_icon(k, false, PANEL_BG))
+            .collect(),
+        on_held: (0..OBJECTS.len() as u8)
+            .map(|k| draw_icon(k, false, HELD_BG))
+            .collect(),
         lit_lamp: draw_icon(super::catalog::DESKLAMP, true, PANEL_BG),
     })
 }
 
 /// "(hot, clean)", "(on)" for a lit lamp, or "".
 fn states_of(o: &Object) -> String {
-    let s: Vec<&str> = [(o.clean, "clean"), (o.hot, "hot"), (o.cool, "cool"), (o.on, "on")]
-        .iter()
-        .filter(|s| s.0)
-        .map(|s| s.1)
-        .collect();
-    if s.is_empty() { String::new() } else { format!("({})", s.join(", ")) }
+    let s: Vec<&str> = [
+        (o.clean, "clean"),
+        (o.hot, "hot"),
+        (o.cool, "cool"),
+        (o.on, "on"),
+    ]
+    .iter()
+    .filter(|s| s.0)
+    .map(|s| s.1)
+    .collect();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("({})", s.join(", "))
+    }
 }
 
 fn state_bits(o: &Object) -> u32 {
@@ -194,7 +220,10 @@ struct Band<K> {
 
 impl<K> Default for Band<K> {
     fn default() -> Self {
-        Band { key: None, dirty: Vec::new() }
+        Band {
+            key: None,
+            dirty: Vec::new(),
+        }
     }
 }
 
@@ -251,7 +280,14 @@ impl Painter<'_, '_> {
 
     /// Like [`Painter::text`] for text that recurs within an episode
     /// (object and receptacle names): composed once, then only blitted.
-    fn label(&mut self, st: &Style, style_id: u8, x: i32, y: i32, text: &str) -> (i32, i32, i32, i32) {
+    fn label(
+        &mut self,
+        st: &Style,
+        style_id: u8,
+        x: i32,
+        y: i32,
+        text: &str,
+    ) -> (i32, i32, i32, i32) {
         let cache = &mut self.labels[style_id as usize];
         if let Some(sp) = cache.get(text) {
             self.c.blit(x, y, sp);
@@ -269,7 +305,12 @@ impl Painter<'_, '_> {
     /// After new text lines were drawn over old ones (same x, y and height
     /// per line index), clears only what the old lines covered beyond the
     /// new ones: a composed line carries its own background.
-    fn clear_uncovered(&mut self, old: &[(i32, i32, i32, i32)], new: &[(i32, i32, i32, i32)], bg: Rgb) {
+    fn clear_uncovered(
+        &mut self,
+        old: &[(i32, i32, i32, i32)],
+        new: &[(i32, i32, i32, i32)],
+        bg: Rgb,
+    ) {
         for (i, &(x, y, w, h)) in old.iter().enumerate() {
             match new.get(i) {
                 Some(&(nx, ny, nw, nh)) if (nx, ny, nh) == (x, y, h) => {
@@ -313,7 +354,11 @@ fn panel_key(w: &World) -> Vec<u32> {
             let mut k = Vec::with_capacity(rc.contents.len() + 2);
             k.push(r as u32);
             k.push(rc.accessible() as u32);
-            k.extend(rc.contents.iter().map(|&i| (i as u32) << 4 | state_bits(&w.objects[i])));
+            k.extend(
+                rc.contents
+                    .iter()
+                    .map(|&i| (i as u32) << 4 | state_bits(&w.objects[i])),
+            );
             k
         }
     }
@@ -371,7 +416,11 @@ fn draw_panel(p: &mut Painter<'_, '_>, w: &World, dirty: &mut Vec<(i32, i32, i32
             dirty.push(p.label(&s.panel, 0, x + 4, y + ch / 2 - 6, &more));
             break;
         }
-        let icon = if o.on { &icons().lit_lamp } else { &icons().on_panel[o.kind as usize] };
+        let icon = if o.on {
+            &icons().lit_lamp
+        } else {
+            &icons().on_panel[o.kind as usize]
+        };
         p.c.blit(x + cw / 2 - 12, y + 1, icon);
         dirty.push((x + cw / 2 - 12, y + 1, ICON as i32, ICON as i32));
         let tw = s.panel.font.text_width(&o.name);
@@ -390,8 +439,16 @@ impl View {
     pub fn render(&mut self, c: &mut Canvas<'_>, game: &Game, full: bool) {
         let s = styles();
         let w = &game.world;
-        let mut line = self.line.take().unwrap_or_else(|| Sprite::filled(1, 1, WHITE));
-        let mut p = Painter { c, line: &mut line, cover: &mut self.cover, labels: &mut self.labels };
+        let mut line = self
+            .line
+            .take()
+            .unwrap_or_else(|| Sprite::filled(1, 1, WHITE));
+        let mut p = Painter {
+            c,
+            line: &mut line,
+            cover: &mut self.cover,
+            labels: &mut self.labels,
+        };
         if full {
             for (y, h, bg) in [TASK, LOCATION, PANEL, HELD, FEEDBACK] {
                 p.c.fill_rect(0, y, 300, h, bg);
@@ -405,7 +462,12 @@ impl View {
         }
         if self.task.key != Some(w.task) {
             p.clear(&mut self.task.dirty, TASK.2);
-            let lines = wrap(&s.task.font, &format!("Task: {}", w.task.description()), 290, 2);
+            let lines = wrap(
+                &s.task.font,
+                &format!("Task: {}", w.task.description()),
+                290,
+                2,
+            );
             for (i, l) in lines.iter().enumerate() {
                 let r = p.text(&s.task, 5, 3 + i as i32 * s.task.font.line_height, l);
                 self.task.dirty.push(r);
@@ -445,7 +507,12 @@ impl View {
                     let o = &w.objects[h];
                     p.c.blit(2, HELD.0, &icons().on_held[o.kind as usize]);
                     self.held.dirty.push((2, HELD.0, ICON as i32, ICON as i32));
-                    (28, format!("Holding: {} {}", o.name, states_of(o)).trim_end().to_string())
+                    (
+                        28,
+                        format!("Holding: {} {}", o.name, states_of(o))
+                            .trim_end()
+                            .to_string(),
+                    )
                 }
             };
             let r = p.label(&s.held, 2, x, HELD.0 + 5, &text);
@@ -455,7 +522,10 @@ impl View {
         if self.feedback.key.as_deref() != Some(game.feedback.as_str()) {
             let lh = s.feedback.font.line_height;
             let mut new = Vec::with_capacity(5);
-            for (i, l) in wrap(&s.feedback.font, &game.feedback, 290, 5).iter().enumerate() {
+            for (i, l) in wrap(&s.feedback.font, &game.feedback, 290, 5)
+                .iter()
+                .enumerate()
+            {
                 new.push(p.text(&s.feedback, 5, FEEDBACK.0 + 2 + i as i32 * lh, l));
             }
             p.clear_uncovered(&self.feedback.dirty, &new, FEEDBACK.2);
@@ -485,19 +555,32 @@ pub fn render_text_scene(c: &mut Canvas<'_>, scene: &TextScene<'_>) {
     let mut line = Sprite::filled(1, 1, WHITE);
     let mut cover = Vec::new();
     let mut labels: [HashMap<String, Sprite>; 3] = Default::default();
-    let mut p = Painter { c, line: &mut line, cover: &mut cover, labels: &mut labels };
+    let mut p = Painter {
+        c,
+        line: &mut line,
+        cover: &mut cover,
+        labels: &mut labels,
+    };
     for (y, h, bg) in [TASK, LOCATION, PANEL, HELD, FEEDBACK] {
         p.c.fill_rect(0, y, 300, h, bg);
     }
     p.c.fill_rect(0, FEEDBACK.0, 300, 1, [180, 180, 180]);
-    for (i, l) in wrap(&s.task.font, &format!("Task: {}", scene.task), 290, 2).iter().enumerate() {
+    for (i, l) in wrap(&s.task.font, &format!("Task: {}", scene.task), 290, 2)
+        .iter()
+        .enumerate()
+    {
         p.text(&s.task, 5, 3 + i as i32 * s.task.font.line_height, l);
     }
     p.text(&s.location, 5, LOCATION.0 + 2, scene.location);
     let kind_of = |name: &str| super::catalog::obj_index(name.split(' ').next().unwrap_or(""));
     let (bx, by, bw, bh) = (6, PANEL.0 + 4, 288, PANEL.1 - 8);
     let (cw, ch) = (bw / GRID_COLS, (bh - BORDER - 2) / GRID_ROWS);
-    for (slot, name) in scene.items.iter().enumerate().take((GRID_COLS * GRID_ROWS) as usize) {
+    for (slot, name) in scene
+        .items
+        .iter()
+        .enumerate()
+        .take((GRID_COLS * GRID_ROWS) as usize)
+    {
         let (col, row) = (slot as i32 % GRID_COLS, slot as i32 / GRID_COLS);
         let (x, y) = (bx + col * cw, by + BORDER + 2 + row * ch);
         if let Some(k) = kind_of(name) {
@@ -515,9 +598,17 @@ pub fn render_text_scene(c: &mut Canvas<'_>, scene: &TextScene<'_>) {
         }
         None => "Holding: nothing".to_string(),
     };
-    p.text(&s.held, if scene.held.is_some() { 28 } else { 5 }, HELD.0 + 5, &held);
+    p.text(
+        &s.held,
+        if scene.held.is_some() { 28 } else { 5 },
+        HELD.0 + 5,
+        &held,
+    );
     let lh = s.feedback.font.line_height;
-    for (i, l) in wrap(&s.feedback.font, scene.feedback, 290, 5).iter().enumerate() {
+    for (i, l) in wrap(&s.feedback.font, scene.feedback, 290, 5)
+        .iter()
+        .enumerate()
+    {
         p.text(&s.feedback, 5, FEEDBACK.0 + 2 + i as i32 * lh, l);
     }
 }

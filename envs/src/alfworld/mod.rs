@@ -53,7 +53,10 @@ fn parse_task_types(v: &Value, what: &str) -> Result<Vec<TaskType>, EnvError> {
         _ => None,
     };
     list.ok_or_else(|| {
-        EnvError::InvalidArgument(format!("{ID}: {what} must name task types among {}, got {v}", names.join(", ")))
+        EnvError::InvalidArgument(format!(
+            "{ID}: {what} must name task types among {}, got {v}",
+            names.join(", ")
+        ))
     })
 }
 
@@ -69,7 +72,12 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
     // A placeholder episode until the first reset, so that the action list
     // is never empty (gymnasium sizes a Discrete space from it).
     let game = Game::new(&mut Rng::new(0), Some(task_types[0]), max_steps);
-    Ok(Box::new(AlfWorld { max_steps, task_types, game: Some(game), view: image::View::default() }))
+    Ok(Box::new(AlfWorld {
+        max_steps,
+        task_types,
+        game: Some(game),
+        view: image::View::default(),
+    }))
 }
 
 impl AlfWorld {
@@ -84,7 +92,9 @@ impl Env for AlfWorld {
     }
 
     fn action_names(&self) -> Vec<String> {
-        self.game.as_ref().map_or_else(Vec::new, |g| g.admissible.iter().map(|c| c.0.clone()).collect())
+        self.game.as_ref().map_or_else(Vec::new, |g| {
+            g.admissible.iter().map(|c| c.0.clone()).collect()
+        })
     }
 
     fn num_actions(&self) -> usize {
@@ -111,11 +121,15 @@ impl Env for AlfWorld {
                 ttype = parse_task_types(t, "state \"task_type\"")
                     .ok()
                     .filter(|v| v.len() == 1)
-                    .ok_or_else(|| EnvError::InvalidState(format!("{ID}: unknown task_type {t}")))?[0];
+                    .ok_or_else(|| {
+                        EnvError::InvalidState(format!("{ID}: unknown task_type {t}"))
+                    })?[0];
             }
             if let Some(v) = obj.get("seed") {
                 seed = Some(v.as_u64().ok_or_else(|| {
-                    EnvError::InvalidState(format!("{ID}: state \"seed\" must be a non-negative integer, got {v}"))
+                    EnvError::InvalidState(format!(
+                        "{ID}: state \"seed\" must be a non-negative integer, got {v}"
+                    ))
                 })?);
             }
         }
@@ -131,24 +145,38 @@ impl Env for AlfWorld {
         let n = self.num_actions();
         let game = self.game.as_mut().ok_or(EnvError::ResetNeeded)?;
         if !(action == -1 || (action >= 0 && (action as u64) < n as u64)) {
-            return Err(EnvError::InvalidAction { value: action, num_actions: n });
+            return Err(EnvError::InvalidAction {
+                value: action,
+                num_actions: n,
+            });
         }
         let r = game.step(action);
-        Ok(Transition { reward: r.reward, terminated: r.terminated, truncated: r.truncated })
+        Ok(Transition {
+            reward: r.reward,
+            terminated: r.terminated,
+            truncated: r.truncated,
+        })
     }
 
     fn info(&self) -> Info {
-        let Some(g) = &self.game else { return Info::new() };
+        let Some(g) = &self.game else {
+            return Info::new();
+        };
         let mut info = Info::new();
         info.insert("won".into(), json!(g.won));
-        info.insert("goal_condition_success_rate".into(), json!(g.goal_condition_success_rate));
+        info.insert(
+            "goal_condition_success_rate".into(),
+            json!(g.goal_condition_success_rate),
+        );
         info.insert("task".into(), json!(g.world.task.description()));
         info.insert("task_type".into(), json!(g.world.task.ttype.name()));
         info
     }
 
     fn text(&self) -> String {
-        self.game.as_ref().map_or_else(String::new, |g| g.feedback.clone())
+        self.game
+            .as_ref()
+            .map_or_else(String::new, |g| g.feedback.clone())
     }
 
     fn expert_action(&self) -> i64 {

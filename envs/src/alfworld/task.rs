@@ -85,10 +85,16 @@ impl Task {
             (TaskType::PickAndPlace, false) => format!("put a {o} in {r}."),
             (TaskType::PickAndPlace, true) => format!("put some {o} on {r}."),
             (TaskType::LookAtObjInLight, false) => {
-                format!("look at {o} under the {}.", OBJECTS[self.lamp as usize].name)
+                format!(
+                    "look at {o} under the {}.",
+                    OBJECTS[self.lamp as usize].name
+                )
             }
             (TaskType::LookAtObjInLight, true) => {
-                format!("examine the {o} with the {}.", OBJECTS[self.lamp as usize].name)
+                format!(
+                    "examine the {o} with the {}.",
+                    OBJECTS[self.lamp as usize].name
+                )
             }
             (TaskType::PickCleanThenPlace, false) => format!("put a clean {o} in {r}."),
             (TaskType::PickCleanThenPlace, true) => format!("clean some {o} and put it in {r}."),
@@ -107,7 +113,10 @@ impl Task {
     pub fn goal_conditions(&self, w: &World) -> (u32, u32) {
         match self.ttype {
             TaskType::PickAndPlace => {
-                let placed = w.objects.iter().any(|o| o.kind == self.obj && self.in_target(w, o.loc));
+                let placed = w
+                    .objects
+                    .iter()
+                    .any(|o| o.kind == self.obj && self.in_target(w, o.loc));
                 (placed as u32, 1)
             }
             TaskType::LookAtObjInLight => {
@@ -120,7 +129,9 @@ impl Task {
                 });
                 (holding as u32 + lit as u32, 2)
             }
-            TaskType::PickCleanThenPlace | TaskType::PickHeatThenPlace | TaskType::PickCoolThenPlace => {
+            TaskType::PickCleanThenPlace
+            | TaskType::PickHeatThenPlace
+            | TaskType::PickCoolThenPlace => {
                 let st = self.ttype.required_state().expect("state task");
                 let changed = w.objects.iter().any(|o| o.kind == self.obj && o.has(st));
                 let placed = w
@@ -146,7 +157,11 @@ impl Task {
             if r.kind != self.recep {
                 continue;
             }
-            let n = r.contents.iter().filter(|&&i| w.objects[i].kind == self.obj).count() as u32;
+            let n = r
+                .contents
+                .iter()
+                .filter(|&&i| w.objects[i].kind == self.obj)
+                .count() as u32;
             if best.0 == usize::MAX || n > best.1 {
                 best = (ri, n);
             }

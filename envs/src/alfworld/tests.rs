@@ -48,9 +48,21 @@ fn kitchen(ttype: TaskType, obj: &str, target: u8) -> World {
         objects: vec![],
         agent_at: None,
         held: None,
-        task: Task { ttype, obj: obj_index(obj).unwrap(), recep: target, lamp: DESKLAMP, phrasing: 0 },
+        task: Task {
+            ttype,
+            obj: obj_index(obj).unwrap(),
+            recep: target,
+            lamp: DESKLAMP,
+            phrasing: 0,
+        },
     };
-    for (name, r) in [("apple", 1), ("knife", 1), ("mug", 0), ("desklamp", 2), ("apple", 0)] {
+    for (name, r) in [
+        ("apple", 1),
+        ("knife", 1),
+        ("mug", 0),
+        ("desklamp", 2),
+        ("apple", 0),
+    ] {
         let kind = obj_index(name).unwrap();
         let num = w.objects.iter().filter(|o| o.kind == kind).count() as u8 + 1;
         let id = w.objects.len();
@@ -70,7 +82,9 @@ fn kitchen(ttype: TaskType, obj: &str, target: u8) -> World {
 }
 
 fn play(g: &mut Game, text: &str) -> super::game::StepResult {
-    let i = g.command_index(text).unwrap_or_else(|| panic!("{text:?} not admissible: {:?}", names(g)));
+    let i = g
+        .command_index(text)
+        .unwrap_or_else(|| panic!("{text:?} not admissible: {:?}", names(g)));
     g.step(i as i64)
 }
 
@@ -80,7 +94,10 @@ fn names(g: &Game) -> Vec<&str> {
 
 #[test]
 fn intro_and_first_admissible_commands() {
-    let g = Game::from_world(kitchen(TaskType::PickHeatThenPlace, "apple", DININGTABLE), 50);
+    let g = Game::from_world(
+        kitchen(TaskType::PickHeatThenPlace, "apple", DININGTABLE),
+        50,
+    );
     assert_eq!(
         g.feedback,
         "-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room. Looking quickly around you, \
@@ -90,8 +107,15 @@ fn intro_and_first_admissible_commands() {
     assert_eq!(
         names(&g),
         [
-            "go to cabinet 1", "go to countertop 1", "go to desk 1", "go to diningtable 1", "go to fridge 1",
-            "go to microwave 1", "go to sinkbasin 1", "inventory", "look"
+            "go to cabinet 1",
+            "go to countertop 1",
+            "go to desk 1",
+            "go to diningtable 1",
+            "go to fridge 1",
+            "go to microwave 1",
+            "go to sinkbasin 1",
+            "inventory",
+            "look"
         ]
     );
     assert!(!g.won);
@@ -100,9 +124,15 @@ fn intro_and_first_admissible_commands() {
 
 #[test]
 fn heat_task_scripted_with_exact_feedback() {
-    let mut g = Game::from_world(kitchen(TaskType::PickHeatThenPlace, "apple", DININGTABLE), 50);
+    let mut g = Game::from_world(
+        kitchen(TaskType::PickHeatThenPlace, "apple", DININGTABLE),
+        50,
+    );
     let r = play(&mut g, "go to countertop 1");
-    assert_eq!(g.feedback, "You arrive at countertop 1. On the countertop 1, you see a apple 1, and a knife 1.");
+    assert_eq!(
+        g.feedback,
+        "You arrive at countertop 1. On the countertop 1, you see a apple 1, and a knife 1."
+    );
     assert_eq!((r.reward, r.terminated, r.truncated), (0.0, false, false));
     assert!(names(&g).contains(&"take apple 1 from countertop 1"));
     assert!(names(&g).contains(&"examine countertop 1"));
@@ -110,11 +140,17 @@ fn heat_task_scripted_with_exact_feedback() {
     play(&mut g, "take apple 1 from countertop 1");
     assert_eq!(g.feedback, "You pick up the apple 1 from the countertop 1.");
     assert!(names(&g).contains(&"move apple 1 to countertop 1"));
-    assert!(!names(&g).iter().any(|c| c.starts_with("take")), "hands are full");
+    assert!(
+        !names(&g).iter().any(|c| c.starts_with("take")),
+        "hands are full"
+    );
     play(&mut g, "inventory");
     assert_eq!(g.feedback, "You are carrying: a apple 1.");
     play(&mut g, "go to microwave 1");
-    assert_eq!(g.feedback, "You arrive at microwave 1. The microwave 1 is closed.");
+    assert_eq!(
+        g.feedback,
+        "You arrive at microwave 1. The microwave 1 is closed."
+    );
     assert!(names(&g).contains(&"open microwave 1"));
     let r = play(&mut g, "heat apple 1 with microwave 1");
     assert_eq!(g.feedback, "You heat the apple 1 using the microwave 1.");
@@ -123,7 +159,10 @@ fn heat_task_scripted_with_exact_feedback() {
     play(&mut g, "examine apple 1");
     assert_eq!(g.feedback, "The apple 1 is hot.");
     play(&mut g, "go to diningtable 1");
-    assert_eq!(g.feedback, "You arrive at diningtable 1. On the diningtable 1, you see nothing.");
+    assert_eq!(
+        g.feedback,
+        "You arrive at diningtable 1. On the diningtable 1, you see nothing."
+    );
     let r = play(&mut g, "move apple 1 to diningtable 1");
     assert_eq!(g.feedback, "You move the apple 1 to the diningtable 1.");
     assert_eq!((r.reward, r.terminated, r.truncated), (51.0, true, false));
@@ -134,17 +173,32 @@ fn heat_task_scripted_with_exact_feedback() {
 fn open_close_cool_clean_and_look() {
     let mut g = Game::from_world(kitchen(TaskType::PickCoolThenPlace, "mug", COUNTERTOP), 50);
     play(&mut g, "go to cabinet 1");
-    assert_eq!(g.feedback, "You arrive at cabinet 1. The cabinet 1 is closed.");
-    assert!(!names(&g).iter().any(|c| c.starts_with("take")), "closed: nothing to take");
+    assert_eq!(
+        g.feedback,
+        "You arrive at cabinet 1. The cabinet 1 is closed."
+    );
+    assert!(
+        !names(&g).iter().any(|c| c.starts_with("take")),
+        "closed: nothing to take"
+    );
     play(&mut g, "open cabinet 1");
-    assert_eq!(g.feedback, "You open the cabinet 1. The cabinet 1 is open. In it, you see a mug 1, and a apple 2.");
+    assert_eq!(
+        g.feedback,
+        "You open the cabinet 1. The cabinet 1 is open. In it, you see a mug 1, and a apple 2."
+    );
     play(&mut g, "examine cabinet 1");
-    assert_eq!(g.feedback, "The cabinet 1 is open. In it, you see a mug 1, and a apple 2.");
+    assert_eq!(
+        g.feedback,
+        "The cabinet 1 is open. In it, you see a mug 1, and a apple 2."
+    );
     play(&mut g, "take mug 1 from cabinet 1");
     play(&mut g, "close cabinet 1");
     assert_eq!(g.feedback, "You close the cabinet 1.");
     play(&mut g, "look");
-    assert_eq!(g.feedback, "You are facing the cabinet 1. Next to it, you see nothing.");
+    assert_eq!(
+        g.feedback,
+        "You are facing the cabinet 1. Next to it, you see nothing."
+    );
     play(&mut g, "go to sinkbasin 1");
     play(&mut g, "clean mug 1 with sinkbasin 1");
     assert_eq!(g.feedback, "You clean the mug 1 using the sinkbasin 1.");
@@ -162,10 +216,18 @@ fn open_close_cool_clean_and_look() {
 #[test]
 fn light_task_and_lamp_toggle() {
     let mut g = Game::from_world(kitchen(TaskType::LookAtObjInLight, "mug", u8::MAX), 50);
-    assert!(g.feedback.ends_with("Your task is to: look at mug under the desklamp."));
+    assert!(g
+        .feedback
+        .ends_with("Your task is to: look at mug under the desklamp."));
     play(&mut g, "go to desk 1");
-    assert_eq!(g.feedback, "You arrive at desk 1. On the desk 1, you see a desklamp 1.");
-    assert!(!names(&g).contains(&"take desklamp 1 from desk 1"), "lamps stay put");
+    assert_eq!(
+        g.feedback,
+        "You arrive at desk 1. On the desk 1, you see a desklamp 1."
+    );
+    assert!(
+        !names(&g).contains(&"take desklamp 1 from desk 1"),
+        "lamps stay put"
+    );
     let r = play(&mut g, "use desklamp 1");
     assert_eq!(g.feedback, "You turn on the desklamp 1.");
     assert_eq!(r.reward, 0.5);
@@ -188,7 +250,10 @@ fn inadmissible_command_changes_nothing_and_costs_one() {
     let (world, adm) = (g.world.clone(), g.admissible.clone());
     let r = g.step(-1);
     assert_eq!(g.feedback, NOTHING_HAPPENS);
-    assert_eq!((r.reward, r.terminated, r.truncated, r.admissible), (-1.0, false, false, false));
+    assert_eq!(
+        (r.reward, r.terminated, r.truncated, r.admissible),
+        (-1.0, false, false, false)
+    );
     assert_eq!(g.world, world);
     assert_eq!(g.admissible, adm);
     play(&mut g, "take knife 1 from countertop 1");
@@ -209,7 +274,10 @@ fn step_limit_truncates() {
 
 #[test]
 fn two_objects_count_in_one_receptacle() {
-    let mut g = Game::from_world(kitchen(TaskType::PickTwoObjAndPlace, "apple", DININGTABLE), 50);
+    let mut g = Game::from_world(
+        kitchen(TaskType::PickTwoObjAndPlace, "apple", DININGTABLE),
+        50,
+    );
     assert!(g.feedback.ends_with("put two apple in diningtable."));
     play(&mut g, "go to countertop 1");
     play(&mut g, "take apple 1 from countertop 1");
@@ -226,7 +294,10 @@ fn two_objects_count_in_one_receptacle() {
 
 #[test]
 fn expert_recovers_from_a_wrong_object_in_hand() {
-    let mut g = Game::from_world(kitchen(TaskType::PickCleanThenPlace, "apple", DININGTABLE), 50);
+    let mut g = Game::from_world(
+        kitchen(TaskType::PickCleanThenPlace, "apple", DININGTABLE),
+        50,
+    );
     play(&mut g, "go to countertop 1");
     play(&mut g, "take knife 1 from countertop 1");
     play(&mut g, "go to cabinet 1");
@@ -242,11 +313,17 @@ fn expert_recovers_from_a_wrong_object_in_hand() {
 /// Plays the expert from a fresh episode; returns (won, steps).
 fn expert_episode(seed: u64, t: Option<TaskType>) -> (bool, u32, Game) {
     let mut g = Game::new(&mut Mix(seed), t, 50);
-    assert_eq!(g.goal_condition_success_rate, 0.0, "seed {seed}: goal must start unmet");
+    assert_eq!(
+        g.goal_condition_success_rate, 0.0,
+        "seed {seed}: goal must start unmet"
+    );
     while !g.won && g.steps < g.max_steps {
         let a = g.expert_action();
         let cmd = super::expert::next_command(&g.world);
-        assert_eq!(g.admissible[a as usize].1, cmd, "seed {seed}: expert proposed an inadmissible command");
+        assert_eq!(
+            g.admissible[a as usize].1, cmd,
+            "seed {seed}: expert proposed an inadmissible command"
+        );
         g.step(a);
     }
     (g.won, g.steps, g)
@@ -262,7 +339,11 @@ fn expert_solves_1000_generated_tasks_of_each_type() {
             assert_eq!(g.world.task.ttype, t);
             max_steps = max_steps.max(steps);
         }
-        assert!(max_steps <= 20, "{}: longest expert episode {max_steps}", t.name());
+        assert!(
+            max_steps <= 20,
+            "{}: longest expert episode {max_steps}",
+            t.name()
+        );
     }
 }
 

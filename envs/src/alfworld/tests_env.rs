@@ -17,8 +17,19 @@ fn env(v: Value) -> Box<dyn Env> {
 
 #[test]
 fn kwargs_are_checked() {
-    for bad in [json!({"max_steps": 0}), json!({"task_types": ["cook"]}), json!({"task_types": []}), json!({"foo": 1})] {
-        assert!(matches!(super::make(&kw(bad.clone())), Err(EnvError::InvalidArgument(_))), "{bad}");
+    for bad in [
+        json!({"max_steps": 0}),
+        json!({"task_types": ["cook"]}),
+        json!({"task_types": []}),
+        json!({"foo": 1}),
+    ] {
+        assert!(
+            matches!(
+                super::make(&kw(bad.clone())),
+                Err(EnvError::InvalidArgument(_))
+            ),
+            "{bad}"
+        );
     }
     let mut e = env(json!({"task_types": "pick_cool_then_place_in_recep", "max_steps": 7}));
     let mut rng = Rng::new(3);
@@ -43,8 +54,19 @@ fn states_pick_task_type_and_seed() {
     // The same seed gives the same household whatever the env's own rng.
     e.reset(&mut Rng::new(999), Some(&st)).unwrap();
     assert_eq!((e.text(), e.action_names()), (text, names));
-    for bad in [json!({"task_type": "x"}), json!({"seed": -1}), json!({"room": 1}), json!(3)] {
-        assert!(matches!(e.reset(&mut rng, Some(&bad)), Err(EnvError::InvalidState(_))), "{bad}");
+    for bad in [
+        json!({"task_type": "x"}),
+        json!({"seed": -1}),
+        json!({"room": 1}),
+        json!(3),
+    ] {
+        assert!(
+            matches!(
+                e.reset(&mut rng, Some(&bad)),
+                Err(EnvError::InvalidState(_))
+            ),
+            "{bad}"
+        );
     }
 }
 
@@ -57,7 +79,10 @@ fn actions_are_checked_and_minus_one_is_inadmissible() {
     assert!(e.dynamic_actions());
     assert!(e.accepts_action(-1) && e.accepts_action(0) && e.accepts_action(n - 1));
     assert!(!e.accepts_action(n) && !e.accepts_action(-2));
-    assert!(matches!(e.step(n, &mut rng), Err(EnvError::InvalidAction { .. })));
+    assert!(matches!(
+        e.step(n, &mut rng),
+        Err(EnvError::InvalidAction { .. })
+    ));
     let before = (e.action_names(), e.info());
     let t = e.step(-1, &mut rng).unwrap();
     assert_eq!(t.reward, -1.0);
@@ -71,7 +96,10 @@ fn check_render(e: &mut Box<dyn Env>, fresh: &mut Box<dyn Env>, inc: &mut [u8], 
     e.render(&mut Canvas::new(inc), false);
     let mut full = vec![0u8; OBS_BYTES];
     fresh.render(&mut Canvas::new(&mut full), true);
-    assert!(inc == &full[..], "step {step}: incremental redraw differs from a full redraw");
+    assert!(
+        inc == &full[..],
+        "step {step}: incremental redraw differs from a full redraw"
+    );
 }
 
 #[test]
@@ -79,7 +107,8 @@ fn incremental_render_equals_full_render_and_shows_the_state() {
     let mut rng = Rng::new(11);
     let mut play_rng = Rng::new(12);
     for episode in 0..12u64 {
-        let st = json!({"seed": episode, "task_type": super::TASK_TYPES[episode as usize % 6].name()});
+        let st =
+            json!({"seed": episode, "task_type": super::TASK_TYPES[episode as usize % 6].name()});
         let mut e = env(json!({}));
         let mut twin = env(json!({}));
         e.reset(&mut rng, Some(&st)).unwrap();
@@ -119,5 +148,8 @@ fn wrap_breaks_at_spaces_and_marks_cuts() {
     let lines = super::image::wrap(&font, "aaa bbb ccc ddd eee", font.text_width("aaa bbb"), 2);
     assert_eq!(lines.len(), 2);
     assert!(lines[1].ends_with("..."), "{lines:?}");
-    assert_eq!(super::image::wrap(&font, "one\n\ntwo", 290, 5), ["one", "two"]);
+    assert_eq!(
+        super::image::wrap(&font, "one\n\ntwo", 290, 5),
+        ["one", "two"]
+    );
 }

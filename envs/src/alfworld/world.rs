@@ -88,9 +88,12 @@ pub struct World {
 /// The rooms in which a task type can be generated.
 fn rooms_for(t: TaskType) -> &'static [Room] {
     match t {
-        TaskType::PickAndPlace | TaskType::PickTwoObjAndPlace => {
-            &[Room::Kitchen, Room::LivingRoom, Room::Bedroom, Room::Bathroom]
-        }
+        TaskType::PickAndPlace | TaskType::PickTwoObjAndPlace => &[
+            Room::Kitchen,
+            Room::LivingRoom,
+            Room::Bedroom,
+            Room::Bathroom,
+        ],
         TaskType::LookAtObjInLight => &[Room::LivingRoom, Room::Bedroom],
         TaskType::PickCleanThenPlace => &[Room::Kitchen, Room::Bathroom],
         TaskType::PickHeatThenPlace | TaskType::PickCoolThenPlace => &[Room::Kitchen],
@@ -146,15 +149,28 @@ impl World {
             for num in 1..=n {
                 let name = format!("{} {}", RECEPS[kind as usize].name, num);
                 let go_to = format!("go to {name}");
-                receps.push(Receptacle { kind, num: num as u8, open: false, contents: Vec::new(), name, go_to });
+                receps.push(Receptacle {
+                    kind,
+                    num: num as u8,
+                    open: false,
+                    contents: Vec::new(),
+                    name,
+                    go_to,
+                });
             }
         }
         let present = |k: u8| receps.iter().any(|r| r.kind == k);
-        let room_objs: Vec<u8> = spec.objects.iter().filter_map(|n| catalog::obj_index(n)).collect();
+        let room_objs: Vec<u8> = spec
+            .objects
+            .iter()
+            .filter_map(|n| catalog::obj_index(n))
+            .collect();
         let fits: Vec<u8> = room_objs
             .iter()
             .copied()
-            .filter(|&k| fits_task(k, ttype) && OBJECTS[k as usize].places.iter().any(|&p| present(p)))
+            .filter(|&k| {
+                fits_task(k, ttype) && OBJECTS[k as usize].places.iter().any(|&p| present(p))
+            })
             .collect();
         if fits.is_empty() {
             return None;
@@ -183,7 +199,13 @@ impl World {
             objects: Vec::new(),
             agent_at: None,
             held: None,
-            task: Task { ttype, obj, recep, lamp: DESKLAMP, phrasing: d.below(2) as u8 },
+            task: Task {
+                ttype,
+                obj,
+                recep,
+                lamp: DESKLAMP,
+                phrasing: d.below(2) as u8,
+            },
         };
         let n_goal = match ttype {
             TaskType::PickTwoObjAndPlace => 2 + d.below(2),
@@ -196,7 +218,11 @@ impl World {
         // The light task needs a lamp; other tasks in rooms with lamp places
         // get one half of the time, as furniture.
         let lamp_spots: Vec<usize> = (0..w.receps.len())
-            .filter(|&i| OBJECTS[DESKLAMP as usize].places.contains(&w.receps[i].kind))
+            .filter(|&i| {
+                OBJECTS[DESKLAMP as usize]
+                    .places
+                    .contains(&w.receps[i].kind)
+            })
             .collect();
         let want_lamp = ttype == TaskType::LookAtObjInLight || d.below(2) == 0;
         if want_lamp && !lamp_spots.is_empty() {
@@ -249,7 +275,9 @@ impl World {
     /// number says nothing about which object the task needs.
     fn number_objects(&mut self, d: &mut impl Dice) {
         for k in 0..OBJECTS.len() as u8 {
-            let ids: Vec<usize> = (0..self.objects.len()).filter(|&i| self.objects[i].kind == k).collect();
+            let ids: Vec<usize> = (0..self.objects.len())
+                .filter(|&i| self.objects[i].kind == k)
+                .collect();
             let mut nums: Vec<u8> = (1..=ids.len() as u8).collect();
             for i in (1..nums.len()).rev() {
                 nums.swap(i, d.below(i + 1));

@@ -19,7 +19,11 @@ pub enum BufferError {
         got: usize,
     },
     #[error("env {index}: {len} generated tokens exceed max_tokens = {max}")]
-    TooManyTokens { index: usize, len: usize, max: usize },
+    TooManyTokens {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("step {step} is outside 0..{num_steps}")]
     Step { step: usize, num_steps: usize },
     #[error("{0}")]
@@ -65,7 +69,12 @@ pub struct TrajectoryBuffer {
 impl TrajectoryBuffer {
     /// An empty buffer for `num_steps` x `num_envs` with room for
     /// `max_tokens` generated tokens per step and env.
-    pub fn new(num_steps: usize, num_envs: usize, max_tokens: usize, pad_id: i64) -> Result<Self, BufferError> {
+    pub fn new(
+        num_steps: usize,
+        num_envs: usize,
+        max_tokens: usize,
+        pad_id: i64,
+    ) -> Result<Self, BufferError> {
         if num_steps == 0 || num_envs == 0 {
             return Err(BufferError::Argument(format!(
                 "num_steps and num_envs must be positive, got {num_steps} and {num_envs}"
@@ -110,7 +119,11 @@ impl TrajectoryBuffer {
 
     /// Appends one step; `tokens[i]` are env i's generated token ids (may be
     /// empty when the caller stores no tokens). Returns the step index.
-    pub fn add(&mut self, rec: &StepRecord<'_>, tokens: Option<&[Vec<i64>]>) -> Result<usize, BufferError> {
+    pub fn add(
+        &mut self,
+        rec: &StepRecord<'_>,
+        tokens: Option<&[Vec<i64>]>,
+    ) -> Result<usize, BufferError> {
         if self.len == self.num_steps {
             return Err(BufferError::Full(self.num_steps));
         }
@@ -122,7 +135,11 @@ impl TrajectoryBuffer {
         self.check("logprobs", rec.logprobs)?;
         if let Some(tok) = tokens {
             self.check("token_ids", tok)?;
-            if let Some((index, t)) = tok.iter().enumerate().find(|(_, t)| t.len() > self.max_tokens) {
+            if let Some((index, t)) = tok
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.len() > self.max_tokens)
+            {
                 return Err(BufferError::TooManyTokens {
                     index,
                     len: t.len(),
@@ -178,7 +195,14 @@ impl TrajectoryBuffer {
             terminated: &self.terminated,
             truncated: &self.truncated,
         };
-        gae(&x, self.num_envs, gamma, lam, &mut self.advantages, &mut self.returns)?;
+        gae(
+            &x,
+            self.num_envs,
+            gamma,
+            lam,
+            &mut self.advantages,
+            &mut self.returns,
+        )?;
         Ok(())
     }
 }

@@ -53,7 +53,9 @@ pub struct Card {
     pub rank: u8,
 }
 
-const RANK_LETTERS: [char; 13] = ['A', '2', '3', '4', '5', '6', '7', '8', '9', 'T', 'J', 'Q', 'K'];
+const RANK_LETTERS: [char; 13] = [
+    'A', '2', '3', '4', '5', '6', '7', '8', '9', 'T', 'J', 'Q', 'K',
+];
 
 impl Card {
     /// A card; panics on a rank outside 1..=13 (a programming error).
@@ -91,7 +93,9 @@ impl Card {
 
     /// The rank as printed on the card face ("A", "2".."10", "J", "Q", "K").
     pub fn rank_label(self) -> &'static str {
-        const LABELS: [&str; 13] = ["A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K"];
+        const LABELS: [&str; 13] = [
+            "A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K",
+        ];
         LABELS[(self.rank - 1) as usize]
     }
 

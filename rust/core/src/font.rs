@@ -52,7 +52,8 @@ fn face_data(face: Face) -> &'static FontdueFont {
         Face::Bold => (&BOLD, dejavu::sans::bold()),
     };
     cell.get_or_init(|| {
-        FontdueFont::from_bytes(bytes, FontSettings::default()).expect("the embedded DejaVu font parses")
+        FontdueFont::from_bytes(bytes, FontSettings::default())
+            .expect("the embedded DejaVu font parses")
     })
 }
 
@@ -75,9 +76,14 @@ impl Font {
     fn build(face: Face, px: u32) -> Font {
         let f = face_data(face);
         let pxf = px as f32;
-        let lm = f.horizontal_line_metrics(pxf).expect("DejaVu has horizontal metrics");
+        let lm = f
+            .horizontal_line_metrics(pxf)
+            .expect("DejaVu has horizontal metrics");
         let ascii = (0u8..128).map(|b| rasterize(f, b as char, pxf)).collect();
-        let extra = EXTRA_CHARS.iter().map(|&c| (c, rasterize(f, c, pxf))).collect();
+        let extra = EXTRA_CHARS
+            .iter()
+            .map(|&c| (c, rasterize(f, c, pxf)))
+            .collect();
         Font {
             px: pxf,
             ascent: lm.ascent.round() as i32,

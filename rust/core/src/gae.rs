@@ -69,7 +69,11 @@ pub fn gae<F: Float>(
         ("returns", returns.len()),
     ];
     if let Some(&(name, got)) = sizes.iter().find(|(_, len)| *len != expected) {
-        return Err(GaeShapeError { name, got, expected });
+        return Err(GaeShapeError {
+            name,
+            got,
+            expected,
+        });
     }
     if expected == 0 {
         return Ok(()); // an empty rollout (T = 0 or N = 0) has no advantages
@@ -87,7 +91,11 @@ pub fn gae<F: Float>(
         for (i, carry) in next_adv.iter_mut().enumerate() {
             let k = t * num_envs + i;
             let nonterminal = if x.terminated[k] { 0.0 } else { 1.0 };
-            let cont = if x.terminated[k] || x.truncated[k] { 0.0 } else { 1.0 };
+            let cont = if x.terminated[k] || x.truncated[k] {
+                0.0
+            } else {
+                1.0
+            };
             let v = x.values[k].to_f64();
             let delta = x.rewards[k].to_f64() + gamma * nonterminal * x.next_values[k].to_f64() - v;
             let a = delta + gamma * lam * cont * *carry;

@@ -9,12 +9,12 @@ pub mod env;
 pub mod error;
 pub mod font;
 pub mod gae;
+pub mod parser;
+pub mod preprocess;
 pub mod render;
 pub mod rng;
 pub mod vecenv;
 pub mod widgets;
-pub mod parser;
-pub mod preprocess;
 
 /// Crate version, reported by the Python package.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

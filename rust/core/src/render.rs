@@ -43,8 +43,16 @@ impl<'a> Canvas<'a> {
 
     /// A canvas of any size over `width * height * 3` bytes.
     pub fn with_size(data: &'a mut [u8], width: usize, height: usize) -> Self {
-        assert_eq!(data.len(), width * height * 3, "canvas buffer has the wrong length");
-        Canvas { data, width, height }
+        assert_eq!(
+            data.len(),
+            width * height * 3,
+            "canvas buffer has the wrong length"
+        );
+        Canvas {
+            data,
+            width,
+            height,
+        }
     }
 
     pub fn width(&self) -> usize {
@@ -97,7 +105,8 @@ impl<'a> Canvas<'a> {
 
     /// Copies `sprite` with its top-left corner at (x, y), clipped.
     pub fn blit(&mut self, x: i32, y: i32, sprite: &Sprite) {
-        let Some((x0, y0, x1, y1)) = self.clip(x, y, sprite.width as i32, sprite.height as i32) else {
+        let Some((x0, y0, x1, y1)) = self.clip(x, y, sprite.width as i32, sprite.height as i32)
+        else {
             return;
         };
         let sx = (x0 as i64 - x as i64) as usize;
@@ -281,7 +290,11 @@ fn draw_card_back(w: usize, h: usize, bg: Rgb) -> Sprite {
             }
             // A diagonal lattice, so the back reads as a card back at a glance.
             let on_line = (x + y) % 8 == 0 || (x + h - y) % 8 == 0;
-            let c = if on_line { [0x6f, 0x9b, 0xe0] } else { CARD_BACK };
+            let c = if on_line {
+                [0x6f, 0x9b, 0xe0]
+            } else {
+                CARD_BACK
+            };
             let i = (y * w + x) * 3;
             s.rgb[i..i + 3].copy_from_slice(&c);
         }
@@ -316,7 +329,10 @@ impl CardSprites {
 
     /// The face of `card`.
     pub fn face(&self, card: Card) -> &Sprite {
-        let suit = crate::card::Suit::ALL.iter().position(|&s| s == card.suit).unwrap_or(0);
+        let suit = crate::card::Suit::ALL
+            .iter()
+            .position(|&s| s == card.suit)
+            .unwrap_or(0);
         &self.faces[suit * 13 + (card.rank as usize - 1)]
     }
 
@@ -357,7 +373,10 @@ mod tests {
             for x in 0..300 {
                 if c.pixel(x, y)[0] < 128 {
                     dark += 1;
-                    assert!((60..60 + font.line_height as usize).contains(&y), "ink at y={y}");
+                    assert!(
+                        (60..60 + font.line_height as usize).contains(&y),
+                        "ink at y={y}"
+                    );
                     assert!((30..30 + adv as usize + 2).contains(&x), "ink at x={x}");
                 }
             }

@@ -74,7 +74,12 @@ impl Slot {
         let mut info = self.env.info();
         info.insert(TEXT_KEY.into(), Value::String(self.env.text()));
         if self.env.dynamic_actions() && !info.contains_key(ADMISSIBLE_KEY) {
-            let names = self.env.action_names().into_iter().map(Value::String).collect();
+            let names = self
+                .env
+                .action_names()
+                .into_iter()
+                .map(Value::String)
+                .collect();
             info.insert(ADMISSIBLE_KEY.into(), Value::Array(names));
         }
         info
@@ -126,7 +131,10 @@ impl Slot {
 
     /// Runs `f`, turning a panic into [`EnvError::Panic`] and marking the
     /// env as needing a reset (its state is unknown after a panic).
-    fn guarded(&mut self, f: impl FnOnce(&mut Slot) -> Result<(), EnvError>) -> Result<(), EnvError> {
+    fn guarded(
+        &mut self,
+        f: impl FnOnce(&mut Slot) -> Result<(), EnvError>,
+    ) -> Result<(), EnvError> {
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
             Ok(r) => r,
             Err(payload) => {
@@ -163,12 +171,19 @@ fn first_error(results: Vec<Result<(), EnvError>>) -> Result<(), EngineError> {
 impl VecEnv {
     /// A vector env over `envs`, stepping in `num_threads` threads (1 = the
     /// calling thread only), with per-env streams derived from `seed`.
-    pub fn new(envs: Vec<Box<dyn Env>>, num_threads: usize, mode: AutoReset, seed: u64) -> Result<VecEnv, EngineError> {
+    pub fn new(
+        envs: Vec<Box<dyn Env>>,
+        num_threads: usize,
+        mode: AutoReset,
+        seed: u64,
+    ) -> Result<VecEnv, EngineError> {
         if envs.is_empty() {
             return Err(EngineError::Argument("num_envs must be at least 1".into()));
         }
         if num_threads == 0 {
-            return Err(EngineError::Argument("num_threads must be at least 1".into()));
+            return Err(EngineError::Argument(
+                "num_threads must be at least 1".into(),
+            ));
         }
         let n = envs.len();
         let pool = if num_threads > 1 {
@@ -176,7 +191,9 @@ impl VecEnv {
                 .num_threads(num_threads)
                 .thread_name(|i| format!("vlmrl-env-{i}"))
                 .build()
-                .map_err(|e| EngineError::Argument(format!("cannot start {num_threads} threads: {e}")))?;
+                .map_err(|e| {
+                    EngineError::Argument(format!("cannot start {num_threads} threads: {e}"))
+                })?;
             Some(pool)
         } else {
             None

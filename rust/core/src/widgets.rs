@@ -87,7 +87,11 @@ impl TextField {
     /// on (old and new) inks at or right of it.
     fn restart(&self, new: &[Placed], new_end: i32) -> Option<(usize, i32)> {
         let old = &self.placed;
-        let k = old.iter().zip(new).take_while(|(a, b)| a.ch == b.ch).count();
+        let k = old
+            .iter()
+            .zip(new)
+            .take_while(|(a, b)| a.ch == b.ch)
+            .count();
         (0..=k).rev().find_map(|j| {
             let r = new.get(j).map(|p| p.pen).unwrap_or(new_end);
             let left_ok = new[..j].iter().all(|p| p.ink_r <= r);
@@ -103,7 +107,12 @@ impl TextField {
             return;
         }
         let (new, new_end) = layout(&self.font, self.x, text);
-        let new_extent = new.iter().map(|p| p.ink_r).max().unwrap_or(self.x).max(self.x);
+        let new_extent = new
+            .iter()
+            .map(|p| p.ink_r)
+            .max()
+            .unwrap_or(self.x)
+            .max(self.x);
         let restart = if force || self.shown.is_none() {
             None
         } else {
@@ -151,7 +160,13 @@ impl CardRow {
     }
 
     /// Draws `cards` (left x, face) with `sprites`.
-    pub fn show(&mut self, canvas: &mut Canvas<'_>, sprites: &CardSprites, cards: &[(i32, CardFace)], full: bool) {
+    pub fn show(
+        &mut self,
+        canvas: &mut Canvas<'_>,
+        sprites: &CardSprites,
+        cards: &[(i32, CardFace)],
+        full: bool,
+    ) {
         let (w, h) = (sprites.width as i32, sprites.height as i32);
         let sprite = |f: CardFace| match f {
             CardFace::Up(c) => sprites.face(c),

@@ -24,11 +24,19 @@ fn alfworld_text_image<'py>(
 ) -> Bound<'py, PyArray3<u8>> {
     let buf = py.detach(|| {
         let mut buf = vec![0u8; OBS_BYTES];
-        let scene = TextScene { task: &task, location: &location, items: &items, held: held.as_deref(), feedback: &feedback };
+        let scene = TextScene {
+            task: &task,
+            location: &location,
+            items: &items,
+            held: held.as_deref(),
+            feedback: &feedback,
+        };
         render_text_scene(&mut Canvas::new(&mut buf), &scene);
         buf
     });
-    Array3::from_shape_vec((OBS_H, OBS_W, 3), buf).expect("one observation").into_pyarray(py)
+    Array3::from_shape_vec((OBS_H, OBS_W, 3), buf)
+        .expect("one observation")
+        .into_pyarray(py)
 }
 
 /// Registers the ALFWorld helpers in `vlmrl_fast._core`.

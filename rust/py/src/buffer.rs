@@ -5,7 +5,10 @@
 use std::sync::{Mutex, MutexGuard};
 
 use numpy::ndarray::{ArrayView2, ArrayView3};
-use numpy::{Element, PyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    Element, PyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
@@ -30,7 +33,9 @@ pub struct TrajectoryBuffer {
 impl TrajectoryBuffer {
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, CoreBuffer> {
         // Detaches from Python while waiting (no GIL deadlock between threads).
-        self.inner.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -104,13 +109,23 @@ impl TrajectoryBuffer {
             values: &values,
             logprobs: &logprobs,
         };
-        self.lock(py).add(&rec, token_ids.as_deref()).map_err(buffer_err)
+        self.lock(py)
+            .add(&rec, token_ids.as_deref())
+            .map_err(buffer_err)
     }
 
     /// Env `index`'s generated tokens at `step`, without padding (a copy).
-    fn tokens<'py>(&self, py: Python<'py>, step: usize, index: usize) -> PyResult<Bound<'py, PyArray1<i64>>> {
+    fn tokens<'py>(
+        &self,
+        py: Python<'py>,
+        step: usize,
+        index: usize,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let inner = self.lock(py);
-        Ok(PyArray1::from_slice(py, inner.tokens(step, index).map_err(buffer_err)?))
+        Ok(PyArray1::from_slice(
+            py,
+            inner.tokens(step, index).map_err(buffer_err)?,
+        ))
     }
 
     /// GAE over all T steps into `advantages` and `returns`.
@@ -165,8 +180,11 @@ impl TrajectoryBuffer {
     fn token_ids<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray3<i64>>> {
         let me = slf.borrow();
         let inner = me.lock(slf.py());
-        let view = ArrayView3::from_shape((me.num_steps, me.num_envs, me.max_tokens), inner.token_ids.as_slice())
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let view = ArrayView3::from_shape(
+            (me.num_steps, me.num_envs, me.max_tokens),
+            inner.token_ids.as_slice(),
+        )
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         // SAFETY: as for view2.
         Ok(unsafe { PyArray3::borrow_from_array(&view, slf.clone().into_any()) })
     }
@@ -210,7 +228,9 @@ fn gae_typed<'py, F: Float + Element>(
     let mut ret = adv.clone();
     py.detach(|| core_gae(&x, n, gamma, lam, &mut adv, &mut ret))
         .map_err(|e| EnvArgumentError::new_err(e.to_string()))?;
-    let to2 = |v: Vec<F>| -> PyResult<Bound<'py, PyArray2<F>>> { Ok(PyArray::from_vec(py, v).reshape([shape[0], n])?) };
+    let to2 = |v: Vec<F>| -> PyResult<Bound<'py, PyArray2<F>>> {
+        Ok(PyArray::from_vec(py, v).reshape([shape[0], n])?)
+    };
     Ok((to2(adv)?, to2(ret)?))
 }
 
@@ -233,7 +253,11 @@ fn gae<'py>(
         let (a, b) = gae_typed::<f32>(py, [r, v, nv], &terminated, &truncated, gamma, lam)?;
         return Ok((a.into_any(), b.into_any()));
     }
-    let (r, v, nv) = (rewards.extract()?, values.extract()?, next_values.extract()?);
+    let (r, v, nv) = (
+        rewards.extract()?,
+        values.extract()?,
+        next_values.extract()?,
+    );
     let (a, b) = gae_typed::<f64>(py, [r, v, nv], &terminated, &truncated, gamma, lam)?;
     Ok((a.into_any(), b.into_any()))
 }

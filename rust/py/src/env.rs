@@ -32,7 +32,10 @@ impl VecEnv {
         // using one env cannot deadlock on the GIL. A poisoned lock means a
         // panic escaped an earlier call; the engine state is still consistent
         // (panics are caught per env), so go on.
-        Ok(self.inner.lock_py_attached(py).unwrap_or_else(|e| e.into_inner()))
+        Ok(self
+            .inner
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -55,7 +58,11 @@ fn kind_of(v: &Value) -> Kind {
 
 /// Gymnasium's vector info: for every key, an array over envs (int64,
 /// float64, bool, or object with None for missing) and a "_key" mask.
-fn vector_info<'py>(py: Python<'py>, n: usize, infos: &[(usize, &Info)]) -> PyResult<Bound<'py, PyDict>> {
+fn vector_info<'py>(
+    py: Python<'py>,
+    n: usize,
+    infos: &[(usize, &Info)],
+) -> PyResult<Bound<'py, PyDict>> {
     let mut keys: Vec<(&str, Kind)> = Vec::new();
     for (_, info) in infos {
         for (k, v) in info.iter() {
@@ -126,7 +133,10 @@ impl VecEnv {
             let mut frames: Vec<Py<PyAny>> = (0..n).map(|_| py.None()).collect();
             let mut mask = vec![false; n];
             for &i in &ended {
-                let bytes = inner.final_obs(i).expect("ended env has a final frame").to_vec();
+                let bytes = inner
+                    .final_obs(i)
+                    .expect("ended env has a final frame")
+                    .to_vec();
                 let frame = PyArray1::from_vec(py, bytes).reshape([OBS_H, OBS_W, 3])?;
                 frames[i] = frame.into_any().unbind();
                 mask[i] = true;
@@ -213,7 +223,13 @@ impl VecEnv {
         let states: Option<Vec<Option<Value>>> = states
             .map(|st| {
                 st.iter()
-                    .map(|s| if s.is_none() { Ok(None) } else { to_json(s).map(Some) })
+                    .map(|s| {
+                        if s.is_none() {
+                            Ok(None)
+                        } else {
+                            to_json(s).map(Some)
+                        }
+                    })
                     .collect::<PyResult<_>>()
             })
             .transpose()?;

@@ -63,7 +63,9 @@ pub fn from_env(e: EnvError) -> PyErr {
 /// A vector-env error as a Python exception whose message names the env.
 pub fn from_engine(e: EngineError) -> PyErr {
     match e {
-        EngineError::Env(VecEnvError { index, source }) => env_error(format!("env {index}: "), &source),
+        EngineError::Env(VecEnvError { index, source }) => {
+            env_error(format!("env {index}: "), &source)
+        }
         other => EnvArgumentError::new_err(other.to_string()),
     }
 }

@@ -46,7 +46,9 @@ pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
     // numpy integer / bool scalars and other number-likes.
     if obj.hasattr("__index__")? {
-        return Ok(Value::Number(obj.call_method0("__index__")?.extract::<i64>()?.into()));
+        return Ok(Value::Number(
+            obj.call_method0("__index__")?.extract::<i64>()?.into(),
+        ));
     }
     if let Ok(f) = obj.extract::<f64>() {
         return Number::from_f64(f)
@@ -71,7 +73,10 @@ pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
         },
         Value::String(s) => PyString::new(py, s).into_any(),
         Value::Array(a) => {
-            let items = a.iter().map(|x| to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
+            let items = a
+                .iter()
+                .map(|x| to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any()
         }
         Value::Object(m) => to_dict(py, m)?.into_any(),

@@ -46,7 +46,9 @@ fn utf8_of<'a>(s: Borrowed<'a, '_, PyString>) -> Option<&'a str> {
         return None;
     }
     // SAFETY: see above; `size` is the buffer's length in bytes.
-    Some(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(data.cast::<u8>(), size as usize)) })
+    Some(unsafe {
+        std::str::from_utf8_unchecked(std::slice::from_raw_parts(data.cast::<u8>(), size as usize))
+    })
 }
 
 /// A str with lone surrogates (which UTF-8 cannot hold): each becomes U+FFFD,
@@ -67,7 +69,10 @@ fn replace_surrogates(s: Borrowed<'_, '_, PyString>) -> PyResult<String> {
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
 }
 
 fn seq_items<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
@@ -139,9 +144,9 @@ fn py_parse_actions<'py>(
     let mut strs: Vec<&str> = Vec::with_capacity(n);
     let mut ascii: Vec<bool> = Vec::with_capacity(n);
     for (i, item) in tuple.iter_borrowed().enumerate() {
-        let s = item
-            .cast::<PyString>()
-            .map_err(|_| ParserTypeError::new_err(format!("texts[{i}] must be str, not {}", type_name(&item))))?;
+        let s = item.cast::<PyString>().map_err(|_| {
+            ParserTypeError::new_err(format!("texts[{i}] must be str, not {}", type_name(&item)))
+        })?;
         match utf8_of(s) {
             Some(t) => {
                 // Code points == bytes exactly when the text is ASCII.
@@ -205,7 +210,10 @@ fn py_parse_actions<'py>(
     };
     let result = py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| -> Result<(), ParserError> {
-            let vocabs: Vec<Vocab> = lists.iter().map(|l| Vocab::new(l)).collect::<Result<_, _>>()?;
+            let vocabs: Vec<Vocab> = lists
+                .iter()
+                .map(|l| Vocab::new(l))
+                .collect::<Result<_, _>>()?;
             let vocabs = if per_text {
                 Vocabs::PerText(&vocabs)
             } else {
@@ -231,10 +239,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "NumberLine-v0",
         include_str!("../../../envs/prompts/NumberLine-v0.toml"),
     ),
-    ("EZPoints-v0", include_str!("../../../envs/prompts/EZPoints-v0.toml")),
-    ("Points24-v0", include_str!("../../../envs/prompts/Points24-v0.toml")),
-    ("Blackjack-v0", include_str!("../../../envs/prompts/Blackjack-v0.toml")),
-    ("ALFWorld-v0", include_str!("../../../envs/prompts/ALFWorld-v0.toml")),
+    (
+        "EZPoints-v0",
+        include_str!("../../../envs/prompts/EZPoints-v0.toml"),
+    ),
+    (
+        "Points24-v0",
+        include_str!("../../../envs/prompts/Points24-v0.toml"),
+    ),
+    (
+        "Blackjack-v0",
+        include_str!("../../../envs/prompts/Blackjack-v0.toml"),
+    ),
+    (
+        "ALFWorld-v0",
+        include_str!("../../../envs/prompts/ALFWorld-v0.toml"),
+    ),
 ];
 
 /// prompt_templates()

@@ -1,17 +1,25 @@
 //! Binding of `vlmrl_core::preprocess`: the `Preprocessor` class.
 //!
 //! Observations are read in place from the caller's uint8 array; the output is
-//! a float32 numpy array allocated here (or passed in as `out`) and filled with
-//! the GIL released.
+//! a float32 numpy array (or, for `dtype="bfloat16"`, a uint16 array holding
+//! bfloat16 bits) allocated here or passed in as `out`, filled with the GIL
+//! released.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 
-use numpy::{Element, PyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::ndarray::{ArrayViewD, IxDyn};
+
+use numpy::{
+    Element, PyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use vlmrl_core::preprocess::{
-    Backend, Filter, Layout, PatchGeometry, Pipeline, PipelineSpec, PreprocessError as CoreError, SizeRule,
+    Backend, Bf16, Filter, Layout, OutValue, PatchGeometry, Pipeline, PipelineSpec,
+    PreprocessError as CoreError, SizeRule,
 };
 
 create_exception!(
@@ -56,6 +64,116 @@ fn triple(name: &str, v: Option<Vec<f64>>) -> PyResult<Option<[f64; 3]>> {
 #[pyclass(name = "Preprocessor", module = "vlmrl_fast._core", frozen)]
 pub struct PyPreprocessor {
     pipeline: Pipeline,
+    pool: Arc<BufferPool>,
+}
+
+/// Most bytes of freed output buffers a pipeline keeps for reuse.
+const POOL_BYTES: usize = 1 << 30;
+
+/// An output buffer of one element type.
+enum PoolVec {
+    F32(Vec<f32>),
+    U16(Vec<u16>),
+}
+
+impl PoolVec {
+    fn bytes(&self) -> usize {
+        match self {
+            PoolVec::F32(v) => v.len() * 4,
+            PoolVec::U16(v) => v.len() * 2,
+        }
+    }
+}
+
+/// Element types of pooled outputs.
+trait PoolElem: Element + Copy + Default {
+    fn wrap(v: Vec<Self>) -> PoolVec;
+    fn unwrap(p: &PoolVec) -> Option<&Vec<Self>>;
+    fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec>;
+}
+
+impl PoolElem for f32 {
+    fn wrap(v: Vec<Self>) -> PoolVec {
+        PoolVec::F32(v)
+    }
+    fn unwrap(p: &PoolVec) -> Option<&Vec<Self>> {
+        match p {
+            PoolVec::F32(v) => Some(v),
+            PoolVec::U16(_) => None,
+        }
+    }
+    fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec> {
+        match p {
+            PoolVec::F32(v) => Ok(v),
+            other => Err(other),
+        }
+    }
+}
+
+impl PoolElem for u16 {
+    fn wrap(v: Vec<Self>) -> PoolVec {
+        PoolVec::U16(v)
+    }
+    fn unwrap(p: &PoolVec) -> Option<&Vec<Self>> {
+        match p {
+            PoolVec::U16(v) => Some(v),
+            PoolVec::F32(_) => None,
+        }
+    }
+    fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec> {
+        match p {
+            PoolVec::U16(v) => Ok(v),
+            other => Err(other),
+        }
+    }
+}
+
+/// Output buffers given back when the numpy arrays over them are freed, so
+/// that the next batch of the same shape writes into memory that is already
+/// mapped: a fresh 80 MB array costs more in page faults than the whole
+/// preprocessing. Holds at most [`POOL_BYTES`].
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<PoolVec>>,
+}
+
+impl BufferPool {
+    /// A buffer of exactly `len` elements: a freed one, or a new zeroed one.
+    fn take<E: PoolElem>(&self, len: usize) -> Vec<E> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let found = free
+            .iter()
+            .position(|p| E::unwrap(p).is_some_and(|v| v.len() == len));
+        match found.map(|i| E::take(free.swap_remove(i))) {
+            Some(Ok(v)) => v,
+            _ => vec![E::default(); len],
+        }
+    }
+
+    /// Keeps `buf` for reuse while the pool stays under its byte budget.
+    fn give_back(&self, buf: PoolVec) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = free.iter().map(PoolVec::bytes).sum();
+        if held + buf.bytes() <= POOL_BYTES {
+            free.push(buf);
+        }
+    }
+}
+
+/// Owner of a pooled output buffer, the base object of the numpy array
+/// returned over it; gives the buffer back to its pool when Python frees it.
+#[pyclass(module = "vlmrl_fast._core", frozen)]
+struct PooledBuffer {
+    data: Option<PoolVec>,
+    pool: Arc<BufferPool>,
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.data.take() {
+            self.pool.give_back(buf);
+        }
+    }
 }
 
 #[pymethods]
@@ -89,7 +207,11 @@ impl PyPreprocessor {
         let backend = match backend {
             "pil" => Backend::Pillow,
             "torchvision" => Backend::Torchvision,
-            other => return bad(format!("backend must be 'pil' or 'torchvision', got {other:?}")),
+            other => {
+                return bad(format!(
+                    "backend must be 'pil' or 'torchvision', got {other:?}"
+                ))
+            }
         };
         let layout = match layout {
             "channels_first" => {
@@ -105,7 +227,11 @@ impl PyPreprocessor {
                 merge_size,
                 temporal_patch_size,
             }),
-            other => return bad(format!("layout must be 'channels_first' or 'qwen2_vl', got {other:?}")),
+            other => {
+                return bad(format!(
+                    "layout must be 'channels_first' or 'qwen2_vl', got {other:?}"
+                ))
+            }
         };
         let resize = match resample {
             None => None,
@@ -117,8 +243,13 @@ impl PyPreprocessor {
                 };
                 let rule = match (layout, shortest_edge, height, width) {
                     (Layout::Qwen2VlPatches(_), ..) => match (min_pixels, max_pixels) {
-                        (Some(min_pixels), Some(max_pixels)) => SizeRule::SmartResize { min_pixels, max_pixels },
-                        _ => return bad("the qwen2_vl layout needs min_pixels and max_pixels".into()),
+                        (Some(min_pixels), Some(max_pixels)) => SizeRule::SmartResize {
+                            min_pixels,
+                            max_pixels,
+                        },
+                        _ => {
+                            return bad("the qwen2_vl layout needs min_pixels and max_pixels".into())
+                        }
                     },
                     (_, Some(s), None, None) => SizeRule::ShortestEdge(s),
                     (_, None, Some(height), Some(width)) => SizeRule::Exact { height, width },
@@ -127,7 +258,10 @@ impl PyPreprocessor {
                 Some((rule, filter))
             }
         };
-        let normalize = match (triple("image_mean", image_mean)?, triple("image_std", image_std)?) {
+        let normalize = match (
+            triple("image_mean", image_mean)?,
+            triple("image_std", image_std)?,
+        ) {
             (Some(m), Some(s)) => Some((m, s)),
             (None, None) => None,
             _ => return bad("image_mean and image_std must be given together".into()),
@@ -141,6 +275,7 @@ impl PyPreprocessor {
         };
         Ok(Self {
             pipeline: Pipeline::new(spec).map_err(to_py)?,
+            pool: Arc::new(BufferPool::default()),
         })
     }
 
@@ -151,14 +286,17 @@ impl PyPreprocessor {
     }
 
     /// Preprocesses `obs` (uint8 [N, H, W, 3], C-contiguous, read in place).
-    /// Returns (pixel_values float32, grid or None); writes into `out` when given.
-    #[pyo3(signature = (obs, out=None))]
+    /// Returns (pixel_values, grid or None): float32 values, or for
+    /// `dtype="bfloat16"` uint16 holding bfloat16 bits (view them as
+    /// torch.bfloat16); writes into `out` (that element type) when given.
+    #[pyo3(signature = (obs, out=None, dtype="float32"))]
     fn __call__<'py>(
         &self,
         py: Python<'py>,
         obs: &Bound<'py, PyAny>,
-        out: Option<Bound<'py, PyArrayDyn<f32>>>,
-    ) -> PyResult<(Bound<'py, PyArrayDyn<f32>>, Grid)> {
+        out: Option<Bound<'py, PyAny>>,
+        dtype: &str,
+    ) -> PyResult<(Bound<'py, PyAny>, Grid)> {
         let Ok(arr) = obs.cast::<PyUntypedArray>() else {
             return Err(PreprocessTypeError::new_err(format!(
                 "observations must be a numpy uint8 array [N, H, W, 3], got {}",
@@ -188,33 +326,117 @@ impl PyPreprocessor {
         let src = obs
             .as_slice()
             .map_err(|_| PreprocessError::new_err("observations must be C-contiguous"))?;
-        let out = match out {
-            Some(o) => {
-                if o.shape() != plan.shape.as_slice() {
-                    return Err(PreprocessError::new_err(format!(
-                        "out has shape {:?}, expected {:?}",
-                        o.shape(),
-                        plan.shape
-                    )));
-                }
-                o
+        let out = match dtype {
+            "float32" => {
+                let out = typed_out::<f32>(out, "float32")?;
+                self.fill(py, src, (n, h, w), &plan.shape, out, as_f32)?
+                    .into_any()
             }
-            // SAFETY: every element is written by `run` before Python sees it.
-            None => unsafe { PyArrayDyn::<f32>::new(py, plan.shape.clone(), false) },
+            "bfloat16" => {
+                let out = typed_out::<u16>(out, "uint16 (bfloat16 bits)")?;
+                self.fill(py, src, (n, h, w), &plan.shape, out, as_bf16)?
+                    .into_any()
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "dtype must be 'float32' or 'bfloat16', got {other:?}"
+                )))
+            }
         };
-        {
-            let mut dst = out.try_readwrite()?;
-            let dst = dst
-                .as_slice_mut()
-                .map_err(|_| PreprocessError::new_err("out must be C-contiguous"))?;
-            let pipeline = &self.pipeline;
-            let result = py.detach(|| catch_unwind(AssertUnwindSafe(|| pipeline.run(src, n, h, w, dst))));
-            match result {
-                Ok(r) => r.map_err(to_py)?,
-                Err(_) => return Err(PreprocessInternalError::new_err("native preprocessing panicked")),
-            };
-        }
         Ok((out, plan.grid))
+    }
+}
+
+fn as_f32(d: &mut [f32]) -> &mut [f32] {
+    d
+}
+
+fn as_bf16(d: &mut [u16]) -> &mut [Bf16] {
+    // SAFETY: Bf16 is a repr(transparent) u16: same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr().cast::<Bf16>(), d.len()) }
+}
+
+/// `out` as an array of `E`, or a clear error naming the expected element type.
+fn typed_out<'py, E: Element>(
+    out: Option<Bound<'py, PyAny>>,
+    what: &str,
+) -> PyResult<Option<Bound<'py, PyArrayDyn<E>>>> {
+    match out {
+        None => Ok(None),
+        Some(o) => match o.cast::<PyArrayDyn<E>>() {
+            Ok(a) => Ok(Some(a.clone())),
+            Err(_) => Err(PreprocessTypeError::new_err(format!(
+                "out must be a numpy {what} array, got {}",
+                o.repr()?.to_string().chars().take(60).collect::<String>()
+            ))),
+        },
+    }
+}
+
+impl PyPreprocessor {
+    /// Runs the pipeline into `dst` with the GIL released; a panic becomes an exception.
+    fn run_into<T: OutValue>(
+        &self,
+        py: Python<'_>,
+        src: &[u8],
+        (n, h, w): (usize, usize, usize),
+        dst: &mut [T],
+    ) -> PyResult<()> {
+        let pipeline = &self.pipeline;
+        match py.detach(|| catch_unwind(AssertUnwindSafe(|| pipeline.run(src, n, h, w, dst)))) {
+            Ok(r) => r.map(|_| ()).map_err(to_py),
+            Err(_) => Err(PreprocessInternalError::new_err(
+                "native preprocessing panicked",
+            )),
+        }
+    }
+
+    /// Runs the pipeline into `out`, or into a pooled buffer returned as a new array.
+    fn fill<'py, E: PoolElem, T: OutValue>(
+        &self,
+        py: Python<'py>,
+        src: &[u8],
+        nhw: (usize, usize, usize),
+        shape: &[usize],
+        out: Option<Bound<'py, PyArrayDyn<E>>>,
+        cast: fn(&mut [E]) -> &mut [T],
+    ) -> PyResult<Bound<'py, PyArrayDyn<E>>> {
+        if let Some(o) = out {
+            if o.shape() != shape {
+                return Err(PreprocessError::new_err(format!(
+                    "out has shape {:?}, expected {:?}",
+                    o.shape(),
+                    shape
+                )));
+            }
+            {
+                let mut dst = o.try_readwrite()?;
+                let dst = dst
+                    .as_slice_mut()
+                    .map_err(|_| PreprocessError::new_err("out must be C-contiguous"))?;
+                self.run_into(py, src, nhw, cast(dst))?;
+            }
+            return Ok(o);
+        }
+        let mut buf: Vec<E> = self.pool.take(shape.iter().product());
+        if let Err(e) = self.run_into(py, src, nhw, cast(&mut buf)) {
+            self.pool.give_back(E::wrap(buf));
+            return Err(e);
+        }
+        let owner = Bound::new(
+            py,
+            PooledBuffer {
+                data: Some(E::wrap(buf)),
+                pool: Arc::clone(&self.pool),
+            },
+        )?;
+        let data = E::unwrap(owner.get().data.as_ref().expect("set just above"))
+            .expect("wrapped as E just above");
+        let view = ArrayViewD::from_shape(IxDyn(shape), data.as_slice())
+            .map_err(|e| PreprocessInternalError::new_err(format!("output view: {e}")))?;
+        // SAFETY: the array's base object is `owner`, which owns the buffer and never
+        // touches it (nor reallocates it) until Python frees the owner, after the array.
+        Ok(unsafe { PyArrayDyn::borrow_from_array(&view, owner.clone().into_any()) })
     }
 }
 
@@ -224,6 +446,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPreprocessor>()?;
     m.add("PreprocessError", py.get_type::<PreprocessError>())?;
     m.add("PreprocessTypeError", py.get_type::<PreprocessTypeError>())?;
-    m.add("PreprocessInternalError", py.get_type::<PreprocessInternalError>())?;
+    m.add(
+        "PreprocessInternalError",
+        py.get_type::<PreprocessInternalError>(),
+    )?;
     Ok(())
 }

@@ -99,7 +99,13 @@ fn parse_text(text: &str, ascii: bool, vocab: &Vocab, scratch: &mut Scratch) -> 
     let Some((key_byte, after_colon)) = find_key(text) else {
         return Parsed::NONE;
     };
-    let offset = |b: usize| if ascii { b } else { char_count(&text.as_bytes()[..b]) };
+    let offset = |b: usize| {
+        if ascii {
+            b
+        } else {
+            char_count(&text.as_bytes()[..b])
+        }
+    };
     let key_start = offset(key_byte) as i64;
     let Some((vs, ve)) = value_bounds(text, after_colon) else {
         return Parsed {
@@ -158,7 +164,11 @@ fn run_chunk(
     }
 }
 
-fn check_batch(texts: &[&str], ascii: Option<&[bool]>, vocabs: Vocabs<'_>) -> Result<(), ParserError> {
+fn check_batch(
+    texts: &[&str],
+    ascii: Option<&[bool]>,
+    vocabs: Vocabs<'_>,
+) -> Result<(), ParserError> {
     if let Vocabs::PerText(v) = vocabs {
         if v.len() != texts.len() {
             return Err(ParserError::LengthMismatch {
@@ -167,7 +177,10 @@ fn check_batch(texts: &[&str], ascii: Option<&[bool]>, vocabs: Vocabs<'_>) -> Re
             });
         }
     }
-    assert!(ascii.is_none_or(|a| a.len() == texts.len()), "one ascii flag per text");
+    assert!(
+        ascii.is_none_or(|a| a.len() == texts.len()),
+        "one ascii flag per text"
+    );
     Ok(())
 }
 
@@ -181,8 +194,14 @@ pub fn parse_batch(
     out: &mut [Parsed],
 ) -> Result<(), ParserError> {
     check_batch(texts, ascii, vocabs)?;
-    assert_eq!(texts.len(), out.len(), "output buffer must have one slot per text");
-    let run = |base: usize, o: &mut [Parsed]| run_chunk(texts, ascii, vocabs, base, o.len(), |k, p| o[k] = p);
+    assert_eq!(
+        texts.len(),
+        out.len(),
+        "output buffer must have one slot per text"
+    );
+    let run = |base: usize, o: &mut [Parsed]| {
+        run_chunk(texts, ascii, vocabs, base, o.len(), |k, p| o[k] = p)
+    };
     if texts.len() < PARALLEL_MIN {
         run(0, out);
     } else {
@@ -204,7 +223,10 @@ pub fn parse_batch_into(
     check_batch(texts, ascii, vocabs)?;
     let n = texts.len();
     assert!(
-        out.index.len() == n && out.valid.len() == n && out.key_start.len() == n && out.value_span.len() == 2 * n,
+        out.index.len() == n
+            && out.valid.len() == n
+            && out.key_start.len() == n
+            && out.value_span.len() == 2 * n,
         "output buffers must have one slot per text (two for value_span)"
     );
     let run = |base: usize, ix: &mut [i64], va: &mut [bool], ks: &mut [i64], sp: &mut [i64]| {
@@ -331,7 +353,10 @@ fn value_bounds(text: &str, mut p: usize) -> Option<(usize, usize)> {
 
 /// Byte index of the first byte of `stops` at or after `p` (or `n`).
 fn scan_until(b: &[u8], p: usize, stops: &[u8]) -> usize {
-    b[p..].iter().position(|c| stops.contains(c)).map_or(b.len(), |k| p + k)
+    b[p..]
+        .iter()
+        .position(|c| stops.contains(c))
+        .map_or(b.len(), |k| p + k)
 }
 
 /// A quoted string starting at the quote at `p`: returns the content bounds
@@ -386,7 +411,8 @@ fn list_value(b: &[u8], p: usize) -> (usize, usize) {
 /// backslashes (`\"hit\"` in an escaped JSON string) from both ends of
 /// `text[s..e]`; None when nothing is left.
 fn trim_value(text: &str, s: usize, e: usize) -> Option<(usize, usize)> {
-    let strip = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`' | '\\');
+    let strip =
+        |c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`' | '\\');
     let v = &text[s..e];
     let t = v.trim_start_matches(strip);
     let s2 = s + (v.len() - t.len());

@@ -10,7 +10,10 @@ fn parse(text: &str, v: &Vocab) -> Parsed {
 
 /// Python-style slice by code points.
 fn slice(text: &str, s: i64, e: i64) -> String {
-    text.chars().skip(s as usize).take((e - s) as usize).collect()
+    text.chars()
+        .skip(s as usize)
+        .take((e - s) as usize)
+        .collect()
 }
 
 const BLACKJACK: &[&str] = &["stand", "hit"];
@@ -58,8 +61,15 @@ fn token_rule_boundaries_and_longest_name() {
 
 #[test]
 fn alfworld_whitespace_and_period() {
-    let v = vocab(&["go to cabinet 1", "go to cabinet 10", "take apple 1 from countertop 2"]);
-    assert_eq!(parse(r#""action": "Take  apple 1 from countertop 2.""#, &v).index, 2);
+    let v = vocab(&[
+        "go to cabinet 1",
+        "go to cabinet 10",
+        "take apple 1 from countertop 2",
+    ]);
+    assert_eq!(
+        parse(r#""action": "Take  apple 1 from countertop 2.""#, &v).index,
+        2
+    );
     assert_eq!(parse(r#""action": "go to cabinet 10""#, &v).index, 1);
     assert_eq!(parse(r#""action": "I go to cabinet 1 now""#, &v).index, 0);
     assert_eq!(parse(r#""action": "go to cabinet""#, &v).index, -1);
@@ -113,7 +123,12 @@ fn batch_matches_single_parses() {
     parse_batch(&refs, Some(&ascii), Vocabs::Shared(&v), &mut out2).unwrap();
     assert_eq!(out, out2);
     let n = refs.len();
-    let (mut ix, mut va, mut ks, mut sp) = (vec![0i64; n], vec![false; n], vec![0i64; n], vec![0i64; 2 * n]);
+    let (mut ix, mut va, mut ks, mut sp) = (
+        vec![0i64; n],
+        vec![false; n],
+        vec![0i64; n],
+        vec![0i64; 2 * n],
+    );
     let soa = BatchOut {
         index: &mut ix,
         valid: &mut va,
@@ -247,7 +262,12 @@ fn fuzz_never_panics_and_offsets_stay_inside() {
         let n = t.chars().count() as i64;
         assert!((-1..n).contains(&p.key_start), "{t:?} {p:?}");
         if p.value_start >= 0 {
-            assert!(p.key_start >= 0 && p.key_start < p.value_start && p.value_start < p.value_end && p.value_end <= n);
+            assert!(
+                p.key_start >= 0
+                    && p.key_start < p.value_start
+                    && p.value_start < p.value_end
+                    && p.value_end <= n
+            );
         } else {
             assert_eq!((p.value_end, p.index), (-1, -1));
         }

@@ -28,6 +28,39 @@ impl ValueTable {
     fn get(&self, c: usize, v: u8) -> f32 {
         v as f32 * self.scale[c] + self.bias[c]
     }
+
+    #[inline(always)]
+    fn out<T: OutValue>(&self, c: usize, v: u8) -> T {
+        T::from_f32(self.get(c, v))
+    }
+}
+
+/// An element type of `pixel_values`: float32, or bfloat16 stored as its bits
+/// (what a bf16 model takes, half the memory traffic of float32).
+pub trait OutValue: Copy + Send + Sync + 'static {
+    /// The value nearest to `v` (round to nearest even).
+    fn from_f32(v: f32) -> Self;
+}
+
+impl OutValue for f32 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+/// A bfloat16 value as its 16 bits (the upper half of a float32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(transparent)]
+pub struct Bf16(pub u16);
+
+impl OutValue for Bf16 {
+    /// Round to nearest even, as torch's `float32 -> bfloat16` conversion (inputs are finite here).
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        let bits = v.to_bits();
+        Bf16(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16)
+    }
 }
 
 /// Where the crop window sits on the resized image: the first source row and
@@ -44,7 +77,13 @@ pub struct Window {
 
 /// Writes `[3, window.height, window.width]` channel-first values of the HWC
 /// image `img` (size `h` x `w`) into `out`.
-pub fn write_chw(img: &[u8], hw: (usize, usize), window: Window, table: &ValueTable, out: &mut [f32]) {
+pub fn write_chw<T: OutValue>(
+    img: &[u8],
+    hw: (usize, usize),
+    window: Window,
+    table: &ValueTable,
+    out: &mut [T],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
@@ -56,12 +95,24 @@ pub fn write_chw(img: &[u8], hw: (usize, usize), window: Window, table: &ValueTa
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn write_chw_avx2(img: &[u8], hw: (usize, usize), window: Window, table: &ValueTable, out: &mut [f32]) {
+unsafe fn write_chw_avx2<T: OutValue>(
+    img: &[u8],
+    hw: (usize, usize),
+    window: Window,
+    table: &ValueTable,
+    out: &mut [T],
+) {
     write_chw_body(img, hw, window, table, out)
 }
 
 #[inline(always)]
-fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &ValueTable, out: &mut [f32]) {
+fn write_chw_body<T: OutValue>(
+    img: &[u8],
+    (h, w): (usize, usize),
+    window: Window,
+    table: &ValueTable,
+    out: &mut [T],
+) {
     let plane = window.height * window.width;
     debug_assert_eq!(out.len(), 3 * plane);
     let (r_plane, rest) = out.split_at_mut(plane);
@@ -76,9 +127,9 @@ fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &Va
         );
         let sy = y as isize + window.top;
         if sy < 0 || sy as usize >= h {
-            r.fill(table.get(0, 0));
-            g.fill(table.get(1, 0));
-            b.fill(table.get(2, 0));
+            r.fill(table.out(0, 0));
+            g.fill(table.out(1, 0));
+            b.fill(table.out(2, 0));
             continue;
         }
         let src_row = &img[sy as usize * w * 3..(sy as usize + 1) * w * 3];
@@ -91,9 +142,9 @@ fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &Va
                 .zip(g.iter_mut())
                 .zip(b.iter_mut())
             {
-                *r = table.get(0, px[0]);
-                *g = table.get(1, px[1]);
-                *b = table.get(2, px[2]);
+                *r = table.out(0, px[0]);
+                *g = table.out(1, px[1]);
+                *b = table.out(2, px[2]);
             }
         } else {
             for x in 0..window.width {
@@ -104,9 +155,9 @@ fn write_chw_body(img: &[u8], (h, w): (usize, usize), window: Window, table: &Va
                     let i = sx as usize * 3;
                     [src_row[i], src_row[i + 1], src_row[i + 2]]
                 };
-                r[x] = table.get(0, px[0]);
-                g[x] = table.get(1, px[1]);
-                b[x] = table.get(2, px[2]);
+                r[x] = table.out(0, px[0]);
+                g[x] = table.out(1, px[1]);
+                b[x] = table.out(2, px[2]);
             }
         }
     }
@@ -134,7 +185,13 @@ impl PatchGeometry {
 /// merge x merge blocks of patches; inside a row the order is (channel,
 /// temporal copy, y, x). A single image fills every temporal slot with the
 /// same frame, as the reference repeats it.
-pub fn write_qwen_patches(img: &[u8], hw: (usize, usize), g: PatchGeometry, table: &ValueTable, out: &mut [f32]) {
+pub fn write_qwen_patches<T: OutValue>(
+    img: &[u8],
+    hw: (usize, usize),
+    g: PatchGeometry,
+    table: &ValueTable,
+    out: &mut [T],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
@@ -146,18 +203,24 @@ pub fn write_qwen_patches(img: &[u8], hw: (usize, usize), g: PatchGeometry, tabl
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn write_qwen_patches_avx2(
+unsafe fn write_qwen_patches_avx2<T: OutValue>(
     img: &[u8],
     hw: (usize, usize),
     g: PatchGeometry,
     table: &ValueTable,
-    out: &mut [f32],
+    out: &mut [T],
 ) {
     write_qwen_patches_body(img, hw, g, table, out)
 }
 
 #[inline(always)]
-fn write_qwen_patches_body(img: &[u8], (h, w): (usize, usize), g: PatchGeometry, table: &ValueTable, out: &mut [f32]) {
+fn write_qwen_patches_body<T: OutValue>(
+    img: &[u8],
+    (h, w): (usize, usize),
+    g: PatchGeometry,
+    table: &ValueTable,
+    out: &mut [T],
+) {
     let (p, m, t) = (g.patch_size, g.merge_size, g.temporal_patch_size);
     let (grid_h, grid_w) = (h / p, w / p);
     let row_len = g.row_len();
@@ -173,9 +236,10 @@ fn write_qwen_patches_body(img: &[u8], (h, w): (usize, usize), g: PatchGeometry,
                         let block = &mut row[c * t * p * p..(c + 1) * t * p * p];
                         let (first, copies) = block.split_at_mut(p * p);
                         for py in 0..p {
-                            let src = &img[((gy * p + py) * w + gx * p) * 3..((gy * p + py) * w + gx * p + p) * 3];
+                            let src = &img[((gy * p + py) * w + gx * p) * 3
+                                ..((gy * p + py) * w + gx * p + p) * 3];
                             for (px, pixel) in src.chunks_exact(3).enumerate() {
-                                first[py * p + px] = table.get(c, pixel[c]);
+                                first[py * p + px] = table.out(c, pixel[c]);
                             }
                         }
                         for copy in copies.chunks_exact_mut(p * p) {
@@ -201,7 +265,15 @@ mod tests {
         // 2x3 image, pixel (y, x) = [10y + x, 100 + 10y + x, 200 + x].
         let (h, w) = (2, 3);
         let img: Vec<u8> = (0..h)
-            .flat_map(|y| (0..w).flat_map(move |x| [(10 * y + x) as u8, (100 + 10 * y + x) as u8, (200 + x) as u8]))
+            .flat_map(|y| {
+                (0..w).flat_map(move |x| {
+                    [
+                        (10 * y + x) as u8,
+                        (100 + 10 * y + x) as u8,
+                        (200 + x) as u8,
+                    ]
+                })
+            })
             .collect();
         let mut out = vec![0f32; 3 * 2 * 2];
         write_chw(
@@ -231,7 +303,22 @@ mod tests {
             &identity(),
             &mut out,
         );
-        assert_eq!(&out[..12], &[0., 0., 0., 0., 0., 1., 0., 10., 11., 0., 0., 0.]);
+        assert_eq!(
+            &out[..12],
+            &[0., 0., 0., 0., 0., 1., 0., 10., 11., 0., 0., 0.]
+        );
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(Bf16::from_f32(1.0).0, 0x3F80);
+        assert_eq!(Bf16::from_f32(-2.0).0, 0xC000);
+        // 1 + 2^-8 lies halfway between two bf16 values: ties go to the even one (1.0).
+        assert_eq!(Bf16::from_f32(1.0 + 1.0 / 256.0).0, 0x3F80);
+        // 1 + 3 * 2^-8 is halfway too: rounds up to the even 1 + 2^-6.
+        assert_eq!(Bf16::from_f32(1.0 + 3.0 / 256.0).0, 0x3F82);
+        // Just above halfway rounds up.
+        assert_eq!(Bf16::from_f32(f32::from_bits(0x3F80_8001)).0, 0x3F81);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod resize;
 use rayon::prelude::*;
 use thiserror::Error;
 
-pub use layout::{PatchGeometry, ValueTable, Window};
+pub use layout::{Bf16, OutValue, PatchGeometry, ValueTable, Window};
 pub use resize::{shortest_edge_size, smart_resize, Filter};
 
 /// What went wrong while preprocessing.
@@ -26,7 +26,9 @@ pub enum PreprocessError {
     #[error("bad observation shape: {0}")]
     BadShape(String),
     /// Qwen2-VL rejects aspect ratios above 200.
-    #[error("absolute aspect ratio must be smaller than 200, got height {height} and width {width}")]
+    #[error(
+        "absolute aspect ratio must be smaller than 200, got height {height} and width {width}"
+    )]
     AspectRatio { height: usize, width: usize },
     /// The pipeline's settings are inconsistent.
     #[error("invalid preprocessing settings: {0}")]
@@ -47,7 +49,10 @@ pub enum SizeRule {
     /// Fixed output size (SigLIP).
     Exact { height: usize, width: usize },
     /// Qwen2-VL's `smart_resize` with factor patch x merge.
-    SmartResize { min_pixels: usize, max_pixels: usize },
+    SmartResize {
+        min_pixels: usize,
+        max_pixels: usize,
+    },
 }
 
 /// Which Hugging Face backend the pipeline reproduces. They differ in the
@@ -123,21 +128,33 @@ impl Pipeline {
             }
         }
         match (spec.resize, spec.layout) {
-            (Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)), Layout::Qwen2VlPatches(_))
-                if min_pixels > max_pixels =>
-            {
-                return bad("min_pixels must not exceed max_pixels")
-            }
+            (
+                Some((
+                    SizeRule::SmartResize {
+                        min_pixels,
+                        max_pixels,
+                    },
+                    _,
+                )),
+                Layout::Qwen2VlPatches(_),
+            ) if min_pixels > max_pixels => return bad("min_pixels must not exceed max_pixels"),
             (Some((SizeRule::SmartResize { .. }, _)), Layout::Qwen2VlPatches(_)) => {}
-            (Some((SizeRule::SmartResize { .. }, _)), _) => return bad("smart resize needs the Qwen2-VL layout"),
-            (Some((SizeRule::ShortestEdge(0), _)), _) | (Some((SizeRule::Exact { height: 0, .. }, _)), _) => {
+            (Some((SizeRule::SmartResize { .. }, _)), _) => {
+                return bad("smart resize needs the Qwen2-VL layout")
+            }
+            (Some((SizeRule::ShortestEdge(0), _)), _)
+            | (Some((SizeRule::Exact { height: 0, .. }, _)), _) => {
                 return bad("resize size must be positive")
             }
-            (Some((SizeRule::Exact { width: 0, .. }, _)), _) => return bad("resize size must be positive"),
+            (Some((SizeRule::Exact { width: 0, .. }, _)), _) => {
+                return bad("resize size must be positive")
+            }
             _ => {}
         }
         match spec.layout {
-            Layout::Qwen2VlPatches(g) if g.patch_size == 0 || g.merge_size == 0 || g.temporal_patch_size == 0 => {
+            Layout::Qwen2VlPatches(g)
+                if g.patch_size == 0 || g.merge_size == 0 || g.temporal_patch_size == 0 =>
+            {
                 return bad("patch_size, merge_size and temporal_patch_size must be positive")
             }
             Layout::ChannelsFirst {
@@ -155,7 +172,12 @@ impl Pipeline {
     }
 
     /// Output shapes for `n` images of `height` x `width`.
-    pub fn plan(&self, n: usize, height: usize, width: usize) -> Result<OutputPlan, PreprocessError> {
+    pub fn plan(
+        &self,
+        n: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<OutputPlan, PreprocessError> {
         if n == 0 {
             return Err(PreprocessError::EmptyBatch(vec![n, height, width, 3]));
         }
@@ -168,11 +190,23 @@ impl Pipeline {
             None => (height, width),
             Some((SizeRule::ShortestEdge(s), _)) => shortest_edge_size(height, width, s),
             Some((SizeRule::Exact { height, width }, _)) => (height, width),
-            Some((SizeRule::SmartResize { min_pixels, max_pixels }, _)) => {
+            Some((
+                SizeRule::SmartResize {
+                    min_pixels,
+                    max_pixels,
+                },
+                _,
+            )) => {
                 let Layout::Qwen2VlPatches(g) = self.spec.layout else {
                     unreachable!("checked in new")
                 };
-                smart_resize(height, width, g.patch_size * g.merge_size, min_pixels, max_pixels)?
+                smart_resize(
+                    height,
+                    width,
+                    g.patch_size * g.merge_size,
+                    min_pixels,
+                    max_pixels,
+                )?
             }
         };
         match self.spec.layout {
@@ -233,13 +267,13 @@ impl Pipeline {
     /// Preprocesses `n` HWC RGB8 images of `height` x `width` stored
     /// contiguously in `input` into `out` (length [`OutputPlan::len`]),
     /// one image per rayon task.
-    pub fn run(
+    pub fn run<T: OutValue>(
         &self,
         input: &[u8],
         n: usize,
         height: usize,
         width: usize,
-        out: &mut [f32],
+        out: &mut [T],
     ) -> Result<OutputPlan, PreprocessError> {
         let plan = self.plan(n, height, width)?;
         let image_bytes = height * width * 3;
@@ -258,14 +292,22 @@ impl Pipeline {
         }
         let per_image = plan.len() / n;
         let resized = plan.resized;
-        let window = matches!(self.spec.layout, Layout::ChannelsFirst { .. }).then(|| self.window(resized));
+        let window =
+            matches!(self.spec.layout, Layout::ChannelsFirst { .. }).then(|| self.window(resized));
         input
             .par_chunks_exact(image_bytes)
             .zip(out.par_chunks_exact_mut(per_image))
             .try_for_each_init(resize::Scratch::new, |scratch, (src, dst)| {
                 let img: &[u8] = match self.spec.resize {
                     Some((_, filter)) => {
-                        match resize::resize_rgb8(scratch, src, (height, width), resized, filter, self.spec.backend)? {
+                        match resize::resize_rgb8(
+                            scratch,
+                            src,
+                            (height, width),
+                            resized,
+                            filter,
+                            self.spec.backend,
+                        )? {
                             Some(()) => &scratch.resized,
                             None => src,
                         }
@@ -273,10 +315,16 @@ impl Pipeline {
                     None => src,
                 };
                 match self.spec.layout {
-                    Layout::ChannelsFirst { .. } => {
-                        layout::write_chw(img, resized, window.expect("set for this layout"), &self.table, dst)
+                    Layout::ChannelsFirst { .. } => layout::write_chw(
+                        img,
+                        resized,
+                        window.expect("set for this layout"),
+                        &self.table,
+                        dst,
+                    ),
+                    Layout::Qwen2VlPatches(g) => {
+                        layout::write_qwen_patches(img, resized, g, &self.table, dst)
                     }
-                    Layout::Qwen2VlPatches(g) => layout::write_qwen_patches(img, resized, g, &self.table, dst),
                 }
                 Ok(())
             })?;

@@ -155,7 +155,14 @@ fn clip8(a: i32) -> u8 {
 }
 
 /// Accumulates one output row into `dst` (clipped to 8 bits), portable code.
-fn row_of_scalar(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8], from: usize) {
+fn row_of_scalar(
+    src: &[u8],
+    row_len: usize,
+    start: usize,
+    taps: &[i32],
+    dst: &mut [u8],
+    from: usize,
+) {
     let rows = &src[start * row_len..(start + taps.len()) * row_len];
     for x in from..row_len {
         let mut acc = 1i32 << (PRECISION_BITS - 1);
@@ -210,12 +217,17 @@ unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], ds
     while x + 8 <= row_len {
         let mut a = half;
         for (k, &weight) in taps.iter().enumerate() {
-            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(rows.as_ptr().add(k * row_len + x) as *const __m128i));
+            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                rows.as_ptr().add(k * row_len + x) as *const __m128i
+            ));
             a = _mm256_add_epi32(a, _mm256_mullo_epi32(v, _mm256_set1_epi32(weight)));
         }
         let s = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a);
         let words = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-        _mm_storel_epi64(dst.as_mut_ptr().add(x) as *mut __m128i, _mm_packus_epi16(words, words));
+        _mm_storel_epi64(
+            dst.as_mut_ptr().add(x) as *mut __m128i,
+            _mm_packus_epi16(words, words),
+        );
         x += 8;
     }
     row_of_scalar(src, row_len, start, taps, dst, x);
@@ -238,7 +250,14 @@ fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8]
 const BLOCK: usize = 16;
 
 /// Output row `i` = weighted sum of input rows `start_i ..` (rows of `row_len` bytes).
-fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut Vec<u8>, emit: Emit) {
+fn rows_pass(
+    src: &[u8],
+    row_len: usize,
+    w: &Weights,
+    out: &mut [u8],
+    tmp: &mut Vec<u8>,
+    emit: Emit,
+) {
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
     #[cfg(not(target_arch = "x86_64"))]
@@ -249,7 +268,11 @@ fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut 
     };
     match emit {
         Emit::Rows => {
-            for (i, dst) in out.chunks_exact_mut(row_len).take(w.bounds.len()).enumerate() {
+            for (i, dst) in out
+                .chunks_exact_mut(row_len)
+                .take(w.bounds.len())
+                .enumerate()
+            {
                 let (start, taps) = taps_of(i);
                 row_of(src, row_len, start, taps, dst, avx2);
             }
@@ -263,14 +286,23 @@ fn rows_pass(src: &[u8], row_len: usize, w: &Weights, out: &mut [u8], tmp: &mut 
                     let (start, taps) = taps_of(i0 + j);
                     row_of(src, row_len, start, taps, dst, avx2);
                 }
-                assert!(out.len() >= ((pixels - 1) * width + i0 + b) * 3, "rows_pass: output size");
+                assert!(
+                    out.len() >= ((pixels - 1) * width + i0 + b) * 3,
+                    "rows_pass: output size"
+                );
                 let (t, o) = (tmp.as_ptr(), out.as_mut_ptr());
                 for y in 0..pixels {
                     let d = (y * width + i0) * 3;
                     for j in 0..b {
                         // SAFETY: j < b <= BLOCK rows of `tmp` (row_len = 3 * pixels bytes
                         // each, y < pixels); d + 3 * b <= out.len() (asserted above).
-                        unsafe { std::ptr::copy_nonoverlapping(t.add(j * row_len + y * 3), o.add(d + j * 3), 3) };
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                t.add(j * row_len + y * 3),
+                                o.add(d + j * 3),
+                                3,
+                            )
+                        };
                     }
                 }
             }
@@ -299,7 +331,13 @@ fn transpose_rgb(src: &[u8], (h, w): (usize, usize), dst: &mut Vec<u8>) {
                 for x in x0..x1 {
                     // SAFETY: y < h and x < w, so both offsets + 3 stay within the
                     // h * w * 3 bytes of `src` (asserted) and `dst` (sized above).
-                    unsafe { std::ptr::copy_nonoverlapping(s.add((y * w + x) * 3), d.add((x * h + y) * 3), 3) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            s.add((y * w + x) * 3),
+                            d.add((x * h + y) * 3),
+                            3,
+                        )
+                    };
                 }
             }
         }
@@ -318,7 +356,10 @@ pub struct PillowScratch {
 }
 
 /// The weights for `key` = (in, out, filter), from `slot` or computed into it.
-fn cached(slot: &mut Option<((usize, usize, Filter), Weights)>, key: (usize, usize, Filter)) -> &Weights {
+fn cached(
+    slot: &mut Option<((usize, usize, Filter), Weights)>,
+    key: (usize, usize, Filter),
+) -> &Weights {
     if slot.as_ref().map(|(k, _)| *k) != Some(key) {
         *slot = Some((key, Weights::new(key.0, key.1, key.2)));
     }
@@ -348,14 +389,28 @@ pub fn resize(
         transpose_rgb(src, (sh, sw), transposed);
         set_len(horizontal, sh * dw * 3);
         let emit = Emit::TransposedRgb { width: dw };
-        rows_pass(transposed, sh * 3, cached(weights_w, (sw, dw, filter)), horizontal, row, emit);
+        rows_pass(
+            transposed,
+            sh * 3,
+            cached(weights_w, (sw, dw, filter)),
+            horizontal,
+            row,
+            emit,
+        );
         horizontal
     } else {
         src
     };
     if dh != sh {
         set_len(out, dh * dw * 3);
-        rows_pass(rows, dw * 3, cached(weights_h, (sh, dh, filter)), out, row, Emit::Rows);
+        rows_pass(
+            rows,
+            dw * 3,
+            cached(weights_h, (sh, dh, filter)),
+            out,
+            row,
+            Emit::Rows,
+        );
     } else {
         out.clear();
         out.extend_from_slice(rows);
@@ -372,7 +427,10 @@ mod tests {
             let w = Weights::new(i, o, Filter::Bicubic);
             for (n, &(start, count)) in w.bounds.iter().enumerate() {
                 assert!(start + count <= i && count > 0);
-                let s: i64 = w.weights[n * w.window..][..count].iter().map(|&k| k as i64).sum();
+                let s: i64 = w.weights[n * w.window..][..count]
+                    .iter()
+                    .map(|&k| k as i64)
+                    .sum();
                 assert!(
                     (s - (1 << PRECISION_BITS)).abs() <= count as i64,
                     "{i}->{o} at {n}: {s}"
@@ -394,7 +452,9 @@ mod tests {
     #[test]
     fn upscale_of_step_overshoots_and_clips() {
         // A 0/255 step: bicubic rings next to the edge and is clipped to 0..=255.
-        let src: Vec<u8> = (0..8).flat_map(|x| [if x < 4 { 0u8 } else { 255 }; 3]).collect();
+        let src: Vec<u8> = (0..8)
+            .flat_map(|x| [if x < 4 { 0u8 } else { 255 }; 3])
+            .collect();
         let mut out = Vec::new();
         resize(
             &mut PillowScratch::default(),

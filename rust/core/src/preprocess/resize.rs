@@ -143,9 +143,12 @@ fn one_pass(
     dst.truncate(dh * dw * 3);
     let src_img = ImageRef::new(sw as u32, sh as u32, src, PixelType::U8x3).map_err(resize_err)?;
     let mut dst_img =
-        Image::from_slice_u8(dw as u32, dh as u32, dst.as_mut_slice(), PixelType::U8x3).map_err(resize_err)?;
+        Image::from_slice_u8(dw as u32, dh as u32, dst.as_mut_slice(), PixelType::U8x3)
+            .map_err(resize_err)?;
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter.fir()));
-    resizer.resize(&src_img, &mut dst_img, &options).map_err(resize_err)
+    resizer
+        .resize(&src_img, &mut dst_img, &options)
+        .map_err(resize_err)
 }
 
 /// Resizes one HWC RGB8 image to `dst` size into `scratch.resized` as the
@@ -179,7 +182,9 @@ pub fn resize_rgb8(
             one_pass(resizer, src, (sh, sw), horizontal, (sh, dw), filter)?;
             one_pass(resizer, horizontal, (sh, dw), resized, (dh, dw), filter)?;
         }
-        (true, false) | (false, true) => one_pass(resizer, src, src_size, resized, dst_size, filter)?,
+        (true, false) | (false, true) => {
+            one_pass(resizer, src, src_size, resized, dst_size, filter)?
+        }
         (false, false) => unreachable!("equal sizes returned above"),
     }
     Ok(Some(()))
@@ -233,10 +238,15 @@ mod tests {
                 assert!(s.resized.iter().all(|&v| v == 77), "{filter:?} {backend:?}");
             }
         }
-        assert!(
-            resize_rgb8(&mut s, &src, (5, 9), (5, 9), Filter::Bicubic, Backend::Pillow)
-                .unwrap()
-                .is_none()
-        );
+        assert!(resize_rgb8(
+            &mut s,
+            &src,
+            (5, 9),
+            (5, 9),
+            Filter::Bicubic,
+            Backend::Pillow
+        )
+        .unwrap()
+        .is_none());
     }
 }

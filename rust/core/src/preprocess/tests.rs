@@ -11,7 +11,9 @@ fn clip336() -> Pipeline {
         resize: Some((SizeRule::ShortestEdge(336), Filter::Bicubic)),
         rescale: Some(1.0 / 255.0),
         normalize: Some((CLIP_MEAN, CLIP_STD)),
-        layout: Layout::ChannelsFirst { crop: Some((336, 336)) },
+        layout: Layout::ChannelsFirst {
+            crop: Some((336, 336)),
+        },
     })
     .unwrap()
 }
@@ -42,7 +44,11 @@ fn clip_constant_batch_normalizes_each_channel() {
     let p = clip336();
     let (n, h, w) = (3, 300, 300);
     let input: Vec<u8> = (0..n)
-        .flat_map(|i| std::iter::repeat([10 * i as u8, 128, 255]).take(h * w).flatten())
+        .flat_map(|i| {
+            std::iter::repeat([10 * i as u8, 128, 255])
+                .take(h * w)
+                .flatten()
+        })
         .collect();
     let plan = p.plan(n, h, w).unwrap();
     assert_eq!(plan.shape, vec![3, 3, 336, 336]);
@@ -53,7 +59,9 @@ fn clip_constant_batch_normalizes_each_channel() {
         let img = &out[i * 3 * plane..(i + 1) * 3 * plane];
         for (c, v) in [10.0 * i as f64, 128.0, 255.0].into_iter().enumerate() {
             let want = ((v / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]) as f32;
-            assert!(img[c * plane..(c + 1) * plane].iter().all(|x| (x - want).abs() < 1e-5));
+            assert!(img[c * plane..(c + 1) * plane]
+                .iter()
+                .all(|x| (x - want).abs() < 1e-5));
         }
     }
 }
@@ -89,11 +97,20 @@ fn qwen_plan_gives_grid() {
 #[test]
 fn bad_inputs_are_named() {
     let p = clip336();
-    assert!(matches!(p.plan(0, 300, 300), Err(PreprocessError::EmptyBatch(_))));
-    assert!(matches!(p.plan(1, 0, 300), Err(PreprocessError::BadShape(_))));
+    assert!(matches!(
+        p.plan(0, 300, 300),
+        Err(PreprocessError::EmptyBatch(_))
+    ));
+    assert!(matches!(
+        p.plan(1, 0, 300),
+        Err(PreprocessError::BadShape(_))
+    ));
     let mut out = vec![0f32; 3 * 336 * 336];
     let err = p.run(&[0u8; 10], 1, 300, 300, &mut out).unwrap_err();
-    assert!(err.to_string().contains("expected 1 x 300 x 300 x 3"), "{err}");
+    assert!(
+        err.to_string().contains("expected 1 x 300 x 300 x 3"),
+        "{err}"
+    );
     let err = p
         .run(&vec![0u8; 300 * 300 * 3], 1, 300, 300, &mut out[1..])
         .unwrap_err();
@@ -128,7 +145,10 @@ fn invalid_specs_are_rejected() {
         resize: None,
         ..spec
     };
-    assert!(matches!(Pipeline::new(spec), Err(PreprocessError::InvalidSpec(_))));
+    assert!(matches!(
+        Pipeline::new(spec),
+        Err(PreprocessError::InvalidSpec(_))
+    ));
 }
 
 #[test]
