@@ -15,14 +15,7 @@ import vlmrl_fast
 
 NUM_ENVS = 64
 STEPS = 25  # env steps per benchmark round (x NUM_ENVS env-steps)
-TASK_TYPES = [
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-]
+TASK_TYPES = list(vlmrl_fast.ALFWORLD_TASK_TYPES)
 
 
 def _report(benchmark, name: str) -> float:

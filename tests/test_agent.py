@@ -17,14 +17,7 @@ PROMPTS = [
 ANSWER = '{"current number": 2, "target number": 4, "thoughts": "The current number is smaller than the target number, so I choose +.", "action": "+"}'
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spin-waits
-    make two threads many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

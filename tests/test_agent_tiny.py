@@ -16,13 +16,7 @@ from vlmrl_fast.agent import Agent
 from vlmrl_fast.models import ModelSettings, default_model_path, load_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads (see test_agent.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _read(text: str) -> dict:

@@ -12,14 +12,7 @@ import pytest
 
 import vlmrl_fast
 
-TASK_TYPES = [
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-]
+TASK_TYPES = list(vlmrl_fast.ALFWORLD_TASK_TYPES)
 ID = "vlmrl_fast/ALFWorld-v0"
 
 

@@ -1,11 +1,9 @@
 //! EZPoints-v0 (gym_cards rules): two cards whose values make 12 with "+" or
 //! "*"; type the formula and press "=".
 
-use serde_json::Value;
 use vlmrl_core::card::Card;
-use vlmrl_core::env::{Env, Info, Transition};
+use vlmrl_core::env::Env;
 use vlmrl_core::error::EnvError;
-use vlmrl_core::render::Canvas;
 use vlmrl_core::rng::Rng;
 
 use crate::formula_game::{random_suit, FormulaGame, Layout, Rules};
@@ -14,9 +12,6 @@ use crate::{kwargs, Kwargs};
 
 const ID: &str = "EZPoints-v0";
 const TARGET: i64 = 12;
-
-/// The EZPoints game.
-pub struct EzPoints(FormulaGame);
 
 /// gym_cards' deal: card 1 has rank 2..13 (value min(rank, 10)); with
 /// probability 0.5, when that value divides 12, card 2 has value 12 / v,
@@ -42,7 +37,7 @@ fn deal(rng: &mut Rng) -> Vec<Card> {
 /// Registry constructor (no kwargs).
 pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
     kwargs::check_known(ID, kw, &[])?;
-    Ok(Box::new(EzPoints(FormulaGame::new(Rules {
+    Ok(Box::new(FormulaGame::new(Rules {
         id: ID,
         num_cards: 2,
         numbers: (1..=10).collect(),
@@ -62,35 +57,5 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
             inline: true,
             formula_lines: 0,
         },
-    }))))
-}
-
-impl Env for EzPoints {
-    fn id(&self) -> &str {
-        self.0.id()
-    }
-    fn action_names(&self) -> Vec<String> {
-        self.0.action_names()
-    }
-    fn num_actions(&self) -> usize {
-        self.0.num_actions()
-    }
-    fn reset(&mut self, rng: &mut Rng, state: Option<&Value>) -> Result<(), EnvError> {
-        self.0.reset(rng, state)
-    }
-    fn step(&mut self, action: i64, _rng: &mut Rng) -> Result<Transition, EnvError> {
-        self.0.step(action)
-    }
-    fn info(&self) -> Info {
-        self.0.info()
-    }
-    fn text(&self) -> String {
-        self.0.text()
-    }
-    fn expert_action(&self) -> i64 {
-        self.0.expert_action()
-    }
-    fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
-        self.0.render(canvas, full)
-    }
+    })))
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use vlmrl_core::card::{Card, Suit};
-use vlmrl_core::env::{Info, Transition};
+use vlmrl_core::env::{Env, Info, Transition};
 use vlmrl_core::error::EnvError;
 use vlmrl_core::font::{Face, Font};
 use vlmrl_core::render::{Canvas, CardFace, CardRow, CardSprites, TextField, TABLE_GREEN, WHITE};
@@ -297,5 +297,36 @@ impl FormulaGame {
                 field.show(canvas, lines.get(i).map(String::as_str).unwrap_or(""), full);
             }
         }
+    }
+}
+
+/// Both EZPoints-v0 and Points24-v0 are this game with their own [`Rules`].
+impl Env for FormulaGame {
+    fn id(&self) -> &str {
+        FormulaGame::id(self)
+    }
+    fn action_names(&self) -> Vec<String> {
+        FormulaGame::action_names(self)
+    }
+    fn num_actions(&self) -> usize {
+        FormulaGame::num_actions(self)
+    }
+    fn reset(&mut self, rng: &mut Rng, state: Option<&Value>) -> Result<(), EnvError> {
+        FormulaGame::reset(self, rng, state)
+    }
+    fn step(&mut self, action: i64, _rng: &mut Rng) -> Result<Transition, EnvError> {
+        FormulaGame::step(self, action)
+    }
+    fn info(&self) -> Info {
+        FormulaGame::info(self)
+    }
+    fn text(&self) -> String {
+        FormulaGame::text(self)
+    }
+    fn expert_action(&self) -> i64 {
+        FormulaGame::expert_action(self)
+    }
+    fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
+        FormulaGame::render(self, canvas, full)
     }
 }

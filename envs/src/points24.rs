@@ -4,11 +4,9 @@
 //! actions are 1..10; False: they count 11, 12, 13 and the actions are 1..13),
 //! target_points (24).
 
-use serde_json::Value;
 use vlmrl_core::card::Card;
-use vlmrl_core::env::{Env, Info, Transition};
+use vlmrl_core::env::Env;
 use vlmrl_core::error::EnvError;
-use vlmrl_core::render::Canvas;
 use vlmrl_core::rng::Rng;
 
 use crate::formula_game::{random_suit, FormulaGame, Layout, Rules};
@@ -16,9 +14,6 @@ use crate::solver::Op;
 use crate::{kwargs, Kwargs};
 
 const ID: &str = "Points24-v0";
-
-/// The Points24 game.
-pub struct Points24(FormulaGame);
 
 fn deal(rng: &mut Rng) -> Vec<Card> {
     let ranks: Vec<u8> = (0..4).map(|_| rng.range_inclusive(1, 13) as u8).collect();
@@ -33,7 +28,7 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
     kwargs::check_known(ID, kw, &["treat_face_cards_as_10", "target_points"])?;
     let face10 = kwargs::boolean(ID, kw, "treat_face_cards_as_10", true)?;
     let target = kwargs::int(ID, kw, "target_points", 24, -1_000_000, 1_000_000)?;
-    Ok(Box::new(Points24(FormulaGame::new(Rules {
+    Ok(Box::new(FormulaGame::new(Rules {
         id: ID,
         num_cards: 4,
         numbers: (1..=if face10 { 10 } else { 13 }).collect(),
@@ -53,35 +48,5 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
             inline: false,
             formula_lines: 3,
         },
-    }))))
-}
-
-impl Env for Points24 {
-    fn id(&self) -> &str {
-        self.0.id()
-    }
-    fn action_names(&self) -> Vec<String> {
-        self.0.action_names()
-    }
-    fn num_actions(&self) -> usize {
-        self.0.num_actions()
-    }
-    fn reset(&mut self, rng: &mut Rng, state: Option<&Value>) -> Result<(), EnvError> {
-        self.0.reset(rng, state)
-    }
-    fn step(&mut self, action: i64, _rng: &mut Rng) -> Result<Transition, EnvError> {
-        self.0.step(action)
-    }
-    fn info(&self) -> Info {
-        self.0.info()
-    }
-    fn text(&self) -> String {
-        self.0.text()
-    }
-    fn expert_action(&self) -> i64 {
-        self.0.expert_action()
-    }
-    fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
-        self.0.render(canvas, full)
-    }
+    })))
 }

@@ -9,10 +9,14 @@ from vlmrl_fast._core import (
     ResetNeededError,
     __version__,
 )
-from vlmrl_fast.envs import VlmrlEnv, VlmrlVectorEnv, list_envs, make_vec, register_envs
-from vlmrl_fast import prompts
-from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
-
+from vlmrl_fast.envs import (
+    ALFWORLD_TASK_TYPES,
+    VlmrlEnv,
+    VlmrlVectorEnv,
+    list_envs,
+    make_vec,
+    register_envs,
+)
 from vlmrl_fast import prompts
 from vlmrl_fast.parser import ActionFallback, ParsedActions, first_action_token, parse_actions
 
@@ -24,6 +28,7 @@ _alfworld_tw.register()
 
 __all__ = [
     "__version__",
+    "ALFWORLD_TASK_TYPES",
     "ActionTypeError",
     "EnvArgumentError",
     "EnvPanicError",
