@@ -163,8 +163,6 @@ class Agent(nn.Module):
         """The native image pipeline for this processor, or None (the processor's own path)."""
         if mode == "hf":
             return None
-        import warnings
-
         from vlmrl_fast.preprocess import ImagePipeline
 
         proc = self.processor
@@ -174,9 +172,8 @@ class Agent(nn.Module):
         elif not (hasattr(proc, "replace_image_token") and hasattr(proc, "get_text_with_replacements")):
             why = f"{type(proc).__name__} cannot expand image placeholders from precomputed inputs"
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "auto" falls back quietly; "native" raises below
-                pipeline = ImagePipeline.from_processor(proc.image_processor)
+            # "auto" falls back quietly; "native" raises below.
+            pipeline = ImagePipeline.from_processor(proc.image_processor, warn=False)
             if pipeline.native:
                 return pipeline
             why = f"{type(proc.image_processor).__name__} has no native pipeline"

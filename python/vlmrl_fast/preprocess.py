@@ -174,11 +174,13 @@ class ImagePipeline:
         self.returns_grid = core is not None and _is_qwen(image_processor)
 
     @classmethod
-    def from_processor(cls, processor: Any, *, dtype: torch.dtype = torch.float32) -> ImagePipeline:
+    def from_processor(cls, processor: Any, *, dtype: torch.dtype = torch.float32,
+                       warn: bool = True) -> ImagePipeline:
         """Builds the pipeline of `processor` (an image processor, or a processor holding one).
 
         `dtype` is the dtype of the returned `pixel_values` (float32 or the model's dtype).
-        Unsupported processors fall back to the Hugging Face processor with a one-time warning.
+        Unsupported processors fall back to the Hugging Face processor with a one-time warning
+        (per processor class; `warn=False` skips it, for callers that choose a path themselves).
         """
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
@@ -186,7 +188,7 @@ class ImagePipeline:
         settings = _native_settings(ip)
         if isinstance(settings, str):
             name = type(ip).__name__
-            if name not in _warned:
+            if warn and name not in _warned:
                 _warned.add(name)
                 warnings.warn(
                     f"vlmrl_fast.preprocess: {name} has no native pipeline ({settings}); "
