@@ -48,6 +48,10 @@ def test_rollout_and_update(tiny_dirs, family):
     assert len(ro.answer_ids) == B and ro.logprobs.shape == (2, 3)
     assert np.isfinite(ro.logprobs).all() and np.isfinite(ro.values).all() and np.isfinite(ro.next_values).all()
     assert ro.actions.min() >= 0 and ro.actions.max() < 2  # invalid answers got the fallback
+    # The per-step numbers and token ids live in the engine's Rust buffer; the fields are views of it.
+    assert len(ro.buffer) == 2 and np.shares_memory(ro.rewards, ro.buffer.rewards)
+    for k, ids in enumerate(ro.answer_ids):
+        assert ro.buffer.tokens(k // 3, k % 3).tolist() == ids and 1 <= len(ids) <= agent.max_new_tokens
 
     # the old log-probs of the rollout equal those recomputed for minibatches in another order/padding
     order = [5, 0, 3, 2]

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from vlmrl_fast.buffer import TrajectoryBuffer
 from vlmrl_fast.report import Episode, EpisodeStep
 
 
@@ -147,37 +148,62 @@ def values_of(agent: Any, images: np.ndarray, prompts: list[str]) -> np.ndarray:
 # -- rollout storage -------------------------------------------------------------------------------------
 @dataclass
 class Rollout:
-    """T steps x N envs of experience (flattened index = t * N + n where lists are flat)."""
+    """T steps x N envs of experience (flattened index = t * N + n where lists are flat).
+
+    The numeric per-step fields (`actions`, `rewards`, `terminated`, `truncated`, `values`,
+    `logprobs`, `next_values`) and the generated token ids live in the engine's Rust
+    `TrajectoryBuffer` (`buffer`); the attributes here are numpy views of it, nothing is copied.
+    """
 
     num_steps: int
     num_envs: int
     frames: np.ndarray  # [T, N, H, W, 3] uint8
+    max_tokens: int = 256
     prompts: list[str] = field(default_factory=list)  # [T * N]
     answers: list[str] = field(default_factory=list)
-    answer_ids: list[list[int]] = field(default_factory=list)
+    answer_ids: list[list[int]] = field(default_factory=list)  # filled from the buffer when complete
     action_starts: list[int] = field(default_factory=list)
-    actions: np.ndarray = None  # type: ignore[assignment]
     valid: np.ndarray = None  # type: ignore[assignment]
-    logprobs: np.ndarray = None  # type: ignore[assignment]
     ref_logprobs: np.ndarray | None = None
-    values: np.ndarray = None  # type: ignore[assignment]
-    next_values: np.ndarray = None  # type: ignore[assignment]
-    rewards: np.ndarray = None  # type: ignore[assignment]
-    terminated: np.ndarray = None  # type: ignore[assignment]
-    truncated: np.ndarray = None  # type: ignore[assignment]
     batches: list[Any] = field(default_factory=list)  # [T] PromptBatch of each step, reused by the update
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    buffer: TrajectoryBuffer = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        shape = (self.num_steps, self.num_envs)
-        for name, dtype in [("actions", np.int64), ("valid", bool), ("logprobs", np.float32),
-                            ("values", np.float32), ("next_values", np.float32), ("rewards", np.float32),
-                            ("terminated", bool), ("truncated", bool)]:
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(shape, dtype))
+        if self.buffer is None:
+            self.buffer = TrajectoryBuffer(self.num_steps, self.num_envs, self.max_tokens)
+        if self.valid is None:
+            self.valid = np.zeros((self.num_steps, self.num_envs), bool)
+
+    # Views of the Rust buffer ([T, N]).
+    actions = property(lambda self: self.buffer.actions)
+    rewards = property(lambda self: self.buffer.rewards)
+    terminated = property(lambda self: self.buffer.terminated)
+    truncated = property(lambda self: self.buffer.truncated)
+    values = property(lambda self: self.buffer.values)
+    logprobs = property(lambda self: self.buffer.logprobs)
+    next_values = property(lambda self: self.buffer.next_values)
+
+    def add_step(self, actions: np.ndarray, valid: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+                 truncated: np.ndarray, values: np.ndarray, logprobs: np.ndarray,
+                 answer_ids: list[list[int]]) -> int:
+        """Store one step of all envs (one Rust call); returns its index."""
+        t = self.buffer.add(np.ascontiguousarray(actions, np.int64), np.ascontiguousarray(rewards, np.float32),
+                            np.ascontiguousarray(terminated, bool), np.ascontiguousarray(truncated, bool),
+                            np.ascontiguousarray(values, np.float32), np.ascontiguousarray(logprobs, np.float32),
+                            [list(map(int, a)) for a in answer_ids])
+        self.valid[t] = valid
+        return t
+
+    def finish(self) -> None:
+        """Read the generated token ids back from the buffer once every step is stored."""
+        lengths = self.buffer.token_lengths
+        ids = self.buffer.token_ids
+        self.answer_ids = [ids[t, i, : lengths[t, i]].tolist() for t in range(self.num_steps)
+                           for i in range(self.num_envs)]
 
 
 def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: dict[str, Any], *,
@@ -190,7 +216,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
     penalty's reference) with agent.evaluate's signature.
     """
     n = obs.shape[0]
-    ro = Rollout(num_steps, n, np.zeros((num_steps, *obs.shape), np.uint8))
+    ro = Rollout(num_steps, n, np.zeros((num_steps, *obs.shape), np.uint8), max_tokens=agent.max_new_tokens)
     if ref_evaluate is not None:
         ro.ref_logprobs = np.zeros((num_steps, n), np.float32)
     secs = {"generate": 0.0, "logprob": 0.0, "env": 0.0, "prompt": 0.0}
@@ -218,19 +244,16 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         ro.batches.append(batch)
         ro.prompts.extend(prompts)
         ro.answers.extend(gen.texts)
-        ro.answer_ids.extend(list(a) for a in gen.answer_ids)
         ro.action_starts.extend(int(s) for s in starts)
         ro.tokens_generated += sum(len(a) for a in gen.answer_ids)
-        ro.actions[t], ro.valid[t] = actions, valid
-        ro.logprobs[t] = ev.logprob.float().cpu().numpy()
-        ro.values[t] = ev.value.float().cpu().numpy()
 
         obs, reward, term, trunc, infos = envs.step(actions)
         obs = np.asarray(obs)
         t4 = time.perf_counter()
         reward = np.asarray(reward, np.float32) - invalid_penalty * (~valid)
         term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
-        ro.rewards[t], ro.terminated[t], ro.truncated[t] = reward, term, trunc
+        ro.add_step(actions, valid, reward, term, trunc, ev.value.float().cpu().numpy(),
+                    ev.logprob.float().cpu().numpy(), gen.answer_ids)
         running_return += reward
         running_len += 1
         done = term | trunc
@@ -262,6 +285,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         ro.next_values[-1, running] = boot
         secs["logprob"] += time.perf_counter() - t0
     ro.seconds = secs
+    ro.finish()
     return ro
 
 
