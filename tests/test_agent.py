@@ -233,6 +233,23 @@ def test_native_image_pipeline_gives_the_processors_batch(tiny_dirs, family):
     torch.testing.assert_close(a.value, b.value, atol=1e-4, rtol=0)
 
 
+def test_bf16_model_gets_bf16_pixel_values_equal_to_its_own_cast(tiny_dirs):
+    auto = make_agent(tiny_dirs["qwen2_vl"], dtype="bfloat16")
+    hf = Agent(auto.model, auto.processor, preprocess="hf")
+    assert auto.image_pipeline.dtype == torch.bfloat16
+    obs = images(2, seed=7)
+    got, ref = auto.prompt_batch(obs, PROMPTS[:2]), hf.prompt_batch(obs, PROMPTS[:2])
+    assert got.vision["pixel_values"].dtype == torch.bfloat16
+    # What the model computes with: its cast of the processor's float32 values (a few float32 ulp
+    # apart from ours before rounding, so at most one bf16 step apart after it).
+    torch.testing.assert_close(got.vision["pixel_values"].float(), ref.vision["pixel_values"].to(torch.bfloat16).float(),
+                               atol=2e-2, rtol=1e-2)
+    auto.eval()
+    with torch.no_grad():
+        ev = auto.evaluate(got, [[25, 26], [27]], [1, 0], lam=0.5)
+    assert torch.isfinite(ev.logprob).all()
+
+
 def test_preprocess_modes(tiny_dirs):
     model, processor = load_model(tiny_dirs["llava_next"], ModelSettings(lora=False))
     with pytest.raises(ValueError, match="preprocess='native' is not available: LlavaNextImageProcessor"):

@@ -172,8 +172,10 @@ class Agent(nn.Module):
         elif not (hasattr(proc, "replace_image_token") and hasattr(proc, "get_text_with_replacements")):
             why = f"{type(proc).__name__} cannot expand image placeholders from precomputed inputs"
         else:
-            # "auto" falls back quietly; "native" raises below.
-            pipeline = ImagePipeline.from_processor(proc.image_processor, warn=False)
+            # "auto" falls back quietly; "native" raises below. A bf16 model gets bf16 pixel values
+            # written natively: bit-equal to the model's own cast of the processor's float32 values.
+            dtype = torch.bfloat16 if getattr(self.base_model, "dtype", None) == torch.bfloat16 else torch.float32
+            pipeline = ImagePipeline.from_processor(proc.image_processor, dtype=dtype, warn=False)
             if pipeline.native:
                 return pipeline
             why = f"{type(proc.image_processor).__name__} has no native pipeline"
