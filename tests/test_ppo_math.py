@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vlmrl_fast.ppo_math import (compute_gae, cosine_lr, explained_variance, gae_torch, normalize_advantages,
-                                 ppo_losses)
+from vlmrl_fast.ops import gae
+from vlmrl_fast.ppo_math import compute_gae, cosine_lr, explained_variance, normalize_advantages, ppo_losses
 
 
 def gae_numpy(r, v, nv, term, trunc, gamma, lam):
@@ -30,7 +30,8 @@ def test_gae_matches_numpy(T, N):
     trunc = (rng.random((T, N)) < 0.1) & ~term
     ref_a, ref_r = gae_numpy(r, v, nv, term, trunc, 0.9, 0.95)
     for adv, ret in [compute_gae(r, v, nv, term, trunc, 0.9, 0.95),
-                     [x.numpy() for x in gae_torch(*map(torch.as_tensor, (r, v, nv, term, trunc)), 0.9, 0.95)]]:
+                     [x.numpy() for x in gae(*map(torch.as_tensor, (r, v, nv, term, trunc)), 0.9, 0.95,
+                                             backend="torch")]]:
         np.testing.assert_allclose(adv, ref_a, atol=1e-5)
         np.testing.assert_allclose(ret, ref_r, atol=1e-5)
 

@@ -24,14 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlmrl_fast.config import PREPROCESS_MODES
 from vlmrl_fast.models.value_head import ValueHead
 from vlmrl_fast.ops import token_logprobs
 from vlmrl_fast.parser import first_action_token
-
-PREPROCESS_MODES = ("auto", "native", "hf")
-"""Image preprocessing of `Agent.prompt_batch`: "auto" uses the native Rust pipeline
-(`vlmrl_fast.preprocess.ImagePipeline`) when the processor has one, "native" requires it, "hf"
-always calls the Hugging Face processor."""
 
 _VISION_KEYS_NOT_BATCHED = ("pixel_values", "pixel_values_videos")
 

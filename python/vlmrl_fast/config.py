@@ -25,6 +25,12 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 
+PREPROCESS_MODES = ("auto", "native", "hf")
+"""Image preprocessing of `Agent.prompt_batch`: "auto" uses the native Rust pipeline
+(`vlmrl_fast.preprocess.ImagePipeline`) when the processor has one, "native" requires it, "hf"
+always calls the Hugging Face processor."""
+
+
 class ConfigError(ValueError):
     """A config file or command-line value is missing, of the wrong type or out of range."""
 
@@ -112,7 +118,7 @@ class TrainConfig:
     lora_vision: bool = _f(False, "also put LoRA adapters on the vision tower", group="model")
     preprocess: str = _f("auto", "image preprocessing: 'auto' (native Rust pipeline when the processor has one), "
                          "'native' (required) or 'hf' (the Hugging Face processor)", group="model",
-                         choices=("auto", "native", "hf"))
+                         choices=PREPROCESS_MODES)
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory", group="model")
     quantization: str = _f("none", "load the base model quantised (GPU only, bitsandbytes)", group="model",
                            choices=("none", "4bit", "8bit"))

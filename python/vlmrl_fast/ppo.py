@@ -155,7 +155,7 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
         # every process finishes its rollout before the update's collectives (unequal durations: no time-out)
         wait_for_all(accelerator, "rollout", update)
 
-    # 2. advantages (GAE over [T, N]: the Rust or Triton path of vlmrl_fast.ops when present)
+    # 2. advantages (GAE over [T, N] through vlmrl_fast.ops: the Rust path for these CPU arrays)
     advantages, returns = compute_gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
                                       cfg.gamma, cfg.gae_lambda)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vlmrl_fast.ops import gae
+
 
 def cosine_lr(update: int, total_updates: int, max_lr: float, min_lr: float) -> float:
     """Learning rate of update `update` (0-based) on a cosine from max_lr (first) to min_lr (last)."""
@@ -20,45 +22,16 @@ def cosine_lr(update: int, total_updates: int, max_lr: float, min_lr: float) -> 
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def gae_torch(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor,
-              terminated: torch.Tensor, truncated: torch.Tensor, gamma: float, lam: float
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE over [T, N] with the engine's semantics; returns (advantages, returns).
-
-    delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t
-    A_t = delta_t + gamma * lam * (1 - (terminated_t or truncated_t)) * A_{t+1},  A_T = 0
-    next_values_t is the value of the true successor of step t (the final state when truncated), so a
-    truncated step still bootstraps while the recursion stops at every episode end.
-    """
-    rewards, values, next_values = (x.to(torch.float32) for x in (rewards, values, next_values))
-    term = terminated.to(torch.float32)
-    done = (terminated.bool() | truncated.bool()).to(torch.float32)
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        delta = rewards[t] + gamma * (1.0 - term[t]) * next_values[t] - values[t]
-        last = delta + gamma * lam * (1.0 - done[t]) * last
-        adv[t] = last
-    return adv, adv + values
-
-
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
                 truncated: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """GAE through `vlmrl_fast.ops.gae` when the kernels are installed, else through `gae_torch`.
+    """GAE of a rollout's numpy arrays through `vlmrl_fast.ops.gae` (for these CPU arrays: the
+    engine's Rust GAE).
 
     All arrays are [T, N]; returns float32 numpy (advantages, returns).
     """
-    args = [torch.as_tensor(np.ascontiguousarray(a)) for a in (rewards, values, next_values)]
+    args = [torch.as_tensor(np.ascontiguousarray(a)).float() for a in (rewards, values, next_values)]
     flags = [torch.as_tensor(np.ascontiguousarray(a)).bool() for a in (terminated, truncated)]
-    try:
-        from vlmrl_fast.ops import gae as ops_gae  # the kernels issue (Rust on the CPU, Triton on the GPU)
-    except ImportError:
-        ops_gae = None
-    if ops_gae is not None:
-        adv, ret = ops_gae(args[0].float(), args[1].float(), args[2].float(), flags[0], flags[1],
-                           gamma=gamma, lam=lam)
-    else:
-        adv, ret = gae_torch(args[0], args[1], args[2], flags[0], flags[1], gamma, lam)
+    adv, ret = gae(*args, *flags, gamma=gamma, lam=lam)
     return np.asarray(adv, dtype=np.float32), np.asarray(ret, dtype=np.float32)
 
 

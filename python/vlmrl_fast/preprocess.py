@@ -229,22 +229,20 @@ class ImagePipeline:
             return self._fallback(obs)
         if isinstance(obs, np.ndarray) and not obs.flags.c_contiguous:
             obs = np.ascontiguousarray(obs)
-        # bfloat16 is written natively (half the memory traffic); other dtypes convert from float32.
-        native_dtype = torch.bfloat16 if self.dtype == torch.bfloat16 else torch.float32
-        kind = "bfloat16" if native_dtype == torch.bfloat16 else "float32"
+        # bfloat16 is written natively (half the memory traffic; the core stores its bits as
+        # uint16); other dtypes convert from float32.
+        bf16 = self.dtype == torch.bfloat16
+        written, kind = (torch.bfloat16, "bfloat16") if bf16 else (torch.float32, "float32")
         if out is not None:
-            if out.dtype != native_dtype or out.device.type != "cpu" or not out.is_contiguous():
-                raise ValueError(f"out must be a contiguous {native_dtype} CPU tensor "
+            if out.dtype != written or out.device.type != "cpu" or not out.is_contiguous():
+                raise ValueError(f"out must be a contiguous {written} CPU tensor "
                                  f"(got {out.dtype} on {out.device}, contiguous={out.is_contiguous()})")
-            target = out.view(torch.int16).numpy().view(np.uint16) if kind == "bfloat16" else out.numpy()
+            target = out.view(torch.int16).numpy().view(np.uint16) if bf16 else out.numpy()
             _, grid = self.core(obs, target, dtype=kind)
             pixel_values = out
         else:
             values, grid = self.core(obs, dtype=kind)
-            if kind == "bfloat16":
-                pixel_values = torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
-            else:
-                pixel_values = torch.from_numpy(values)
+            pixel_values = torch.from_numpy(values.view(np.int16) if bf16 else values).view(written)
         if pixel_values.dtype != self.dtype:
             pixel_values = pixel_values.to(self.dtype)
         data: dict[str, torch.Tensor] = {"pixel_values": pixel_values}

@@ -194,7 +194,7 @@ class Rollout:
         t = self.buffer.add(np.ascontiguousarray(actions, np.int64), np.ascontiguousarray(rewards, np.float32),
                             np.ascontiguousarray(terminated, bool), np.ascontiguousarray(truncated, bool),
                             np.ascontiguousarray(values, np.float32), np.ascontiguousarray(logprobs, np.float32),
-                            [list(map(int, a)) for a in answer_ids])
+                            answer_ids)
         self.valid[t] = valid
         return t
 

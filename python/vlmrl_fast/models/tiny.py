@@ -148,10 +148,11 @@ def _clip_image_processor(size: str):
     )
 
 
-def _build_llava(tokenizer, size: str):
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+def _llama_text_config(tokenizer, size: str):
+    """The Llama language model of both LLaVA families."""
+    from transformers import LlamaConfig
 
-    text = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=2048,
         pad_token_id=tokenizer.pad_token_id,
@@ -159,6 +160,12 @@ def _build_llava(tokenizer, size: str):
         bos_token_id=None,
         **_text_dims(size),
     )
+
+
+def _build_llava(tokenizer, size: str):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    text = _llama_text_config(tokenizer, size)
     image, patch = _image_dims(size)
     config = LlavaConfig(
         vision_config=_clip_vision_config(size),
@@ -182,7 +189,6 @@ def _build_llava(tokenizer, size: str):
 
 def _build_llava_next(tokenizer, size: str):
     from transformers import (
-        LlamaConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessor,
@@ -191,14 +197,7 @@ def _build_llava_next(tokenizer, size: str):
 
     image, patch = _image_dims(size)
     pinpoints = [[image, image], [image, 2 * image], [2 * image, image]]
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        **_text_dims(size),
-    )
+    text = _llama_text_config(tokenizer, size)
     config = LlavaNextConfig(
         vision_config=_clip_vision_config(size),
         text_config=text,
