@@ -16,6 +16,17 @@ TASK_TYPES = list(vlmrl_fast.ALFWORLD_TASK_TYPES)
 ID = "vlmrl_fast/ALFWorld-v0"
 
 
+def test_task_types_are_alfworlds_six():
+    assert vlmrl_fast.ALFWORLD_TASK_TYPES == (
+        "pick_and_place_simple",
+        "look_at_obj_in_light",
+        "pick_clean_then_place_in_recep",
+        "pick_heat_then_place_in_recep",
+        "pick_cool_then_place_in_recep",
+        "pick_two_obj_and_place",
+    )
+
+
 def _things(items: list[str]) -> str:
     """ALFWorld's list style: "a x 1, a y 2, and a z 3", or "nothing"."""
     if not items:

@@ -87,6 +87,12 @@ impl Blackjack {
         Card::new(random_suit(rng), rank)
     }
 
+    /// The player's cards and the dealer's visible cards, as card strings.
+    fn card_names(&self) -> (Vec<String>, Vec<String>) {
+        let names = |cards: &[Card]| cards.iter().map(|c| c.to_string()).collect();
+        (names(&self.player), names(self.visible_dealer()))
+    }
+
     fn visible_dealer(&self) -> &[Card] {
         if self.over {
             &self.dealer
@@ -200,24 +206,14 @@ impl Env for Blackjack {
         })
     }
     fn info(&self) -> Info {
-        let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
-        let d: Vec<String> = self
-            .visible_dealer()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
+        let (p, d) = self.card_names();
         json!({"Player Card": p, "Dealer Card": d})
             .as_object()
             .cloned()
             .unwrap_or_default()
     }
     fn text(&self) -> String {
-        let p: Vec<String> = self.player.iter().map(|c| c.to_string()).collect();
-        let d: Vec<String> = self
-            .visible_dealer()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
+        let (p, d) = self.card_names();
         let hidden = if self.over {
             ""
         } else {

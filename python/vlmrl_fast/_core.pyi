@@ -228,6 +228,9 @@ class Preprocessor:
         """
 
 # --- ALFWorld (rust/py/src/alfworld.rs) ---
+
+ALFWORLD_TASK_TYPES: tuple[str, ...]
+"""ALFWorld's six task types, by their ALFWorld names, in ALFWorld's order."""
 def alfworld_text_image(
     task: str, location: str, items: list[str], held: str | None, feedback: str
 ) -> npt.NDArray[np.uint8]:

@@ -30,16 +30,10 @@ _MODES = {
 }
 
 
-ALFWORLD_TASK_TYPES: tuple[str, ...] = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
-"""ALFWorld's six task types, by their ALFWorld names (`info["task_type"]`, the `task_types`
-kwarg of ALFWorld-v0 and the `task_type` key of its reset state)."""
+ALFWORLD_TASK_TYPES: tuple[str, ...] = _core.ALFWORLD_TASK_TYPES
+"""ALFWorld's six task types (the engine's list), by their ALFWorld names: the values of
+`info["task_type"]`, the `task_types` kwarg of ALFWorld-v0 and the `task_type` key of its reset
+state."""
 
 
 def list_envs() -> list[str]:

@@ -5,9 +5,11 @@
 use numpy::ndarray::Array3;
 use numpy::{IntoPyArray, PyArray3};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 use vlmrl_core::env::{OBS_BYTES, OBS_H, OBS_W};
 use vlmrl_core::render::Canvas;
 use vlmrl_envs::alfworld::image::{render_text_scene, TextScene};
+use vlmrl_envs::alfworld::task::TASK_TYPES;
 
 /// Draws an ALFWorld view from text: the task, the "At: ..." line, the names
 /// seen there, the held object and the last feedback. Returns a new
@@ -42,5 +44,7 @@ fn alfworld_text_image<'py>(
 /// Registers the ALFWorld helpers in `vlmrl_fast._core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(alfworld_text_image, m)?)?;
+    let names: Vec<&str> = TASK_TYPES.iter().map(|t| t.name()).collect();
+    m.add("ALFWORLD_TASK_TYPES", PyTuple::new(m.py(), names)?)?;
     Ok(())
 }

@@ -92,41 +92,31 @@ trait PoolElem: Element + Copy + Default {
     fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec>;
 }
 
-impl PoolElem for f32 {
-    fn wrap(v: Vec<Self>) -> PoolVec {
-        PoolVec::F32(v)
-    }
-    fn unwrap(p: &PoolVec) -> Option<&Vec<Self>> {
-        match p {
-            PoolVec::F32(v) => Some(v),
-            PoolVec::U16(_) => None,
+/// `PoolElem` for an element type stored in `PoolVec::$variant`.
+macro_rules! pool_elem {
+    ($t:ty, $variant:ident) => {
+        impl PoolElem for $t {
+            fn wrap(v: Vec<Self>) -> PoolVec {
+                PoolVec::$variant(v)
+            }
+            fn unwrap(p: &PoolVec) -> Option<&Vec<Self>> {
+                match p {
+                    PoolVec::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec> {
+                match p {
+                    PoolVec::$variant(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
         }
-    }
-    fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec> {
-        match p {
-            PoolVec::F32(v) => Ok(v),
-            other => Err(other),
-        }
-    }
+    };
 }
 
-impl PoolElem for u16 {
-    fn wrap(v: Vec<Self>) -> PoolVec {
-        PoolVec::U16(v)
-    }
-    fn unwrap(p: &PoolVec) -> Option<&Vec<Self>> {
-        match p {
-            PoolVec::U16(v) => Some(v),
-            PoolVec::F32(_) => None,
-        }
-    }
-    fn take(p: PoolVec) -> Result<Vec<Self>, PoolVec> {
-        match p {
-            PoolVec::U16(v) => Ok(v),
-            other => Err(other),
-        }
-    }
-}
+pool_elem!(f32, F32);
+pool_elem!(u16, U16);
 
 /// Output buffers given back when the numpy arrays over them are freed, so
 /// that the next batch of the same shape writes into memory that is already
