@@ -10,19 +10,22 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: test train build rust-test py-test bench clean
 
+# pip-installs requirement groups of pyproject.toml: "runtime" (the dependencies) or an extra's name.
+PIP_FROM_PYPROJECT = $(PY) -c "import tomllib, subprocess, sys; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	reqs = [r for g in sys.argv[1:] for r in (p['dependencies'] if g == 'runtime' else p['optional-dependencies'][g])]; \
+	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *reqs])"
+
 $(DEPS): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import tomllib, subprocess, sys; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *p['dependencies'], *p['optional-dependencies']['dev']])"
+	$(PIP_FROM_PYPROJECT) runtime dev
 	touch $(DEPS)
 
 # The tests also play real ALFWorld games through the ALFWorldTW-v0 adapter: the optional
 # `alfworld` extra (alfworld + textworld[pddl]; pip builds fast-downward from source once, about
 # 3 minutes on 2 cores, then takes it from its wheel cache).
 $(TESTDEPS): $(DEPS)
-	$(PY) -c "import tomllib, subprocess, sys; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *p['optional-dependencies']['alfworld']])"
+	$(PIP_FROM_PYPROJECT) alfworld
 	touch $(TESTDEPS)
 
 # Editable install of the package with the native module built in release mode.
