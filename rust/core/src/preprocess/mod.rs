@@ -6,6 +6,8 @@
 //! center crop -> rescale + normalize (one table lookup) -> the model's layout:
 //! channel-first `[3, H, W]` (CLIP, SigLIP) or Qwen2-VL's flattened patch rows.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod layout;
 pub mod pillow;
 pub mod resize;
@@ -13,7 +15,7 @@ pub mod resize;
 use rayon::prelude::*;
 use thiserror::Error;
 
-pub use layout::{Bf16, OutValue, PatchGeometry, ValueTable, Window};
+pub use layout::{Bf16, ImageRows, OutValue, PatchGeometry, RowSource, ValueTable, Window};
 pub use resize::{shortest_edge_size, smart_resize, Filter};
 
 /// What went wrong while preprocessing.
@@ -264,6 +266,28 @@ impl Pipeline {
         }
     }
 
+    /// Writes one resized image in the output layout.
+    fn write<T: OutValue, R: RowSource + ?Sized>(
+        &self,
+        rows: &mut R,
+        resized: (usize, usize),
+        window: Option<Window>,
+        dst: &mut [T],
+    ) {
+        match self.spec.layout {
+            Layout::ChannelsFirst { .. } => layout::write_chw(
+                rows,
+                resized,
+                window.expect("set for this layout"),
+                &self.table,
+                dst,
+            ),
+            Layout::Qwen2VlPatches(g) => {
+                layout::write_qwen_patches(rows, resized, g, &self.table, dst)
+            }
+        }
+    }
+
     /// Preprocesses `n` HWC RGB8 images of `height` x `width` stored
     /// contiguously in `input` into `out` (length [`OutputPlan::len`]),
     /// one image per rayon task.
@@ -294,39 +318,59 @@ impl Pipeline {
         let resized = plan.resized;
         let window =
             matches!(self.spec.layout, Layout::ChannelsFirst { .. }).then(|| self.window(resized));
+        let kernels = pillow::Kernels::best();
         input
             .par_chunks_exact(image_bytes)
             .zip(out.par_chunks_exact_mut(per_image))
             .try_for_each_init(resize::Scratch::new, |scratch, (src, dst)| {
-                let img: &[u8] = match self.spec.resize {
-                    Some((_, filter)) => {
-                        match resize::resize_rgb8(
+                let resize = self.spec.resize.filter(|_| resized != (height, width));
+                match (resize, self.spec.backend) {
+                    (Some((_, filter)), Backend::Pillow) => {
+                        // Fused: the vertical pass runs band by band as the layout asks.
+                        let mut rows = pillow::begin(
+                            kernels,
+                            &mut scratch.pillow,
+                            src,
+                            (height, width),
+                            resized,
+                            filter,
+                        );
+                        self.write(&mut rows, resized, window, dst);
+                    }
+                    (Some((_, filter)), Backend::Torchvision) => {
+                        resize::resize_rgb8(
                             scratch,
                             src,
                             (height, width),
                             resized,
                             filter,
-                            self.spec.backend,
-                        )? {
-                            Some(()) => &scratch.resized,
-                            None => src,
-                        }
+                            Backend::Torchvision,
+                        )?;
+                        let image = &scratch.resized;
+                        self.write(
+                            &mut ImageRows {
+                                image,
+                                row_len: resized.1 * 3,
+                            },
+                            resized,
+                            window,
+                            dst,
+                        );
                     }
-                    None => src,
-                };
-                match self.spec.layout {
-                    Layout::ChannelsFirst { .. } => layout::write_chw(
-                        img,
-                        resized,
-                        window.expect("set for this layout"),
-                        &self.table,
-                        dst,
-                    ),
-                    Layout::Qwen2VlPatches(g) => {
-                        layout::write_qwen_patches(img, resized, g, &self.table, dst)
+                    (None, _) => {
+                        let image = src;
+                        self.write(
+                            &mut ImageRows {
+                                image,
+                                row_len: width * 3,
+                            },
+                            resized,
+                            window,
+                            dst,
+                        );
                     }
                 }
-                Ok(())
+                Ok::<(), PreprocessError>(())
             })?;
         Ok(plan)
     }

@@ -18,7 +18,7 @@
 
 use super::resize::Filter;
 
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -91,9 +91,9 @@ fn kernel(filter: Filter) -> (fn(f64) -> f64, f64) {
 /// Fixed-point weights of a 1-D resize: output `i` reads `count` inputs from
 /// `start`, weights `weights[i * window ..][..count]`.
 pub struct Weights {
-    bounds: Vec<(usize, usize)>,
-    weights: Vec<i32>,
-    window: usize,
+    pub(super) bounds: Vec<(usize, usize)>,
+    pub(super) weights: Vec<i32>,
+    pub(super) window: usize,
 }
 
 impl Weights {
@@ -128,7 +128,24 @@ impl Weights {
                     (scaled + 0.5).trunc() as i32
                 };
             }
-            bounds.push((start, count));
+            // Taps whose fixed-point weight is 0 add nothing: dropping them at
+            // the ends of the window is exact and saves work (upscaling with
+            // bicubic has 4 non-zero taps of 5).
+            let lead = out[..count].iter().take_while(|&&w| w == 0).count();
+            let trail = out[lead..count]
+                .iter()
+                .rev()
+                .take_while(|&&w| w == 0)
+                .count();
+            let kept = count - lead - trail;
+            if lead > 0 && kept > 0 {
+                out.copy_within(lead..lead + kept, 0);
+            }
+            if kept > 0 {
+                bounds.push((start + lead, kept));
+            } else {
+                bounds.push((start, count));
+            }
         }
         Self {
             bounds,
@@ -136,17 +153,6 @@ impl Weights {
             window,
         }
     }
-}
-
-/// Where a row-wise pass puts its output rows (clipped accumulators).
-#[derive(Clone, Copy)]
-enum Emit {
-    /// As rows of the output.
-    Rows,
-    /// Transposed: accumulator `y * 3 + c` of row `i` goes to pixel (y, i) of an
-    /// RGB8 image with `width` columns. This folds the transpose back after the
-    /// horizontal pass into its stores.
-    TransposedRgb { width: usize },
 }
 
 #[inline(always)]
@@ -244,6 +250,50 @@ unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], ds
     row_of_portable(src, row_len, start, taps, dst, x);
 }
 
+/// Which implementation of the two passes runs; all give the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Plain Rust (vectorized by the compiler).
+    Portable,
+    /// AVX2 row passes; the horizontal pass runs on the transposed image.
+    Avx2,
+    /// AVX-512 BW/VBMI/VNNI: direct horizontal pass (where the filter window
+    /// fits 64 bytes), 16-bit pair products in both passes.
+    Avx512,
+}
+
+impl Kernels {
+    /// The fastest implementation this CPU runs.
+    pub fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::avx512::available() {
+                return Kernels::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Kernels::Avx2;
+            }
+        }
+        Kernels::Portable
+    }
+
+    /// Every implementation this CPU runs.
+    pub fn available() -> Vec<Self> {
+        [Kernels::Portable, Kernels::Avx2, Kernels::Avx512]
+            .into_iter()
+            .filter(|k| match k {
+                Kernels::Portable => true,
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx512 => super::avx512::available(),
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => false,
+            })
+            .collect()
+    }
+}
+
 #[inline(always)]
 fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8], avx2: bool) {
     #[cfg(target_arch = "x86_64")]
@@ -260,62 +310,77 @@ fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8]
 /// each source row are `BLOCK` contiguous pixels instead of one.
 const BLOCK: usize = 16;
 
-/// Output row `i` = weighted sum of input rows `start_i ..` (rows of `row_len` bytes).
-fn rows_pass(
+/// Output rows `range` of `w` (row `i` = weighted sum of input rows
+/// `start_i ..`, rows of `row_len` bytes) into `out`, row `i` at
+/// `(i - range.start) * row_len`.
+fn rows_range(
+    src: &[u8],
+    row_len: usize,
+    w: &Weights,
+    range: std::ops::Range<usize>,
+    out: &mut [u8],
+    kernels: Kernels,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kernels == Kernels::Avx512 {
+        // SAFETY: Avx512 is chosen only when the CPU has its features.
+        unsafe { super::avx512::rows_pass(src, row_len, w, range, out) };
+        return;
+    }
+    let avx2 = kernels != Kernels::Portable;
+    for (i, dst) in range.zip(out.chunks_exact_mut(row_len)) {
+        let (start, count) = w.bounds[i];
+        row_of(
+            src,
+            row_len,
+            start,
+            &w.weights[i * w.window..][..count],
+            dst,
+            avx2,
+        );
+    }
+}
+
+/// The horizontal pass as a row pass over the transposed image: output row
+/// `i` (weighted input rows `start_i ..`, rows of `row_len` bytes) is output
+/// column `i`; accumulator `y * 3 + c` goes to pixel (y, i) of the RGB8
+/// image `out` with `width` columns, rows transposed back in blocks.
+fn transposed_pass(
     src: &[u8],
     row_len: usize,
     w: &Weights,
     out: &mut [u8],
     tmp: &mut Vec<u8>,
-    emit: Emit,
+    width: usize,
+    kernels: Kernels,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
+    // Kernels other than Portable are only ever chosen on a CPU that has them.
+    let avx2 = kernels != Kernels::Portable;
     let taps_of = |i: usize| {
         let (start, count) = w.bounds[i];
         (start, &w.weights[i * w.window..][..count])
     };
-    match emit {
-        Emit::Rows => {
-            for (i, dst) in out
-                .chunks_exact_mut(row_len)
-                .take(w.bounds.len())
-                .enumerate()
-            {
-                let (start, taps) = taps_of(i);
-                row_of(src, row_len, start, taps, dst, avx2);
-            }
+    set_len(tmp, BLOCK * row_len);
+    let pixels = row_len / 3;
+    for i0 in (0..w.bounds.len()).step_by(BLOCK) {
+        let b = BLOCK.min(w.bounds.len() - i0);
+        for (j, dst) in tmp.chunks_exact_mut(row_len).take(b).enumerate() {
+            let (start, taps) = taps_of(i0 + j);
+            row_of(src, row_len, start, taps, dst, avx2);
         }
-        Emit::TransposedRgb { width } => {
-            set_len(tmp, BLOCK * row_len);
-            let pixels = row_len / 3;
-            for i0 in (0..w.bounds.len()).step_by(BLOCK) {
-                let b = BLOCK.min(w.bounds.len() - i0);
-                for (j, dst) in tmp.chunks_exact_mut(row_len).take(b).enumerate() {
-                    let (start, taps) = taps_of(i0 + j);
-                    row_of(src, row_len, start, taps, dst, avx2);
-                }
-                assert!(
-                    out.len() >= ((pixels - 1) * width + i0 + b) * 3,
-                    "rows_pass: output size"
-                );
-                let (t, o) = (tmp.as_ptr(), out.as_mut_ptr());
-                for y in 0..pixels {
-                    let d = (y * width + i0) * 3;
-                    for j in 0..b {
-                        // SAFETY: j < b <= BLOCK rows of `tmp` (row_len = 3 * pixels bytes
-                        // each, y < pixels); d + 3 * b <= out.len() (asserted above).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                t.add(j * row_len + y * 3),
-                                o.add(d + j * 3),
-                                3,
-                            )
-                        };
-                    }
-                }
+        assert!(
+            out.len() >= ((pixels - 1) * width + i0 + b) * 3,
+            "transposed_pass: output size"
+        );
+        let (t, o) = (tmp.as_ptr(), out.as_mut_ptr());
+        for y in 0..pixels {
+            let d = (y * width + i0) * 3;
+            for j in 0..b {
+                // SAFETY: j < b <= BLOCK rows of `tmp` (row_len = 3 * pixels bytes
+                // each, y < pixels); d + 3 * b <= out.len() (asserted above).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(t.add(j * row_len + y * 3), o.add(d + j * 3), 3)
+                };
             }
         }
     }
@@ -364,6 +429,11 @@ pub struct PillowScratch {
     row: Vec<u8>,
     weights_w: Option<((usize, usize, Filter), Weights)>,
     weights_h: Option<((usize, usize, Filter), Weights)>,
+    /// Rows of the vertical pass handed out by [`Resampled::rows`].
+    band: Vec<u8>,
+    /// The direct horizontal pass of `weights_w`, when it has one.
+    #[cfg(target_arch = "x86_64")]
+    hplan: Option<((usize, usize, Filter), Option<super::avx512::HPlan>)>,
 }
 
 /// The weights for `key` = (in, out, filter), from `slot` or computed into it.
@@ -378,53 +448,134 @@ fn cached(
 }
 
 /// Resizes the HWC RGB8 image `src` to `dst_size` into `out` as Pillow's
-/// `Image.resize(size, filter)` does. Sizes must differ (the caller skips equal ones).
+/// `Image.resize(size, filter)` does, with the fastest kernels of this CPU.
+/// Sizes must differ (the caller skips equal ones).
 pub fn resize(
     scratch: &mut PillowScratch,
     src: &[u8],
-    (sh, sw): (usize, usize),
-    (dh, dw): (usize, usize),
+    src_size: (usize, usize),
+    dst_size: (usize, usize),
     filter: Filter,
     out: &mut Vec<u8>,
 ) {
+    resize_with(
+        Kernels::best(),
+        scratch,
+        src,
+        src_size,
+        dst_size,
+        filter,
+        out,
+    )
+}
+
+/// [`resize`] with the given kernels (which this CPU must run, see
+/// [`Kernels::available`]).
+pub fn resize_with(
+    kernels: Kernels,
+    scratch: &mut PillowScratch,
+    src: &[u8],
+    src_size: (usize, usize),
+    dst_size: (usize, usize),
+    filter: Filter,
+    out: &mut Vec<u8>,
+) {
+    let mut resampled = begin(kernels, scratch, src, src_size, dst_size, filter);
+    out.clear();
+    out.extend_from_slice(resampled.rows(0, dst_size.0));
+}
+
+/// One image being resized: the horizontal pass is done, the vertical pass
+/// runs on demand for the rows asked for, so that a caller can consume the
+/// output band by band while it is in L1 (see [`begin`]).
+pub struct Resampled<'a> {
+    kernels: Kernels,
+    /// The image after the horizontal pass (or the source when the width is unchanged).
+    rows: &'a [u8],
+    row_len: usize,
+    /// Vertical weights; `None` when the height is unchanged.
+    vertical: Option<&'a Weights>,
+    band: &'a mut Vec<u8>,
+}
+
+impl Resampled<'_> {
+    /// Output rows `y0..y1` (RGB8, contiguous).
+    pub fn rows(&mut self, y0: usize, y1: usize) -> &[u8] {
+        match self.vertical {
+            None => &self.rows[y0 * self.row_len..y1 * self.row_len],
+            Some(w) => {
+                assert!(
+                    y0 <= y1 && y1 <= w.bounds.len(),
+                    "rows {y0}..{y1} out of range"
+                );
+                set_len(self.band, (y1 - y0) * self.row_len);
+                rows_range(self.rows, self.row_len, w, y0..y1, self.band, self.kernels);
+                self.band
+            }
+        }
+    }
+}
+
+/// Starts resizing the HWC RGB8 image `src` from `(sh, sw)` to `(dh, dw)`
+/// with Pillow's arithmetic: runs the horizontal pass (kept in `scratch`)
+/// and returns the image whose rows compute the vertical pass on demand.
+pub fn begin<'a>(
+    kernels: Kernels,
+    scratch: &'a mut PillowScratch,
+    src: &'a [u8],
+    (sh, sw): (usize, usize),
+    (dh, dw): (usize, usize),
+    filter: Filter,
+) -> Resampled<'a> {
+    assert!(
+        Kernels::available().contains(&kernels),
+        "{kernels:?} kernels need CPU features this machine lacks"
+    );
+    assert_eq!(src.len(), sh * sw * 3, "source size");
     let PillowScratch {
         transposed,
         horizontal,
         row,
         weights_w,
         weights_h,
+        band,
+        #[cfg(target_arch = "x86_64")]
+        hplan,
     } = scratch;
-    let rows: &[u8] = if dw != sw {
-        // The horizontal pass runs on the transposed image (rows = source
-        // columns) and stores its result transposed back.
-        transpose_rgb(src, (sh, sw), transposed);
-        set_len(horizontal, sh * dw * 3);
-        let emit = Emit::TransposedRgb { width: dw };
-        rows_pass(
-            transposed,
-            sh * 3,
-            cached(weights_w, (sw, dw, filter)),
-            horizontal,
-            row,
-            emit,
-        );
-        horizontal
-    } else {
+    let rows: &[u8] = if dw == sw {
         src
-    };
-    if dh != sh {
-        set_len(out, dh * dw * 3);
-        rows_pass(
-            rows,
-            dw * 3,
-            cached(weights_h, (sh, dh, filter)),
-            out,
-            row,
-            Emit::Rows,
-        );
     } else {
-        out.clear();
-        out.extend_from_slice(rows);
+        set_len(horizontal, sh * dw * 3);
+        let key = (sw, dw, filter);
+        let mut done = false;
+        #[cfg(target_arch = "x86_64")]
+        if kernels == Kernels::Avx512 {
+            if hplan.as_ref().map(|(k, _)| *k) != Some(key) {
+                let plan = super::avx512::HPlan::new(cached(weights_w, key), sw);
+                *hplan = Some((key, plan));
+            }
+            if let Some((_, Some(plan))) = hplan {
+                // SAFETY: Avx512 is in Kernels::available(), asserted above.
+                unsafe { plan.run(src, sh, horizontal) };
+                done = true;
+            }
+        }
+        if !done {
+            // The row pass runs on the transposed image (rows = source
+            // columns) and stores its result transposed back.
+            transpose_rgb(src, (sh, sw), transposed);
+            let w = cached(weights_w, key);
+            transposed_pass(transposed, sh * 3, w, horizontal, row, dw, kernels);
+        }
+        horizontal
+    };
+    let vertical = (dh != sh).then(|| cached(weights_h, (sh, dh, filter)));
+    Resampled {
+        kernels,
+        rows,
+        row_len: dw * 3,
+        vertical,
+        band,
     }
 }
 
@@ -498,5 +649,84 @@ mod tests {
         assert_eq!(red[0], 0);
         assert_eq!(red[15], 255);
         assert!(red.windows(2).all(|p| p[0] <= p[1]), "{red:?}");
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..len)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Mostly extremes: sharp edges make the filters overshoot and clip.
+                match (s >> 60) % 4 {
+                    0 => 0,
+                    1 => 255,
+                    _ => ((s >> 33) as usize ^ i) as u8,
+                }
+            })
+            .collect()
+    }
+
+    /// Every kernel set this CPU runs gives the portable kernels' bytes, for
+    /// up- and downscaling, windows wider than 64 bytes (no direct horizontal
+    /// plan), tiny and odd sizes, and every filter.
+    #[test]
+    fn all_kernels_give_the_same_bytes() {
+        let sizes = [
+            ((300, 300), (336, 336)),
+            ((300, 300), (308, 308)),
+            ((300, 300), (224, 224)),
+            ((300, 300), (384, 384)),
+            ((301, 299), (338, 336)),
+            ((7, 300), (336, 14400)),
+            ((1, 1), (56, 56)),
+            ((640, 480), (224, 224)),
+            ((33, 1000), (40, 37)),
+            ((5, 9), (13, 4)),
+            ((300, 300), (300, 336)),
+            ((300, 300), (336, 300)),
+        ];
+        let filters = [
+            Filter::Bicubic,
+            Filter::Bilinear,
+            Filter::Lanczos,
+            Filter::Box,
+            Filter::Hamming,
+        ];
+        let kernels = Kernels::available();
+        for (n, &(src_size, dst_size)) in sizes.iter().enumerate() {
+            let src = noise(src_size.0 * src_size.1 * 3, n as u64 + 1);
+            for &filter in &filters {
+                let mut reference = Vec::new();
+                resize_with(
+                    Kernels::Portable,
+                    &mut PillowScratch::default(),
+                    &src,
+                    src_size,
+                    dst_size,
+                    filter,
+                    &mut reference,
+                );
+                assert_eq!(reference.len(), dst_size.0 * dst_size.1 * 3);
+                for &k in &kernels {
+                    // A scratch reused across sizes checks the cached weights and plans too.
+                    let mut out = Vec::new();
+                    let mut scratch = PillowScratch::default();
+                    for _ in 0..2 {
+                        resize_with(k, &mut scratch, &src, src_size, dst_size, filter, &mut out);
+                        assert!(
+                            out == reference,
+                            "{k:?} differs from Portable for {src_size:?} -> {dst_size:?} {filter:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

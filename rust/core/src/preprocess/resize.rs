@@ -112,7 +112,8 @@ pub fn smart_resize(
 #[derive(Default)]
 pub struct Scratch {
     resizer: Resizer,
-    pillow: PillowScratch,
+    /// State of the Pillow resampler (used by the fused pipeline directly).
+    pub pillow: PillowScratch,
     /// Result of the horizontal pass.
     horizontal: Vec<u8>,
     /// Final resized image.
