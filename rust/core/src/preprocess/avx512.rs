@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::pillow::{Weights, PRECISION_BITS};
+use super::pillow::Weights;
 
 /// Most tap pairs of a horizontal plan (wider windows exceed 64 bytes anyway).
 const MAX_PAIRS: usize = 8;
@@ -64,6 +64,8 @@ pub struct HPlan {
     low: Vec<[i16; 32]>,
     in_len: usize,
     out_len: usize,
+    /// Fractional bits of the weights.
+    precision: u32,
 }
 
 impl HPlan {
@@ -85,6 +87,7 @@ impl HPlan {
             low: vec![[0i16; 32]; n_groups * pairs],
             in_len,
             out_len,
+            precision: w.precision,
         };
         for g in 0..n_groups {
             let lanes = 16.min(out_len - 16 * g);
@@ -151,7 +154,8 @@ impl HPlan {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")]
     unsafe fn run_pairs<const P: usize>(&self, src: &[u8], rows: usize, dst: &mut [u8]) {
         debug_assert_eq!(P, self.pairs);
-        let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+        let half = _mm512_set1_epi32(1 << (self.precision - 1));
+        let shift = _mm_cvtsi32_si128(self.precision as i32);
         let zero = _mm512_setzero_si512();
         // Even bytes take the permuted value, odd bytes are zero: 16-bit lanes.
         const EVEN: u64 = 0x5555_5555_5555_5555;
@@ -185,7 +189,7 @@ impl HPlan {
                         lo = _mm512_dpwssd_epi32(lo, pair, wl[p]);
                     }
                     let acc = _mm512_add_epi32(lo, _mm512_slli_epi32::<{ LO_BITS }>(hi));
-                    let v = _mm512_max_epi32(_mm512_srai_epi32::<{ PRECISION_BITS }>(acc), zero);
+                    let v = _mm512_max_epi32(_mm512_sra_epi32(acc, shift), zero);
                     _mm_mask_storeu_epi8(d as *mut i8, group.store_mask, _mm512_cvtusepi32_epi8(v));
                     s = s.add(self.in_len);
                     d = d.add(self.out_len);
@@ -218,7 +222,8 @@ pub unsafe fn rows_pass(
     out: &mut [u8],
 ) {
     assert!(range.end <= w.bounds.len() && out.len() >= range.len() * row_len);
-    let half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+    let half = _mm512_set1_epi32(1 << (w.precision - 1));
+    let shift = _mm_cvtsi32_si128(w.precision as i32);
     let zero = _mm512_setzero_si512();
     let mut high = Vec::with_capacity(w.window.div_ceil(2));
     let mut low = Vec::with_capacity(w.window.div_ceil(2));
@@ -266,10 +271,7 @@ pub unsafe fn rows_pass(
             let a = _mm512_add_epi32(lo_a, _mm512_slli_epi32::<{ LO_BITS }>(hi_a));
             let b = _mm512_add_epi32(lo_b, _mm512_slli_epi32::<{ LO_BITS }>(hi_b));
             // Per 128-bit lane the pack puts columns 8L..8L+7 in order again.
-            let words = _mm512_packs_epi32(
-                _mm512_srai_epi32::<{ PRECISION_BITS }>(a),
-                _mm512_srai_epi32::<{ PRECISION_BITS }>(b),
-            );
+            let words = _mm512_packs_epi32(_mm512_sra_epi32(a, shift), _mm512_sra_epi32(b, shift));
             let bytes = _mm512_cvtusepi16_epi8(_mm512_max_epi16(words, zero));
             _mm256_mask_storeu_epi8(dst.add(x) as *mut i8, mask, bytes);
             x += n;

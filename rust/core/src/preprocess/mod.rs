@@ -325,10 +325,11 @@ impl Pipeline {
             .try_for_each_init(resize::Scratch::new, |scratch, (src, dst)| {
                 let resize = self.spec.resize.filter(|_| resized != (height, width));
                 match (resize, self.spec.backend) {
-                    (Some((_, filter)), Backend::Pillow) => {
+                    (Some((_, filter)), backend) => {
                         // Fused: the vertical pass runs band by band as the layout asks.
                         let mut rows = pillow::begin(
                             kernels,
+                            backend,
                             &mut scratch.pillow,
                             src,
                             (height, width),
@@ -336,26 +337,6 @@ impl Pipeline {
                             filter,
                         );
                         self.write(&mut rows, resized, window, dst);
-                    }
-                    (Some((_, filter)), Backend::Torchvision) => {
-                        resize::resize_rgb8(
-                            scratch,
-                            src,
-                            (height, width),
-                            resized,
-                            filter,
-                            Backend::Torchvision,
-                        )?;
-                        let image = &scratch.resized;
-                        self.write(
-                            &mut ImageRows {
-                                image,
-                                row_len: resized.1 * 3,
-                            },
-                            resized,
-                            window,
-                            dst,
-                        );
                     }
                     (None, _) => {
                         let image = src;

@@ -17,6 +17,7 @@
 //! the compiler vectorizes; AVX2 is used when the CPU has it.
 
 use super::resize::Filter;
+use super::Backend;
 
 pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -88,12 +89,36 @@ fn kernel(filter: Filter) -> (fn(f64) -> f64, f64) {
     }
 }
 
+fn hamming_tv(x: f64) -> f64 {
+    let x = x.abs();
+    if x == 0.0 {
+        1.0
+    } else if x >= 1.0 {
+        0.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        (0.54 + 0.46 * x.cos()) * x.sin() / x
+    }
+}
+
+/// The filters as `fast_image_resize` evaluates them (Hamming's product is
+/// in another order than Pillow's; the others are the same functions).
+fn kernel_tv(filter: Filter) -> (fn(f64) -> f64, f64) {
+    match filter {
+        Filter::Hamming => (hamming_tv, 1.0),
+        other => kernel(other),
+    }
+}
+
 /// Fixed-point weights of a 1-D resize: output `i` reads `count` inputs from
-/// `start`, weights `weights[i * window ..][..count]`.
+/// `start`, weights `weights[i * window ..][..count]` with `precision`
+/// fractional bits.
 pub struct Weights {
     pub(super) bounds: Vec<(usize, usize)>,
     pub(super) weights: Vec<i32>,
     pub(super) window: usize,
+    /// Fractional bits of the fixed-point weights.
+    pub(super) precision: u32,
 }
 
 impl Weights {
@@ -151,13 +176,88 @@ impl Weights {
             bounds,
             weights,
             window,
+            precision: PRECISION_BITS,
+        }
+    }
+
+    /// Output `i`'s first input, weights and precision.
+    #[inline(always)]
+    fn taps(&self, i: usize) -> (usize, &[i32], u32) {
+        let (start, count) = self.bounds[i];
+        (
+            start,
+            &self.weights[i * self.window..][..count],
+            self.precision,
+        )
+    }
+
+    /// Weights of torch's uint8 antialiased resize (torchvision backend), as
+    /// `fast_image_resize` computes them (bit-equal to torch): bounds
+    /// floor(center - support) .. ceil(center + support), zero end weights
+    /// dropped, weights normalized in f64, then rounded to 16-bit integers
+    /// with the most fractional bits that keep the largest weight below 2^15.
+    pub fn torchvision(in_size: usize, out_size: usize, filter: Filter) -> Self {
+        let (func, support) = kernel_tv(filter);
+        let scale = in_size as f64 / out_size as f64;
+        let filter_scale = scale.max(1.0);
+        let radius = support * filter_scale;
+        let window = radius.ceil() as usize * 2 + 1;
+        let inv = 1.0 / filter_scale;
+        let mut real = vec![0f64; out_size * window];
+        let mut bounds = Vec::with_capacity(out_size);
+        for (i, out) in real.chunks_exact_mut(window).enumerate() {
+            let in_center = (i as f64 + 0.5) * scale;
+            let x_min = (in_center - radius).floor().max(0.0) as usize;
+            let x_max = ((in_center + radius).ceil().min(in_size as f64) as usize).max(x_min);
+            let center = in_center - 0.5;
+            let mut start = x_min;
+            let mut values = Vec::with_capacity(window);
+            let mut total = 0.0;
+            for x in x_min..x_max {
+                let w = func((x as f64 - center) * inv);
+                if x == start && w == 0.0 {
+                    start += 1;
+                } else {
+                    values.push(w);
+                    total += w;
+                }
+            }
+            let mut end = x_max;
+            for &w in values.iter().rev() {
+                if end <= start || w != 0.0 {
+                    break;
+                }
+                end -= 1;
+            }
+            if total != 0.0 {
+                values.iter_mut().for_each(|w| *w /= total);
+            }
+            // At most `window` values: the range x_min..x_max spans 2 * radius + 1 at most.
+            out[..values.len().min(window)].copy_from_slice(&values[..values.len().min(window)]);
+            bounds.push((start, end.saturating_sub(start).min(window)));
+        }
+        let max_weight = real.iter().copied().fold(0.0f64, f64::max);
+        let mut precision = 0u32;
+        for p in 0..PRECISION_BITS {
+            precision = p;
+            if (max_weight * (1u64 << (p + 1)) as f64).round() as i64 >= 1 << 15 {
+                break;
+            }
+        }
+        let factor = (1u64 << precision) as f64;
+        let weights = real.iter().map(|w| (w * factor).round() as i32).collect();
+        Self {
+            bounds,
+            weights,
+            window,
+            precision,
         }
     }
 }
 
 #[inline(always)]
-fn clip8(a: i32) -> u8 {
-    (a >> PRECISION_BITS).clamp(0, 255) as u8
+fn clip8(a: i32, precision: u32) -> u8 {
+    (a >> precision).clamp(0, 255) as u8
 }
 
 /// Accumulates one output row into `dst[from..row_len]` (clipped to 8 bits),
@@ -166,8 +266,7 @@ fn clip8(a: i32) -> u8 {
 fn row_of_portable(
     src: &[u8],
     row_len: usize,
-    start: usize,
-    taps: &[i32],
+    (start, taps, precision): (usize, &[i32], u32),
     dst: &mut [u8],
     from: usize,
 ) {
@@ -176,7 +275,7 @@ fn row_of_portable(
     let mut x = from;
     while x < row_len {
         let n = L.min(row_len - x);
-        let mut acc = [1i32 << (PRECISION_BITS - 1); L];
+        let mut acc = [1i32 << (precision - 1); L];
         for (k, &weight) in taps.iter().enumerate() {
             let row = &rows[k * row_len + x..k * row_len + x + n];
             for (a, &s) in acc.iter_mut().zip(row) {
@@ -184,7 +283,7 @@ fn row_of_portable(
             }
         }
         for (o, &a) in dst[x..x + n].iter_mut().zip(acc.iter()) {
-            *o = clip8(a);
+            *o = clip8(a, precision);
         }
         x += n;
     }
@@ -197,12 +296,18 @@ fn row_of_portable(
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8]) {
+unsafe fn row_of_avx2(
+    src: &[u8],
+    row_len: usize,
+    (start, taps, precision): (usize, &[i32], u32),
+    dst: &mut [u8],
+) {
     use std::arch::x86_64::*;
     // Every load below reads inside `rows`, every store inside `dst[..row_len]`.
     let rows = &src[start * row_len..(start + taps.len()) * row_len];
     let dst = &mut dst[..row_len];
-    let half = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+    let half = _mm256_set1_epi32(1 << (precision - 1));
+    let shift = _mm_cvtsi32_si128(precision as i32);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let mut x = 0;
     while x + 32 <= row_len {
@@ -220,10 +325,10 @@ unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], ds
             a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(v3, w));
         }
         // >> 22, then saturating packs: i32 -> i16 -> u8 is exactly clamp(0, 255).
-        let s0 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a0);
-        let s1 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a1);
-        let s2 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a2);
-        let s3 = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a3);
+        let s0 = _mm256_sra_epi32(a0, shift);
+        let s1 = _mm256_sra_epi32(a1, shift);
+        let s2 = _mm256_sra_epi32(a2, shift);
+        let s3 = _mm256_sra_epi32(a3, shift);
         let bytes = _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
         // The packs work per 128-bit half: put the 4-byte groups back in order.
         let bytes = _mm256_permutevar8x32_epi32(bytes, order);
@@ -239,7 +344,7 @@ unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], ds
             ));
             a = _mm256_add_epi32(a, _mm256_mullo_epi32(v, _mm256_set1_epi32(weight)));
         }
-        let s = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(a);
+        let s = _mm256_sra_epi32(a, shift);
         let words = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
         _mm_storel_epi64(
             dst.as_mut_ptr().add(x) as *mut __m128i,
@@ -247,7 +352,7 @@ unsafe fn row_of_avx2(src: &[u8], row_len: usize, start: usize, taps: &[i32], ds
         );
         x += 8;
     }
-    row_of_portable(src, row_len, start, taps, dst, x);
+    row_of_portable(src, row_len, (start, taps, precision), dst, x);
 }
 
 /// Which implementation of the two passes runs; all give the same bytes.
@@ -294,16 +399,18 @@ impl Kernels {
     }
 }
 
+/// One output row from the input rows `start ..` weighted by `taps` (fixed
+/// point with `precision` fractional bits).
 #[inline(always)]
-fn row_of(src: &[u8], row_len: usize, start: usize, taps: &[i32], dst: &mut [u8], avx2: bool) {
+fn row_of(src: &[u8], row_len: usize, taps: (usize, &[i32], u32), dst: &mut [u8], avx2: bool) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
-        // SAFETY: `avx2` is true only when the CPU supports AVX2 (see rows_pass).
-        unsafe { row_of_avx2(src, row_len, start, taps, dst) };
+        // SAFETY: `avx2` is true only when the CPU supports AVX2 (Kernels::available).
+        unsafe { row_of_avx2(src, row_len, taps, dst) };
         return;
     }
     let _ = avx2;
-    row_of_portable(src, row_len, start, taps, dst, 0)
+    row_of_portable(src, row_len, taps, dst, 0)
 }
 
 /// Output rows transposed back in blocks of this many, so that the stores of
@@ -329,15 +436,7 @@ fn rows_range(
     }
     let avx2 = kernels != Kernels::Portable;
     for (i, dst) in range.zip(out.chunks_exact_mut(row_len)) {
-        let (start, count) = w.bounds[i];
-        row_of(
-            src,
-            row_len,
-            start,
-            &w.weights[i * w.window..][..count],
-            dst,
-            avx2,
-        );
+        row_of(src, row_len, w.taps(i), dst, avx2);
     }
 }
 
@@ -356,17 +455,12 @@ fn transposed_pass(
 ) {
     // Kernels other than Portable are only ever chosen on a CPU that has them.
     let avx2 = kernels != Kernels::Portable;
-    let taps_of = |i: usize| {
-        let (start, count) = w.bounds[i];
-        (start, &w.weights[i * w.window..][..count])
-    };
     set_len(tmp, BLOCK * row_len);
     let pixels = row_len / 3;
     for i0 in (0..w.bounds.len()).step_by(BLOCK) {
         let b = BLOCK.min(w.bounds.len() - i0);
         for (j, dst) in tmp.chunks_exact_mut(row_len).take(b).enumerate() {
-            let (start, taps) = taps_of(i0 + j);
-            row_of(src, row_len, start, taps, dst, avx2);
+            row_of(src, row_len, w.taps(i0 + j), dst, avx2);
         }
         assert!(
             out.len() >= ((pixels - 1) * width + i0 + b) * 3,
@@ -427,22 +521,26 @@ pub struct PillowScratch {
     transposed: Vec<u8>,
     horizontal: Vec<u8>,
     row: Vec<u8>,
-    weights_w: Option<((usize, usize, Filter), Weights)>,
-    weights_h: Option<((usize, usize, Filter), Weights)>,
+    weights_w: Option<(Key, Weights)>,
+    weights_h: Option<(Key, Weights)>,
     /// Rows of the vertical pass handed out by [`Resampled::rows`].
     band: Vec<u8>,
     /// The direct horizontal pass of `weights_w`, when it has one.
     #[cfg(target_arch = "x86_64")]
-    hplan: Option<((usize, usize, Filter), Option<super::avx512::HPlan>)>,
+    hplan: Option<(Key, Option<super::avx512::HPlan>)>,
 }
 
-/// The weights for `key` = (in, out, filter), from `slot` or computed into it.
-fn cached(
-    slot: &mut Option<((usize, usize, Filter), Weights)>,
-    key: (usize, usize, Filter),
-) -> &Weights {
+/// What a set of weights is computed from: (in size, out size, filter, backend).
+type Key = (usize, usize, Filter, Backend);
+
+/// The weights for `key`, from `slot` or computed into it.
+fn cached(slot: &mut Option<(Key, Weights)>, key: Key) -> &Weights {
     if slot.as_ref().map(|(k, _)| *k) != Some(key) {
-        *slot = Some((key, Weights::new(key.0, key.1, key.2)));
+        let weights = match key.3 {
+            Backend::Pillow => Weights::new(key.0, key.1, key.2),
+            Backend::Torchvision => Weights::torchvision(key.0, key.1, key.2),
+        };
+        *slot = Some((key, weights));
     }
     &slot.as_ref().expect("filled just above").1
 }
@@ -460,6 +558,7 @@ pub fn resize(
 ) {
     resize_with(
         Kernels::best(),
+        Backend::Pillow,
         scratch,
         src,
         src_size,
@@ -471,8 +570,10 @@ pub fn resize(
 
 /// [`resize`] with the given kernels (which this CPU must run, see
 /// [`Kernels::available`]).
+#[allow(clippy::too_many_arguments)]
 pub fn resize_with(
     kernels: Kernels,
+    backend: Backend,
     scratch: &mut PillowScratch,
     src: &[u8],
     src_size: (usize, usize),
@@ -480,7 +581,7 @@ pub fn resize_with(
     filter: Filter,
     out: &mut Vec<u8>,
 ) {
-    let mut resampled = begin(kernels, scratch, src, src_size, dst_size, filter);
+    let mut resampled = begin(kernels, backend, scratch, src, src_size, dst_size, filter);
     out.clear();
     out.extend_from_slice(resampled.rows(0, dst_size.0));
 }
@@ -521,6 +622,7 @@ impl Resampled<'_> {
 /// and returns the image whose rows compute the vertical pass on demand.
 pub fn begin<'a>(
     kernels: Kernels,
+    backend: Backend,
     scratch: &'a mut PillowScratch,
     src: &'a [u8],
     (sh, sw): (usize, usize),
@@ -546,7 +648,7 @@ pub fn begin<'a>(
         src
     } else {
         set_len(horizontal, sh * dw * 3);
-        let key = (sw, dw, filter);
+        let key = (sw, dw, filter, backend);
         let mut done = false;
         #[cfg(target_arch = "x86_64")]
         if kernels == Kernels::Avx512 {
@@ -569,7 +671,7 @@ pub fn begin<'a>(
         }
         horizontal
     };
-    let vertical = (dh != sh).then(|| cached(weights_h, (sh, dh, filter)));
+    let vertical = (dh != sh).then(|| cached(weights_h, (sh, dh, filter, backend)));
     Resampled {
         kernels,
         rows,
@@ -611,10 +713,10 @@ mod tests {
         for row_len in [1, 7, 8, 31, 32, 45, 900, 1008] {
             let src: Vec<u8> = (0..300 * row_len).map(|i| (i * 7919 % 251) as u8).collect();
             for (i, &(start, count)) in w.bounds.iter().enumerate().step_by(17) {
-                let taps = &w.weights[i * w.window..][..count];
+                let taps = (start, &w.weights[i * w.window..][..count], w.precision);
                 let (mut fast, mut slow) = (vec![0u8; row_len], vec![0u8; row_len]);
-                row_of(&src, row_len, start, taps, &mut fast, true);
-                row_of_portable(&src, row_len, start, taps, &mut slow, 0);
+                row_of(&src, row_len, taps, &mut fast, true);
+                row_of_portable(&src, row_len, taps, &mut slow, 0);
                 assert_eq!(fast, slow, "row_len {row_len}, output row {i}");
             }
         }
@@ -702,27 +804,51 @@ mod kernel_tests {
         let kernels = Kernels::available();
         for (n, &(src_size, dst_size)) in sizes.iter().enumerate() {
             let src = noise(src_size.0 * src_size.1 * 3, n as u64 + 1);
-            for &filter in &filters {
+            for (&filter, backend) in filters
+                .iter()
+                .flat_map(|f| [(f, Backend::Pillow), (f, Backend::Torchvision)])
+            {
                 let mut reference = Vec::new();
+                let portable = Kernels::Portable;
+                let mut scratch = PillowScratch::default();
+                let (s, d) = (src_size, dst_size);
                 resize_with(
-                    Kernels::Portable,
-                    &mut PillowScratch::default(),
+                    portable,
+                    backend,
+                    &mut scratch,
                     &src,
-                    src_size,
-                    dst_size,
+                    s,
+                    d,
                     filter,
                     &mut reference,
                 );
                 assert_eq!(reference.len(), dst_size.0 * dst_size.1 * 3);
+                if backend == Backend::Torchvision {
+                    // Independent check of the torchvision weights: fast_image_resize.
+                    let mut crate_out = crate::preprocess::resize::Scratch::new();
+                    crate::preprocess::resize::resize_rgb8(
+                        &mut crate_out,
+                        &src,
+                        s,
+                        d,
+                        filter,
+                        backend,
+                    )
+                    .unwrap();
+                    assert!(
+                        crate_out.resized == reference,
+                        "torchvision weights differ from fast_image_resize for {s:?} -> {d:?} {filter:?}"
+                    );
+                }
                 for &k in &kernels {
                     // A scratch reused across sizes checks the cached weights and plans too.
                     let mut out = Vec::new();
                     let mut scratch = PillowScratch::default();
                     for _ in 0..2 {
-                        resize_with(k, &mut scratch, &src, src_size, dst_size, filter, &mut out);
+                        resize_with(k, backend, &mut scratch, &src, s, d, filter, &mut out);
                         assert!(
                             out == reference,
-                            "{k:?} differs from Portable for {src_size:?} -> {dst_size:?} {filter:?}"
+                            "{k:?} differs from Portable for {s:?} -> {d:?} {filter:?} {backend:?}"
                         );
                     }
                 }
