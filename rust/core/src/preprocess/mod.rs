@@ -118,6 +118,29 @@ impl OutputPlan {
 pub struct Pipeline {
     spec: PipelineSpec,
     table: ValueTable,
+    /// Worker state kept between batches: buffers stay mapped, weights and
+    /// horizontal plans stay computed (a batch has one size).
+    scratch: std::sync::Mutex<Vec<resize::Scratch>>,
+}
+
+/// A worker's scratch space, given back to its pipeline when dropped.
+struct Lease<'a> {
+    home: &'a std::sync::Mutex<Vec<resize::Scratch>>,
+    scratch: Option<resize::Scratch>,
+}
+
+impl Lease<'_> {
+    fn get(&mut self) -> &mut resize::Scratch {
+        self.scratch.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.scratch.take() {
+            self.home.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        }
+    }
 }
 
 impl Pipeline {
@@ -165,7 +188,11 @@ impl Pipeline {
             _ => {}
         }
         let table = ValueTable::new(spec.rescale, spec.normalize);
-        Ok(Self { spec, table })
+        Ok(Self {
+            spec,
+            table,
+            scratch: Default::default(),
+        })
     }
 
     /// The settings this pipeline runs.
@@ -322,37 +349,47 @@ impl Pipeline {
         input
             .par_chunks_exact(image_bytes)
             .zip(out.par_chunks_exact_mut(per_image))
-            .try_for_each_init(resize::Scratch::new, |scratch, (src, dst)| {
-                let resize = self.spec.resize.filter(|_| resized != (height, width));
-                match (resize, self.spec.backend) {
-                    (Some((_, filter)), backend) => {
-                        // Fused: the vertical pass runs band by band as the layout asks.
-                        let mut rows = pillow::begin(
-                            kernels,
-                            backend,
-                            &mut scratch.pillow,
-                            src,
-                            (height, width),
-                            resized,
-                            filter,
-                        );
-                        self.write(&mut rows, resized, window, dst);
+            .try_for_each_init(
+                || Lease {
+                    home: &self.scratch,
+                    scratch: Some(
+                        (self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop())
+                            .unwrap_or_default(),
+                    ),
+                },
+                |lease, (src, dst)| {
+                    let scratch = lease.get();
+                    let resize = self.spec.resize.filter(|_| resized != (height, width));
+                    match (resize, self.spec.backend) {
+                        (Some((_, filter)), backend) => {
+                            // Fused: the vertical pass runs band by band as the layout asks.
+                            let mut rows = pillow::begin(
+                                kernels,
+                                backend,
+                                &mut scratch.pillow,
+                                src,
+                                (height, width),
+                                resized,
+                                filter,
+                            );
+                            self.write(&mut rows, resized, window, dst);
+                        }
+                        (None, _) => {
+                            let image = src;
+                            self.write(
+                                &mut ImageRows {
+                                    image,
+                                    row_len: width * 3,
+                                },
+                                resized,
+                                window,
+                                dst,
+                            );
+                        }
                     }
-                    (None, _) => {
-                        let image = src;
-                        self.write(
-                            &mut ImageRows {
-                                image,
-                                row_len: width * 3,
-                            },
-                            resized,
-                            window,
-                            dst,
-                        );
-                    }
-                }
-                Ok::<(), PreprocessError>(())
-            })?;
+                    Ok::<(), PreprocessError>(())
+                },
+            )?;
         Ok(plan)
     }
 }

@@ -183,3 +183,24 @@ fn crop_rounding_differs_only_when_padding() {
         }
     );
 }
+
+/// Worker scratch (weights, plans, buffers) kept between batches: batches of
+/// other sizes in between leave the results of a fresh pipeline unchanged.
+#[test]
+fn reused_scratch_gives_fresh_results() {
+    let run = |p: &Pipeline, (n, h, w): (usize, usize, usize), seed: usize| {
+        let input: Vec<u8> = (0..n * h * w * 3)
+            .map(|i| ((i * 7919 + seed) % 256) as u8)
+            .collect();
+        let mut out = vec![0f32; p.plan(n, h, w).unwrap().len()];
+        p.run(&input, n, h, w, &mut out).unwrap();
+        out
+    };
+    for make in [clip336, qwen2vl] {
+        let reused = make();
+        let sizes = [(5, 300, 300), (2, 7, 300), (3, 301, 299), (5, 300, 300)];
+        for (k, &size) in sizes.iter().enumerate() {
+            assert_eq!(run(&reused, size, k), run(&make(), size, k), "{size:?}");
+        }
+    }
+}
