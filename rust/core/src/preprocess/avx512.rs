@@ -1,11 +1,13 @@
-//! AVX-512 (BW + VBMI + VNNI) kernels for Pillow's 22-bit resampling, exact.
+//! AVX-512 (BW + VBMI + VNNI) kernels for 8-bit fixed-point resampling, exact.
 //!
-//! Pillow accumulates `half + sum(v * w)` in i32 with 22-bit weights. Here each
+//! Pillow accumulates `half + sum(v * w)` in i32 with 22-bit weights (torch's
+//! uint8 kernel the same with at most 15-bit weights). Here each
 //! weight is split as `w = hi * 2^11 + lo` (`lo` in 0..2048, `hi` fits i16), the
 //! two sums `sum(v * hi)` and `sum(v * lo)` run as 16-bit pair products
 //! (`vpdpwssd`: two taps per instruction, 16 outputs per register), and
 //! `half + (hi_sum << 11) + lo_sum` is the same i32 Pillow computes, bit for
-//! bit (wrapping arithmetic is exact modulo 2^32 either way).
+//! bit (wrapping arithmetic is exact modulo 2^32 either way); the sum is then
+//! shifted by the weights' precision and clipped to 0..=255.
 //!
 //! - Horizontal pass ([`HPlan`]): no transpose. Each group of 16 output bytes
 //!   (interleaved RGB) reads one 64-byte window of the source row; a byte

@@ -2,9 +2,11 @@
 //! model's `pixel_values`, equal to what the Hugging Face image processors
 //! compute, in parallel over images.
 //!
-//! Each image goes resize (8-bit convolution, see [`resize`]) -> optional
-//! center crop -> rescale + normalize (one table lookup) -> the model's layout:
-//! channel-first `[3, H, W]` (CLIP, SigLIP) or Qwen2-VL's flattened patch rows.
+//! Each image goes resize (8-bit convolution, see [`pillow`]: the horizontal
+//! pass over the whole image, the vertical pass band by band as the layout
+//! writer consumes rows) -> optional center crop -> rescale + normalize (one
+//! affine map per channel) -> the model's layout: channel-first `[3, H, W]`
+//! (CLIP, SigLIP) or Qwen2-VL's flattened patch rows.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;

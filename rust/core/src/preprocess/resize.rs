@@ -1,8 +1,10 @@
 //! Output-size rules and convolution resampling of RGB8 images.
 //!
-//! Pillow-backend processors resample with [`super::pillow`] (exact 22-bit
-//! Pillow arithmetic). torchvision-backend processors resample with
-//! `fast_image_resize`, which equals torch's uint8 antialiased kernel.
+//! The pipeline resamples both backends with [`super::pillow`]: Pillow's
+//! 22-bit weights, or torch's 16-bit ones ([`super::pillow::Weights::torchvision`]).
+//! [`resize_rgb8`] keeps an independent implementation of the torchvision
+//! backend on `fast_image_resize`, which equals torch's uint8 antialiased
+//! kernel; the tests check the two give the same bytes.
 //!
 //! That resampling is `fast_image_resize`'s convolution, whose filters
 //! (bilinear, Catmull-Rom bicubic with a = -0.5, Lanczos3, box, Hamming) and
