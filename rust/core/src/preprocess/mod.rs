@@ -122,17 +122,17 @@ pub struct Pipeline {
     table: ValueTable,
     /// Worker state kept between batches: buffers stay mapped, weights and
     /// horizontal plans stay computed (a batch has one size).
-    scratch: std::sync::Mutex<Vec<resize::Scratch>>,
+    scratch: std::sync::Mutex<Vec<pillow::PillowScratch>>,
 }
 
 /// A worker's scratch space, given back to its pipeline when dropped.
 struct Lease<'a> {
-    home: &'a std::sync::Mutex<Vec<resize::Scratch>>,
-    scratch: Option<resize::Scratch>,
+    home: &'a std::sync::Mutex<Vec<pillow::PillowScratch>>,
+    scratch: Option<pillow::PillowScratch>,
 }
 
 impl Lease<'_> {
-    fn get(&mut self) -> &mut resize::Scratch {
+    fn get(&mut self) -> &mut pillow::PillowScratch {
         self.scratch.as_mut().expect("held until drop")
     }
 }
@@ -368,7 +368,7 @@ impl Pipeline {
                             let mut rows = pillow::begin(
                                 kernels,
                                 backend,
-                                &mut scratch.pillow,
+                                scratch,
                                 src,
                                 (height, width),
                                 resized,

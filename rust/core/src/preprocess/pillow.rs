@@ -1,8 +1,10 @@
-//! Pillow's 8-bit convolution resampling, reproduced exactly.
+//! 8-bit convolution resampling, reproduced exactly: Pillow's (22-bit
+//! weights) and torch's uint8 antialiased kernel (16-bit weights, see
+//! [`Weights::torchvision`]); same passes, other weights and precision.
 //!
-//! Why by hand: `fast_image_resize` (used for the torchvision backend, whose
-//! uint8 kernel it matches bit for bit) stores coefficients in 16 bits, the
-//! Pillow-SIMD scheme, while Pillow itself uses 22-bit fixed point. On sharp
+//! Why by hand: `fast_image_resize` (whose uint8 kernel matches torch's bit for
+//! bit; the tests use it as the torchvision reference) stores coefficients in
+//! 16 bits, the Pillow-SIMD scheme, while Pillow itself uses 22-bit fixed point. On sharp
 //! edges the two differ by up to 2 levels of 255, i.e. 0.03 after CLIP's
 //! normalization, over the 0.02 the pipeline promises; no maintained crate
 //! implements Pillow's 22-bit scheme.
@@ -12,9 +14,10 @@
 //! by the filter stretched by max(1, scale), weights normalized to sum 1 and
 //! rounded half away from zero to 22 fractional bits, accumulation in i32
 //! starting at one half, a horizontal pass then a vertical one, each clipped
-//! to 0..=255. Both passes run as a row-wise pass (the horizontal one on the
-//! transposed image) so that the inner loop is a contiguous multiply-add that
-//! the compiler vectorizes; AVX2 is used when the CPU has it.
+//! to 0..=255. With AVX-512 (BW/VBMI/VNNI) both passes run in
+//! [`super::avx512`]; otherwise both run as a row-wise pass (the horizontal one
+//! on the transposed image) so that the inner loop is a contiguous
+//! multiply-add that the compiler vectorizes, in AVX2 when the CPU has it.
 
 use super::resize::Filter;
 use super::Backend;
@@ -825,8 +828,8 @@ mod kernel_tests {
                 assert_eq!(reference.len(), dst_size.0 * dst_size.1 * 3);
                 if backend == Backend::Torchvision {
                     // Independent check of the torchvision weights: fast_image_resize.
-                    let mut crate_out = crate::preprocess::resize::Scratch::new();
-                    crate::preprocess::resize::resize_rgb8(
+                    let mut crate_out = crate::preprocess::resize::reference::Scratch::new();
+                    crate::preprocess::resize::reference::resize_rgb8(
                         &mut crate_out,
                         &src,
                         s,

@@ -2,9 +2,9 @@
 //!
 //! The pipeline resamples both backends with [`super::pillow`]: Pillow's
 //! 22-bit weights, or torch's 16-bit ones ([`super::pillow::Weights::torchvision`]).
-//! [`resize_rgb8`] keeps an independent implementation of the torchvision
-//! backend on `fast_image_resize`, which equals torch's uint8 antialiased
-//! kernel; the tests check the two give the same bytes.
+//! The tests keep an independent implementation of the torchvision backend
+//! on `fast_image_resize` (a dev-dependency), which equals torch's uint8
+//! antialiased kernel, and check that both give the same bytes.
 //!
 //! That resampling is `fast_image_resize`'s convolution, whose filters
 //! (bilinear, Catmull-Rom bicubic with a = -0.5, Lanczos3, box, Hamming) and
@@ -13,14 +13,10 @@
 //! crate runs the vertical pass first, while Pillow and torch's uint8 kernel
 //! run the horizontal pass first and round (and clip) to 8 bits in between.
 //! With bicubic overshoot on sharp edges that order changes results by more
-//! than one level, so [`resize_rgb8`] drives the crate one axis at a time,
+//! than one level, so `reference::resize_rgb8` drives the crate one axis at a time,
 //! horizontal then vertical, which reproduces the reference order.
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-
-use super::pillow::{self, PillowScratch};
-use super::{Backend, PreprocessError};
+use super::PreprocessError;
 
 /// Resampling filter, named as in `PIL.Image.Resampling`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,16 +43,6 @@ impl Filter {
             4 => Some(Filter::Box),
             5 => Some(Filter::Hamming),
             _ => None,
-        }
-    }
-
-    fn fir(self) -> FilterType {
-        match self {
-            Filter::Bilinear => FilterType::Bilinear,
-            Filter::Bicubic => FilterType::CatmullRom,
-            Filter::Lanczos => FilterType::Lanczos3,
-            Filter::Box => FilterType::Box,
-            Filter::Hamming => FilterType::Hamming,
         }
     }
 }
@@ -110,92 +96,116 @@ pub fn smart_resize(
     Ok((h_bar as usize, w_bar as usize))
 }
 
-/// Reusable resampling state of one worker thread.
-#[derive(Default)]
-pub struct Scratch {
-    resizer: Resizer,
-    /// State of the Pillow resampler (used by the fused pipeline directly).
-    pub pillow: PillowScratch,
-    /// Result of the horizontal pass.
-    horizontal: Vec<u8>,
-    /// Final resized image.
-    pub resized: Vec<u8>,
-}
+/// The torchvision backend on `fast_image_resize` (and the Pillow backend on
+/// [`super::pillow::resize`]), whole images at a time: the tests' reference.
+#[cfg(test)]
+pub(crate) mod reference {
+    use fast_image_resize::images::{Image, ImageRef};
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-impl Scratch {
-    /// New empty scratch space.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
+    use super::super::pillow::{self, PillowScratch};
+    use super::super::{Backend, PreprocessError};
+    use super::Filter;
 
-fn resize_err(e: impl std::fmt::Display) -> PreprocessError {
-    PreprocessError::Resize(e.to_string())
-}
-
-fn one_pass(
-    resizer: &mut Resizer,
-    src: &[u8],
-    (sh, sw): (usize, usize),
-    dst: &mut Vec<u8>,
-    (dh, dw): (usize, usize),
-    filter: Filter,
-) -> Result<(), PreprocessError> {
-    // Every byte is overwritten: grow without clearing.
-    dst.resize(dh * dw * 3, 0);
-    dst.truncate(dh * dw * 3);
-    let src_img = ImageRef::new(sw as u32, sh as u32, src, PixelType::U8x3).map_err(resize_err)?;
-    let mut dst_img =
-        Image::from_slice_u8(dw as u32, dh as u32, dst.as_mut_slice(), PixelType::U8x3)
-            .map_err(resize_err)?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter.fir()));
-    resizer
-        .resize(&src_img, &mut dst_img, &options)
-        .map_err(resize_err)
-}
-
-/// Resizes one HWC RGB8 image to `dst` size into `scratch.resized` as the
-/// given backend does, or returns `None` when the size is unchanged (the
-/// caller then reads `src` directly).
-pub fn resize_rgb8(
-    scratch: &mut Scratch,
-    src: &[u8],
-    src_size: (usize, usize),
-    dst_size: (usize, usize),
-    filter: Filter,
-    backend: Backend,
-) -> Result<Option<()>, PreprocessError> {
-    let (sh, sw) = src_size;
-    let (dh, dw) = dst_size;
-    if src_size == dst_size {
-        return Ok(None);
-    }
-    let Scratch {
-        resizer,
-        pillow: pil,
-        horizontal,
-        resized,
-    } = scratch;
-    if backend == Backend::Pillow {
-        pillow::resize(pil, src, src_size, dst_size, filter, resized);
-        return Ok(Some(()));
-    }
-    match (sw != dw, sh != dh) {
-        (true, true) => {
-            one_pass(resizer, src, (sh, sw), horizontal, (sh, dw), filter)?;
-            one_pass(resizer, horizontal, (sh, dw), resized, (dh, dw), filter)?;
+    fn fir(filter: Filter) -> FilterType {
+        match filter {
+            Filter::Bilinear => FilterType::Bilinear,
+            Filter::Bicubic => FilterType::CatmullRom,
+            Filter::Lanczos => FilterType::Lanczos3,
+            Filter::Box => FilterType::Box,
+            Filter::Hamming => FilterType::Hamming,
         }
-        (true, false) | (false, true) => {
-            one_pass(resizer, src, src_size, resized, dst_size, filter)?
-        }
-        (false, false) => unreachable!("equal sizes returned above"),
     }
-    Ok(Some(()))
+
+    /// Reusable resampling state.
+    #[derive(Default)]
+    pub struct Scratch {
+        resizer: Resizer,
+        pillow: PillowScratch,
+        /// Result of the horizontal pass.
+        horizontal: Vec<u8>,
+        /// Final resized image.
+        pub resized: Vec<u8>,
+    }
+
+    impl Scratch {
+        /// New empty scratch space.
+        pub fn new() -> Self {
+            Self::default()
+        }
+    }
+
+    fn resize_err(e: impl std::fmt::Display) -> PreprocessError {
+        PreprocessError::Resize(e.to_string())
+    }
+
+    fn one_pass(
+        resizer: &mut Resizer,
+        src: &[u8],
+        (sh, sw): (usize, usize),
+        dst: &mut Vec<u8>,
+        (dh, dw): (usize, usize),
+        filter: Filter,
+    ) -> Result<(), PreprocessError> {
+        // Every byte is overwritten: grow without clearing.
+        dst.resize(dh * dw * 3, 0);
+        dst.truncate(dh * dw * 3);
+        let src_img =
+            ImageRef::new(sw as u32, sh as u32, src, PixelType::U8x3).map_err(resize_err)?;
+        let mut dst_img =
+            Image::from_slice_u8(dw as u32, dh as u32, dst.as_mut_slice(), PixelType::U8x3)
+                .map_err(resize_err)?;
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fir(filter)));
+        resizer
+            .resize(&src_img, &mut dst_img, &options)
+            .map_err(resize_err)
+    }
+
+    /// Resizes one HWC RGB8 image to `dst` size into `scratch.resized` as the
+    /// given backend does, or returns `None` when the size is unchanged (the
+    /// caller then reads `src` directly).
+    pub fn resize_rgb8(
+        scratch: &mut Scratch,
+        src: &[u8],
+        src_size: (usize, usize),
+        dst_size: (usize, usize),
+        filter: Filter,
+        backend: Backend,
+    ) -> Result<Option<()>, PreprocessError> {
+        let (sh, sw) = src_size;
+        let (dh, dw) = dst_size;
+        if src_size == dst_size {
+            return Ok(None);
+        }
+        let Scratch {
+            resizer,
+            pillow: pil,
+            horizontal,
+            resized,
+        } = scratch;
+        if backend == Backend::Pillow {
+            pillow::resize(pil, src, src_size, dst_size, filter, resized);
+            return Ok(Some(()));
+        }
+        match (sw != dw, sh != dh) {
+            (true, true) => {
+                one_pass(resizer, src, (sh, sw), horizontal, (sh, dw), filter)?;
+                one_pass(resizer, horizontal, (sh, dw), resized, (dh, dw), filter)?;
+            }
+            (true, false) | (false, true) => {
+                one_pass(resizer, src, src_size, resized, dst_size, filter)?
+            }
+            (false, false) => unreachable!("equal sizes returned above"),
+        }
+        Ok(Some(()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::reference::{resize_rgb8, Scratch};
     use super::*;
+    use crate::preprocess::Backend;
 
     #[test]
     fn shortest_edge_matches_reference_rounding() {

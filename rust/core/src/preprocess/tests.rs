@@ -44,11 +44,7 @@ fn clip_constant_batch_normalizes_each_channel() {
     let p = clip336();
     let (n, h, w) = (3, 300, 300);
     let input: Vec<u8> = (0..n)
-        .flat_map(|i| {
-            std::iter::repeat([10 * i as u8, 128, 255])
-                .take(h * w)
-                .flatten()
-        })
+        .flat_map(|i| std::iter::repeat_n([10 * i as u8, 128, 255], h * w).flatten())
         .collect();
     let plan = p.plan(n, h, w).unwrap();
     assert_eq!(plan.shape, vec![3, 3, 336, 336]);
