@@ -15,7 +15,7 @@
 //! rounded half away from zero to 22 fractional bits, accumulation in i32
 //! starting at one half, a horizontal pass then a vertical one, each clipped
 //! to 0..=255. With AVX-512 (BW/VBMI/VNNI) both passes run in
-//! [`super::avx512`]; otherwise both run as a row-wise pass (the horizontal one
+//! `avx512`; otherwise both run as a row-wise pass (the horizontal one
 //! on the transposed image) so that the inner loop is a contiguous
 //! multiply-add that the compiler vectorizes, in AVX2 when the CPU has it.
 
