@@ -112,8 +112,10 @@ impl RowSource for super::pillow::Resampled<'_> {
     }
 }
 
-/// Output rows written per band of the channel-first layout.
-const BAND: usize = 8;
+/// Output rows written per band of the channel-first layout (in-process A/B
+/// on CLIP-336 and SigLIP-224: 1 row 30 % slower than 8, 16 to a whole
+/// image 2-4 % faster than 8; 32 keeps the band in L1/L2).
+const BAND: usize = 32;
 
 /// Writes `[3, window.height, window.width]` channel-first values of the HWC
 /// image behind `rows` (size `h` x `w`) into `out`.
