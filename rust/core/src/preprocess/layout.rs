@@ -168,7 +168,7 @@ pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
                 // Hot path: no padding on this row.
                 let left = window.left as usize;
                 let src = &src_row[left * 3..(left + window.width) * 3];
-                simd.row(src, table, r, g, b);
+                simd.row_into(src, table, [r, g, b], 0, 1, 0);
             } else {
                 for x in 0..window.width {
                     let sx = x as isize + window.left;
@@ -218,35 +218,52 @@ impl Convert {
         Convert::Portable
     }
 
-    /// Converts the pixels of `src` (3 bytes each) into `r`, `g`, `b` (one
-    /// value per pixel each).
+    /// Converts the pixels of `src` (3 bytes each): channel `c` of pixel `i`
+    /// goes to `dst[c][offset + k * stride + i]` for each copy `k < copies`
+    /// (Qwen2-VL repeats a frame over its temporal slots).
     /// `self` must be in [`Convert::available`].
     #[inline]
-    pub fn row<T: OutValue>(
+    pub fn row_into<T: OutValue>(
         self,
         src: &[u8],
         table: &ValueTable,
-        r: &mut [T],
-        g: &mut [T],
-        b: &mut [T],
+        dst: [&mut [T]; 3],
+        offset: usize,
+        copies: usize,
+        stride: usize,
     ) {
         let n = src.len() / 3;
-        assert!(src.len() == 3 * n && r.len() == n && g.len() == n && b.len() == n);
+        assert!(src.len() == 3 * n && copies > 0);
+        let end = offset + (copies - 1) * stride + n;
+        assert!(
+            dst.iter().all(|d| d.len() >= end),
+            "row_into: destination size"
+        );
         #[cfg(target_arch = "x86_64")]
         if self == Convert::Avx512 {
-            // SAFETY: Avx512 is chosen only when the CPU has the features (best()).
-            unsafe { convert_avx512(src, table, [r, g, b]) };
+            let [r, g, b] = dst;
+            let at = |d: &mut [T]| d[offset..].as_mut_ptr();
+            // SAFETY: Avx512 is chosen only when the CPU has the features (best());
+            // src holds n pixels and each copy's n values lie inside dst[c] (asserted).
+            unsafe {
+                convert_avx512(
+                    src.as_ptr(),
+                    n,
+                    table,
+                    [at(r), at(g), at(b)],
+                    copies,
+                    stride,
+                )
+            };
             return;
         }
-        for (((px, r), g), b) in src
-            .chunks_exact(3)
-            .zip(r.iter_mut())
-            .zip(g.iter_mut())
-            .zip(b.iter_mut())
-        {
-            *r = table.out(0, px[0]);
-            *g = table.out(1, px[1]);
-            *b = table.out(2, px[2]);
+        for (c, d) in dst.into_iter().enumerate() {
+            for (i, px) in src.chunks_exact(3).enumerate() {
+                let v = table.out(c, px[c]);
+                for k in 0..copies {
+                    d[offset + k * stride + i] = v;
+                }
+            }
         }
     }
 }
@@ -284,23 +301,6 @@ static DEINTERLEAVE: [u8; 64] = {
     index
 };
 
-/// # Safety
-/// AVX-512F/BW/VL/VBMI; `src.len() == 3 * n` and every `dst[c].len() == n`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-unsafe fn convert_avx512<T: OutValue>(src: &[u8], table: &ValueTable, dst: [&mut [T]; 3]) {
-    let n = dst[0].len();
-    let [r, g, b] = dst;
-    convert_raw(
-        src.as_ptr(),
-        n,
-        table,
-        [r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr()],
-        1,
-        0,
-    )
-}
-
 /// Converts `n` RGB8 pixels at `src` into channel rows at `dst[c]`, each
 /// written `copies` times, `copy_stride` values apart.
 ///
@@ -309,7 +309,7 @@ unsafe fn convert_avx512<T: OutValue>(src: &[u8], table: &ValueTable, dst: [&mut
 /// copy_stride` (k < copies) writable for `n` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-unsafe fn convert_raw<T: OutValue>(
+unsafe fn convert_avx512<T: OutValue>(
     src: *const u8,
     n: usize,
     table: &ValueTable,
@@ -417,7 +417,6 @@ pub fn write_qwen_patches_with<T: OutValue, R: RowSource + ?Sized>(
     let (out_at, out_bytes) = (out.as_ptr() as usize, std::mem::size_of_val(out));
     let row_bytes = row_len * std::mem::size_of::<T>();
     let mut out_rows = out.chunks_exact_mut(row_len);
-    let mut index = 0;
     for bh in 0..grid_h / m {
         let band = rows.rows(bh * m * p, (bh + 1) * m * p);
         for bw in 0..grid_w / m {
@@ -428,44 +427,14 @@ pub fn write_qwen_patches_with<T: OutValue, R: RowSource + ?Sized>(
                     // memory, and the short masked stores below would otherwise wait
                     // for each line (measured: 26 -> 20 ms per 64 images; the same for
                     // the channel-first rows, whose full-line stores stream well, was slower).
-                    prefetch_for_write(out_at, out_bytes, (index + 2) * row_bytes, row_bytes);
-                    index += 1;
+                    let here = row.as_ptr() as usize - out_at;
+                    prefetch_for_write(out_at, out_bytes, here + 2 * row_bytes, row_bytes);
                     let gx = bw * m + mw;
-                    #[cfg(target_arch = "x86_64")]
-                    if simd == Convert::Avx512 {
-                        let block = t * p * p;
-                        assert!(row.len() == 3 * block && band.len() >= m * p * w * 3);
-                        assert!((mh * p + p - 1) * w + gx * p + p <= m * p * w);
-                        for py in 0..p {
-                            let src = band[((mh * p + py) * w + gx * p) * 3..][..p * 3].as_ptr();
-                            let out = row.as_mut_ptr().wrapping_add(py * p);
-                            let dst = [out, out.wrapping_add(block), out.wrapping_add(2 * block)];
-                            // SAFETY: the CPU has the features (Convert::best); src holds
-                            // p pixels (sliced above); channel c's copy k covers
-                            // c * block + k * p * p + py * p .. + p < 3 * block (asserted).
-                            unsafe { convert_raw(src, p, table, dst, t, p * p) };
-                        }
-                        continue;
-                    }
                     let mut channels = row.chunks_exact_mut(t * p * p);
-                    let mut block = [(); 3].map(|_| channels.next().expect("3 channel blocks"));
+                    let [r, g, b] = [(); 3].map(|_| channels.next().expect("3 channel blocks"));
                     for py in 0..p {
                         let src = &band[((mh * p + py) * w + gx * p) * 3..][..p * 3];
-                        let [r, g, b] = &mut block;
-                        let span = py * p..(py + 1) * p;
-                        simd.row(
-                            src,
-                            table,
-                            &mut r[span.clone()],
-                            &mut g[span.clone()],
-                            &mut b[span],
-                        );
-                    }
-                    for channel in block {
-                        let (first, copies) = channel.split_at_mut(p * p);
-                        for copy in copies.chunks_exact_mut(p * p) {
-                            copy.copy_from_slice(first);
-                        }
+                        simd.row_into(src, table, [&mut *r, &mut *g, &mut *b], py * p, t, p * p);
                     }
                 }
             }
