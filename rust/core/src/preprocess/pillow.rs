@@ -22,7 +22,7 @@
 use super::resize::Filter;
 use super::Backend;
 
-pub(super) const PRECISION_BITS: u32 = 32 - 8 - 2;
+const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -53,7 +53,10 @@ fn boxed(x: f64) -> f64 {
     }
 }
 
-fn hamming(x: f64) -> f64 {
+/// The Hamming-windowed sinc; `product(sin(px), px, window)` forms the value
+/// (Pillow and fast_image_resize multiply in different orders, which can
+/// differ in the last bit).
+fn hamming_with(x: f64, product: fn(f64, f64, f64) -> f64) -> f64 {
     let x = x.abs();
     if x == 0.0 {
         1.0
@@ -61,8 +64,12 @@ fn hamming(x: f64) -> f64 {
         0.0
     } else {
         let x = x * std::f64::consts::PI;
-        x.sin() / x * (0.54 + 0.46 * x.cos())
+        product(x.sin(), x, 0.54 + 0.46 * x.cos())
     }
+}
+
+fn hamming(x: f64) -> f64 {
+    hamming_with(x, |sin, x, window| sin / x * window)
 }
 
 fn sinc(x: f64) -> f64 {
@@ -93,15 +100,7 @@ fn kernel(filter: Filter) -> (fn(f64) -> f64, f64) {
 }
 
 fn hamming_tv(x: f64) -> f64 {
-    let x = x.abs();
-    if x == 0.0 {
-        1.0
-    } else if x >= 1.0 {
-        0.0
-    } else {
-        let x = x * std::f64::consts::PI;
-        (0.54 + 0.46 * x.cos()) * x.sin() / x
-    }
+    hamming_with(x, |sin, x, window| window * sin / x)
 }
 
 /// The filters as `fast_image_resize` evaluates them (Hamming's product is
@@ -156,24 +155,7 @@ impl Weights {
                     (scaled + 0.5).trunc() as i32
                 };
             }
-            // Taps whose fixed-point weight is 0 add nothing: dropping them at
-            // the ends of the window is exact and saves work (upscaling with
-            // bicubic has 4 non-zero taps of 5).
-            let lead = out[..count].iter().take_while(|&&w| w == 0).count();
-            let trail = out[lead..count]
-                .iter()
-                .rev()
-                .take_while(|&&w| w == 0)
-                .count();
-            let kept = count - lead - trail;
-            if lead > 0 && kept > 0 {
-                out.copy_within(lead..lead + kept, 0);
-            }
-            if kept > 0 {
-                bounds.push((start + lead, kept));
-            } else {
-                bounds.push((start, count));
-            }
+            bounds.push(trim_zero_ends(out, start, count));
         }
         Self {
             bounds,
@@ -248,7 +230,10 @@ impl Weights {
             }
         }
         let factor = (1u64 << precision) as f64;
-        let weights = real.iter().map(|w| (w * factor).round() as i32).collect();
+        let mut weights: Vec<i32> = real.iter().map(|w| (w * factor).round() as i32).collect();
+        for (out, b) in weights.chunks_exact_mut(window).zip(bounds.iter_mut()) {
+            *b = trim_zero_ends(out, b.0, b.1);
+        }
         Self {
             bounds,
             weights,
@@ -256,6 +241,21 @@ impl Weights {
             precision,
         }
     }
+}
+
+/// Drops the taps of fixed-point weight 0 at both ends of one output's window
+/// (`out[..count]`, first input `start`), shifting the rest to the front;
+/// returns the new (start, count). Exact (those taps add nothing) and less
+/// work: bicubic upscaling has 4 non-zero taps of 5. An all-zero window is kept.
+fn trim_zero_ends(out: &mut [i32], start: usize, count: usize) -> (usize, usize) {
+    let lead = out[..count].iter().take_while(|&&w| w == 0).count();
+    if lead == count {
+        return (start, count);
+    }
+    let trail = out[..count].iter().rev().take_while(|&&w| w == 0).count();
+    let kept = count - lead - trail;
+    out.copy_within(lead..lead + kept, 0);
+    (start + lead, kept)
 }
 
 #[inline(always)]
@@ -373,31 +373,30 @@ pub enum Kernels {
 impl Kernels {
     /// The fastest implementation this CPU runs.
     pub fn best() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if super::avx512::available() {
-                return Kernels::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Kernels::Avx2;
-            }
+        [Kernels::Avx512, Kernels::Avx2]
+            .into_iter()
+            .find(|k| k.runs_here())
+            .unwrap_or(Kernels::Portable)
+    }
+
+    /// True when this CPU runs these kernels.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Kernels::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => super::avx512::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
         }
-        Kernels::Portable
     }
 
     /// Every implementation this CPU runs.
     pub fn available() -> Vec<Self> {
         [Kernels::Portable, Kernels::Avx2, Kernels::Avx512]
             .into_iter()
-            .filter(|k| match k {
-                Kernels::Portable => true,
-                #[cfg(target_arch = "x86_64")]
-                Kernels::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
-                #[cfg(target_arch = "x86_64")]
-                Kernels::Avx512 => super::avx512::available(),
-                #[cfg(not(target_arch = "x86_64"))]
-                _ => false,
-            })
+            .filter(|k| k.runs_here())
             .collect()
     }
 }
@@ -408,7 +407,7 @@ impl Kernels {
 fn row_of(src: &[u8], row_len: usize, taps: (usize, &[i32], u32), dst: &mut [u8], avx2: bool) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
-        // SAFETY: `avx2` is true only when the CPU supports AVX2 (Kernels::available).
+        // SAFETY: `avx2` is true only for kernels that run here (asserted in `begin`).
         unsafe { row_of_avx2(src, row_len, taps, dst) };
         return;
     }
@@ -633,7 +632,7 @@ pub fn begin<'a>(
     filter: Filter,
 ) -> Resampled<'a> {
     assert!(
-        Kernels::available().contains(&kernels),
+        kernels.runs_here(),
         "{kernels:?} kernels need CPU features this machine lacks"
     );
     assert_eq!(src.len(), sh * sw * 3, "source size");
@@ -652,20 +651,25 @@ pub fn begin<'a>(
     } else {
         set_len(horizontal, sh * dw * 3);
         let key = (sw, dw, filter, backend);
-        let mut done = false;
+        // The direct AVX-512 pass, where this size has a plan.
         #[cfg(target_arch = "x86_64")]
-        if kernels == Kernels::Avx512 {
+        let direct = kernels == Kernels::Avx512 && {
             if hplan.as_ref().map(|(k, _)| *k) != Some(key) {
                 let plan = super::avx512::HPlan::new(cached(weights_w, key), sw);
                 *hplan = Some((key, plan));
             }
-            if let Some((_, Some(plan))) = hplan {
-                // SAFETY: Avx512 is in Kernels::available(), asserted above.
-                unsafe { plan.run(src, sh, horizontal) };
-                done = true;
+            match hplan {
+                Some((_, Some(plan))) => {
+                    // SAFETY: Avx512 runs here (asserted above).
+                    unsafe { plan.run(src, sh, horizontal) };
+                    true
+                }
+                _ => false,
             }
-        }
-        if !done {
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let direct = false;
+        if !direct {
             // The row pass runs on the transposed image (rows = source
             // columns) and stores its result transposed back.
             transpose_rgb(src, (sh, sw), transposed);
