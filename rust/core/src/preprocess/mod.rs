@@ -131,7 +131,16 @@ struct Lease<'a> {
     scratch: Option<pillow::PillowScratch>,
 }
 
-impl Lease<'_> {
+impl<'a> Lease<'a> {
+    /// A free scratch of `home`, or a new one.
+    fn take(home: &'a std::sync::Mutex<Vec<pillow::PillowScratch>>) -> Self {
+        let free = home.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        Lease {
+            home,
+            scratch: Some(free.unwrap_or_default()),
+        }
+    }
+
     fn get(&mut self) -> &mut pillow::PillowScratch {
         self.scratch.as_mut().expect("held until drop")
     }
@@ -351,47 +360,31 @@ impl Pipeline {
         input
             .par_chunks_exact(image_bytes)
             .zip(out.par_chunks_exact_mut(per_image))
-            .try_for_each_init(
-                || Lease {
-                    home: &self.scratch,
-                    scratch: Some(
-                        (self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop())
-                            .unwrap_or_default(),
-                    ),
-                },
-                |lease, (src, dst)| {
-                    let scratch = lease.get();
-                    let resize = self.spec.resize.filter(|_| resized != (height, width));
-                    match (resize, self.spec.backend) {
-                        (Some((_, filter)), backend) => {
-                            // Fused: the vertical pass runs band by band as the layout asks.
-                            let mut rows = pillow::begin(
-                                kernels,
-                                backend,
-                                scratch,
-                                src,
-                                (height, width),
-                                resized,
-                                filter,
-                            );
-                            self.write(&mut rows, resized, window, dst);
-                        }
-                        (None, _) => {
-                            let image = src;
-                            self.write(
-                                &mut ImageRows {
-                                    image,
-                                    row_len: width * 3,
-                                },
-                                resized,
-                                window,
-                                dst,
-                            );
-                        }
+            .for_each_init(
+                || Lease::take(&self.scratch),
+                |lease, (src, dst)| match self.spec.resize {
+                    Some((_, filter)) if resized != (height, width) => {
+                        // The vertical pass runs band by band as the layout asks for rows.
+                        let mut rows = pillow::begin(
+                            kernels,
+                            self.spec.backend,
+                            lease.get(),
+                            src,
+                            (height, width),
+                            resized,
+                            filter,
+                        );
+                        self.write(&mut rows, resized, window, dst);
                     }
-                    Ok::<(), PreprocessError>(())
+                    _ => {
+                        let mut rows = ImageRows {
+                            image: src,
+                            row_len: width * 3,
+                        };
+                        self.write(&mut rows, resized, window, dst);
+                    }
                 },
-            )?;
+            );
         Ok(plan)
     }
 }
