@@ -222,7 +222,7 @@ impl Convert {
     /// goes to `dst[c][offset + k * stride + i]` for each copy `k < copies`
     /// (Qwen2-VL repeats a frame over its temporal slots).
     /// `self` must be in [`Convert::available`].
-    #[inline]
+    #[inline(always)]
     pub fn row_into<T: OutValue>(
         self,
         src: &[u8],
