@@ -192,7 +192,7 @@ pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
 pub enum Convert {
     /// Plain Rust.
     Portable,
-    /// AVX-512 (BW + VBMI): 16 pixels per step, one byte permutation.
+    /// AVX-512 (BW + VL + VBMI): 16 pixels per step, one byte permutation.
     Avx512,
 }
 
@@ -211,6 +211,7 @@ impl Convert {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512vbmi")
         {
             return Convert::Avx512;
