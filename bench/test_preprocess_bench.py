@@ -41,7 +41,7 @@ from preprocess_cases import PROCESSORS, hf_outputs, synthetic_obs  # noqa: E402
 from vlmrl_fast.preprocess import ImagePipeline  # noqa: E402
 
 N, H, W = 64, 300, 300
-FAMILIES = ["clip336", "qwen2vl", "siglip224", "siglip384"]
+FAMILIES = ["clip336", "qwen2vl", "siglip224", "siglip384", "llavanext"]
 IMPLS = ["native_pil", "native_pil_out", "native_pil_bf16", "native_tv", "hf_pil", "hf_tv", "floor", "floor_out"]
 TARGETS = {"pil": 30.0, "tv": 5.0}
 _medians: dict[tuple[str, str], float] = {}

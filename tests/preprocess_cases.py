@@ -12,6 +12,8 @@ import numpy as np
 from transformers import (
     CLIPImageProcessor,
     CLIPImageProcessorPil,
+    LlavaNextImageProcessor,
+    LlavaNextImageProcessorPil,
     Qwen2VLImageProcessor,
     Qwen2VLImageProcessorPil,
     SiglipImageProcessor,
@@ -30,6 +32,11 @@ CLIP_336 = dict(
     do_normalize=True,
     image_mean=OPENAI_CLIP_MEAN,
     image_std=OPENAI_CLIP_STD,
+)
+# llava-hf/llava-v1.6-*-hf's preprocessor_config.json: CLIP-336 tiles on the "anyres" canvases.
+LLAVA_NEXT = dict(
+    CLIP_336,
+    image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
 )
 # Qwen2-VL-*-Instruct's preprocessor_config.json (Qwen2.5-VL uses the same class and values).
 QWEN2_VL = dict(
@@ -61,6 +68,8 @@ PROCESSORS: dict[str, Callable[[], Any]] = {
     "clip336_tv": lambda: CLIPImageProcessor(**CLIP_336),
     "qwen2vl_pil": lambda: Qwen2VLImageProcessorPil(**QWEN2_VL),
     "qwen2vl_tv": lambda: Qwen2VLImageProcessor(**QWEN2_VL),
+    "llavanext_pil": lambda: LlavaNextImageProcessorPil(**LLAVA_NEXT),
+    "llavanext_tv": lambda: LlavaNextImageProcessor(**LLAVA_NEXT),
     "siglip224_pil": lambda: SiglipImageProcessorPil(**siglip(224)),
     "siglip224_tv": lambda: SiglipImageProcessor(**siglip(224)),
     "siglip384_pil": lambda: SiglipImageProcessorPil(**siglip(384)),

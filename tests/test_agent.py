@@ -207,13 +207,12 @@ def test_precomputed_vision_inputs_give_the_same_batch(tiny_dirs, family):
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_native_image_pipeline_gives_the_processors_batch(tiny_dirs, family):
-    """preprocess='auto' runs the Rust pipeline where the processor has one (LLaVA's CLIP, Qwen2-VL)
-    and the Hugging Face processor otherwise (LLaVA-NeXT's tiling); either way the batch and the
-    policy's log-probs equal those of preprocess='hf'."""
+    """preprocess='auto' runs the Rust pipeline for every tiny family (LLaVA's CLIP, LLaVA-NeXT's
+    tiling, Qwen2-VL), and the batch and the policy's log-probs equal those of preprocess='hf'."""
     auto = make_agent(tiny_dirs[family])
     hf = Agent(auto.model, auto.processor, temperature=auto.temperature, preprocess="hf")
     assert hf.image_pipeline is None
-    assert (auto.image_pipeline is not None) == (family != "llava_next"), auto.image_pipeline
+    assert auto.image_pipeline is not None and auto.image_pipeline.native
     obs = images(3, seed=5)
     got, ref = auto.prompt_batch(obs, PROMPTS), hf.prompt_batch(obs, PROMPTS)
     assert torch.equal(got.input_ids, ref.input_ids)
@@ -252,6 +251,10 @@ def test_bf16_model_gets_bf16_pixel_values_equal_to_its_own_cast(tiny_dirs):
 
 def test_preprocess_modes(tiny_dirs):
     model, processor = load_model(tiny_dirs["llava_next"], ModelSettings(lora=False))
+    assert Agent(model, processor, preprocess="native").image_pipeline.native
+    # Canvases that are not multiples of the tile: the native tiling does not take them.
+    ip = processor.image_processor
+    ip.image_grid_pinpoints = [[h + 1, w] for h, w in ip.image_grid_pinpoints]
     with pytest.raises(ValueError, match="preprocess='native' is not available: LlavaNextImageProcessor"):
         Agent(model, processor, preprocess="native")
     with pytest.raises(ValueError, match="preprocess must be one of"):

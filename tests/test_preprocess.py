@@ -16,7 +16,8 @@ from vlmrl_fast.preprocess import (
 )
 
 TOLERANCE = 0.02  # max abs difference after normalization (the issue's bound)
-SHAPES = [(6, 300, 300), (1, 1, 1), (2, 7, 300), (2, 301, 299)]
+# (2, 500, 200): tall, so Pillow >= 13 resamples fixed sizes vertically first.
+SHAPES = [(6, 300, 300), (1, 1, 1), (2, 7, 300), (2, 301, 299), (2, 500, 200)]
 
 
 @pytest.fixture(scope="module", params=sorted(PROCESSORS))
@@ -37,6 +38,9 @@ def assert_matches(ref, got) -> None:
     if "image_grid_thw" in ref:
         assert got["image_grid_thw"].dtype == torch.long
         assert torch.equal(got["image_grid_thw"], ref["image_grid_thw"])
+    if "image_sizes" in ref:
+        assert got["image_sizes"].dtype == ref["image_sizes"].dtype
+        assert torch.equal(got["image_sizes"], ref["image_sizes"])
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -171,24 +175,24 @@ def test_bad_dtype_option():
         ImagePipeline.from_processor(PROCESSORS["clip336_tv"](), dtype=torch.int64)
 
 
-def _llava_next():
+def _llava_next_224_tiles():
+    """LLaVA-NeXT whose 224 tiles are cut from a 336 base: a configuration the native
+    tiling does not take (its tiles would be resized), so the processor is called."""
     from transformers import LlavaNextImageProcessor
 
-    from preprocess_cases import CLIP_336
+    from preprocess_cases import LLAVA_NEXT
 
-    return LlavaNextImageProcessor(
-        **CLIP_336, image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
-    )
+    return LlavaNextImageProcessor(**dict(LLAVA_NEXT, crop_size={"height": 224, "width": 224}))
 
 
 def test_unsupported_processor_falls_back_once():
-    ip = _llava_next()
+    ip = _llava_next_224_tiles()
     with pytest.warns(UserWarning, match="falling back to the Hugging Face processor"):
         pipeline = ImagePipeline.from_processor(ip)
     assert not pipeline.native
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the notice is given once per processor class
-        pipeline = ImagePipeline.from_processor(_llava_next(), dtype=torch.float16)
+        pipeline = ImagePipeline.from_processor(_llava_next_224_tiles(), dtype=torch.float16)
     obs = synthetic_obs(2, 300, 300)
     got, ref = pipeline(obs), hf_outputs(ip, obs)
     assert "image_sizes" in got and torch.equal(got["image_sizes"], ref["image_sizes"])

@@ -186,8 +186,11 @@ class PreprocessInternalError(RuntimeError):
 class Preprocessor:
     """Native preprocessing pipeline: uint8 observations [N, H, W, 3] to pixel_values.
 
-    layout: "channels_first" ([N, 3, H, W], CLIP / SigLIP) or "qwen2_vl" (patch rows).
-    backend: "pil" or "torchvision", the Hugging Face backend whose arithmetic is reproduced.
+    layout: "channels_first" ([N, 3, H, W], CLIP / SigLIP), "qwen2_vl" (patch rows) or
+    "llava_next" ([N, 1 + tiles, 3, T, T]: the image resized to height x width = T x T, then its
+    tiles; T = crop_height = crop_width, canvases image_grid_pinpoints [(height, width), ...]).
+    backend: "pil" (Pillow <= 12), "pil13" (Pillow >= 13: vertical pass first when the height
+    shrinks most) or "torchvision", the Hugging Face backend whose arithmetic is reproduced.
     resample: PIL resampling code (1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING); None: no resize.
     Size: shortest_edge, or height and width, or (qwen2_vl) min_pixels and max_pixels.
     """
@@ -211,6 +214,7 @@ class Preprocessor:
         patch_size: int = 14,
         merge_size: int = 2,
         temporal_patch_size: int = 2,
+        image_grid_pinpoints: list[tuple[int, int]] | None = None,
     ) -> Preprocessor: ...
     def plan(self, n: int, height: int, width: int) -> tuple[list[int], tuple[int, int] | None]:
         """Output shape and Qwen2-VL grid (grid_h, grid_w) for n images of height x width."""

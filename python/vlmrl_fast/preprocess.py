@@ -12,9 +12,11 @@ Qwen2-VL family), as torch tensors::
 
 Supported natively (transformers 5.x, both the Pillow and the torchvision
 backend classes): processors that run the generic resize -> center crop ->
-rescale -> normalize path (CLIP / LLaVA-1.5, SigLIP, ViT-like), and
-Qwen2-VL / Qwen2.5-VL's `Qwen2VLImageProcessor`. Every other processor falls
-back to calling the Hugging Face processor itself, with a one-time warning.
+rescale -> normalize path (CLIP / LLaVA-1.5, SigLIP, ViT-like),
+Qwen2-VL / Qwen2.5-VL's `Qwen2VLImageProcessor`, and LLaVA-NeXT's
+`LlavaNextImageProcessor` ("anyres" tiling: ``pixel_values`` [N, 1 + tiles,
+3, tile, tile] plus ``image_sizes``). Every other processor falls back to
+calling the Hugging Face processor itself, with a one-time warning.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ def _resample_code(resample: Any) -> int | None:
     return {"NEAREST": 0, "LANCZOS": 1, "BILINEAR": 2, "BICUBIC": 3, "BOX": 4, "HAMMING": 5}.get(name)
 
 
+def _pillow_major() -> int:
+    import PIL
+
+    return int(PIL.__version__.split(".")[0])
+
+
 def _backend_bases() -> dict[str, type]:
     try:
         from transformers.image_processing_backends import PilBackend, TorchvisionBackend
@@ -93,6 +101,53 @@ def _qwen2vl_classes() -> tuple[type, ...]:
     return tuple(found)
 
 
+def _llava_next_classes() -> tuple[type, ...]:
+    found: list[type] = []
+    try:
+        from transformers.models.llava_next.image_processing_llava_next import LlavaNextImageProcessor
+
+        found.append(LlavaNextImageProcessor)
+    except ImportError:
+        pass
+    try:
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+        found.append(LlavaNextImageProcessorPil)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _llava_next_settings(ip: Any) -> dict[str, Any] | str:
+    """The tiling of a LLaVA-NeXT processor when the native pipeline computes it exactly.
+
+    The processor resizes the whole image to `size` (the base tile), fits the image into the
+    best `image_grid_pinpoints` canvas, pads it there with zeros and cuts `crop_size` tiles, then
+    resizes each tile to `size` and center-crops it to `crop_size`. Natively: those last steps
+    must leave a tile unchanged (size == crop_size, square) and the canvases must be multiples
+    of the tile, which is how the released checkpoints are configured (336 and 384 tiles).
+    """
+    if not getattr(ip, "do_resize", False):
+        return "LLaVA-NeXT without do_resize is not supported"
+    size, crop = ip.size, ip.crop_size
+    if size.shortest_edge and not (size.height or size.width or size.longest_edge):
+        base = (int(size.shortest_edge), int(size.shortest_edge))
+    elif size.height and size.width and not size.shortest_edge:
+        base = (int(size.height), int(size.width))
+    else:
+        return f"size {dict(size.items()) if hasattr(size, 'items') else size} is not supported"
+    tile = int(crop.height) if crop is not None and crop.height else base[0]
+    if getattr(ip, "do_center_crop", False) and (crop is None or int(crop.width or 0) != tile):
+        return "LLaVA-NeXT with a non-square crop_size is not supported"
+    if base != (tile, tile):
+        return f"LLaVA-NeXT with size {base} different from the tile size {tile} is not supported"
+    pins = [(int(h), int(w)) for h, w in ip.image_grid_pinpoints]
+    if not pins or any(h <= 0 or w <= 0 or h % tile or w % tile for h, w in pins):
+        return f"image_grid_pinpoints {pins} are not positive multiples of the tile size {tile}"
+    return {"layout": "llava_next", "height": tile, "width": tile, "crop_height": tile,
+            "crop_width": tile, "image_grid_pinpoints": pins}
+
+
 def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
     """Keyword arguments of `Preprocessor` for `ip` and its backend, or why it is not supported."""
     bases = _backend_bases()
@@ -101,7 +156,10 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
         return f"{type(ip).__name__} is not a transformers 5 Pillow or torchvision image processor"
     base = bases[backend]
     cls = type(ip)
-    if getattr(ip, "do_pad", None):
+    # LLaVA-NeXT's do_pad pads the tile counts of a batch to the largest: the
+    # images of one batch share a size, hence a tile count, so it never pads.
+    llava_next = cls in _llava_next_classes()
+    if getattr(ip, "do_pad", None) and not llava_next:
         return "padding (do_pad) is not supported"
     if str(getattr(ip, "data_format", None) or "channels_first").split(".")[-1].lower() not in (
         "channels_first",
@@ -120,6 +178,13 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
             return f"resample {ip.resample!r} on the {backend} backend is not supported"
         kwargs["resample"] = code
     size = ip.size
+
+    if llava_next:
+        tiling = _llava_next_settings(ip)
+        if isinstance(tiling, str):
+            return tiling
+        kwargs.update(tiling)
+        return kwargs, backend
 
     if cls in _qwen2vl_classes():
         kwargs.update(
@@ -172,6 +237,7 @@ class ImagePipeline:
         self.core = core
         self.backend = backend
         self.returns_grid = core is not None and _is_qwen(image_processor)
+        self.returns_sizes = core is not None and type(image_processor) in _llava_next_classes()
 
     @classmethod
     def from_processor(cls, processor: Any, *, dtype: torch.dtype = torch.float32,
@@ -197,6 +263,8 @@ class ImagePipeline:
                 )
             return cls(ip, dtype=dtype)
         kwargs, backend = settings
+        if backend == "pil" and _pillow_major() >= 13:
+            kwargs["backend"] = "pil13"  # Pillow 13 orders the two resampling passes by the sizes
         return cls(ip, dtype=dtype, core=Preprocessor(**kwargs), backend=backend)
 
     @property
@@ -214,7 +282,8 @@ class ImagePipeline:
         """Model image inputs of `obs` (uint8 [N, H, W, 3], read in place when C-contiguous).
 
         Returns a `transformers.BatchFeature` of torch tensors: `pixel_values` in
-        `self.dtype`, plus `image_grid_thw` (int64 [N, 3]) for the Qwen2-VL family.
+        `self.dtype`, plus `image_grid_thw` (int64 [N, 3]) for the Qwen2-VL family and
+        `image_sizes` (int64 [N, 2], height and width) for LLaVA-NeXT.
         `out`: a contiguous CPU tensor of `output_shape(...)` (e.g. one step of a
         rollout's storage) that receives the values in place of a new tensor: bfloat16
         when `self.dtype` is bfloat16 (written natively), float32 otherwise.
@@ -249,6 +318,8 @@ class ImagePipeline:
         if grid is not None:
             grid_thw = torch.tensor([1, grid[0], grid[1]], dtype=torch.long)
             data["image_grid_thw"] = grid_thw.repeat(len(obs), 1)
+        if self.returns_sizes:
+            data["image_sizes"] = torch.tensor([obs.shape[1], obs.shape[2]], dtype=torch.long).repeat(len(obs), 1)
         return BatchFeature(data=data)
 
     def _fallback(self, obs: Any) -> Any:

@@ -172,7 +172,7 @@ impl PyPreprocessor {
     #[pyo3(signature = (
         *, layout, resample=None, shortest_edge=None, height=None, width=None, min_pixels=None, max_pixels=None,
         crop_height=None, crop_width=None, backend="pil", rescale_factor=None, image_mean=None,
-        image_std=None, patch_size=14, merge_size=2, temporal_patch_size=2
+        image_std=None, patch_size=14, merge_size=2, temporal_patch_size=2, image_grid_pinpoints=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -192,14 +192,16 @@ impl PyPreprocessor {
         patch_size: usize,
         merge_size: usize,
         temporal_patch_size: usize,
+        image_grid_pinpoints: Option<Vec<(usize, usize)>>,
     ) -> PyResult<Self> {
         let bad = |m: String| Err(PreprocessError::new_err(m));
         let backend = match backend {
             "pil" => Backend::Pillow,
+            "pil13" => Backend::Pillow13,
             "torchvision" => Backend::Torchvision,
             other => {
                 return bad(format!(
-                    "backend must be 'pil' or 'torchvision', got {other:?}"
+                    "backend must be 'pil', 'pil13' or 'torchvision', got {other:?}"
                 ))
             }
         };
@@ -217,9 +219,23 @@ impl PyPreprocessor {
                 merge_size,
                 temporal_patch_size,
             }),
+            "llava_next" => {
+                let tile =
+                    match (crop_height, crop_width) {
+                        (Some(h), Some(w)) if h == w => h,
+                        _ => return bad(
+                            "the llava_next layout needs square tiles: crop_height == crop_width"
+                                .into(),
+                        ),
+                    };
+                let Some(pinpoints) = image_grid_pinpoints else {
+                    return bad("the llava_next layout needs image_grid_pinpoints".into());
+                };
+                Layout::AnyRes { tile, pinpoints }
+            }
             other => {
                 return bad(format!(
-                    "layout must be 'channels_first' or 'qwen2_vl', got {other:?}"
+                    "layout must be 'channels_first', 'qwen2_vl' or 'llava_next', got {other:?}"
                 ))
             }
         };
@@ -231,7 +247,7 @@ impl PyPreprocessor {
                         "resample {code} is not supported (PIL codes 1-5: LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING)"
                     ));
                 };
-                let rule = match (layout, shortest_edge, height, width) {
+                let rule = match (&layout, shortest_edge, height, width) {
                     (Layout::Qwen2VlPatches(_), ..) => match (min_pixels, max_pixels) {
                         (Some(min_pixels), Some(max_pixels)) => SizeRule::SmartResize {
                             min_pixels,

@@ -142,7 +142,6 @@ pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
     assert_eq!(out.len(), 3 * plane, "write_chw: output size");
     let (r_plane, rest) = out.split_at_mut(plane);
     let (g_plane, b_plane) = rest.split_at_mut(plane);
-    let inside_cols = window.left >= 0 && window.left as usize + window.width <= w;
     let source_row = |y: usize| y as isize + window.top;
     let clamp = |sy: isize| sy.clamp(0, h as isize) as usize;
     for y0 in (0..window.height).step_by(BAND) {
@@ -151,37 +150,104 @@ pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
         let band: &[u8] = if s1 > s0 { rows.rows(s0, s1) } else { &[] };
         for y in y0..y1 {
             let row_out = y * window.width..(y + 1) * window.width;
-            let (r, g, b) = (
+            let sy = source_row(y);
+            let src = (sy >= 0 && (sy as usize) < h)
+                .then(|| &band[(sy as usize - s0) * w * 3..][..w * 3]);
+            let dst = [
                 &mut r_plane[row_out.clone()],
                 &mut g_plane[row_out.clone()],
                 &mut b_plane[row_out],
-            );
-            let sy = source_row(y);
-            if sy < 0 || sy as usize >= h {
-                r.fill(table.out(0, 0));
-                g.fill(table.out(1, 0));
-                b.fill(table.out(2, 0));
-                continue;
-            }
-            let src_row = &band[(sy as usize - s0) * w * 3..][..w * 3];
-            if inside_cols {
-                // Hot path: no padding on this row.
-                let left = window.left as usize;
-                let src = &src_row[left * 3..(left + window.width) * 3];
-                simd.row_into(src, table, [r, g, b], 0, 1, 0);
-            } else {
-                for x in 0..window.width {
-                    let sx = x as isize + window.left;
-                    let px = if sx < 0 || sx as usize >= w {
-                        [0u8; 3]
-                    } else {
-                        let i = sx as usize * 3;
-                        [src_row[i], src_row[i + 1], src_row[i + 2]]
-                    };
-                    r[x] = table.out(0, px[0]);
-                    g[x] = table.out(1, px[1]);
-                    b[x] = table.out(2, px[2]);
-                }
+            ];
+            write_row(simd, src, window.left, table, dst);
+        }
+    }
+}
+
+/// Writes the pixels `left .. left + width` of the RGB8 row `src` (`None`:
+/// a row outside the image) as channel rows `dst` (`width` values each);
+/// pixels outside the row read as zeros, as the references pad before rescaling.
+#[inline]
+fn write_row<T: OutValue>(
+    simd: Convert,
+    src: Option<&[u8]>,
+    left: isize,
+    table: &ValueTable,
+    dst: [&mut [T]; 3],
+) {
+    let width = dst[0].len();
+    let w = src.map_or(0, |s| s.len() / 3) as isize;
+    // Inside columns x0..x1 of the output row (empty when the row is outside).
+    let x0 = (-left).clamp(0, width as isize) as usize;
+    let x1 = (w - left).clamp(x0 as isize, width as isize) as usize;
+    let [r, g, b] = dst;
+    for (c, d) in [&mut *r, &mut *g, &mut *b].into_iter().enumerate() {
+        let zero = table.out(c, 0);
+        d[..x0].fill(zero);
+        d[x1..].fill(zero);
+    }
+    if let (Some(src), true) = (src, x1 > x0) {
+        let from = (left + x0 as isize) as usize * 3;
+        let px = &src[from..from + (x1 - x0) * 3];
+        simd.row_into(
+            px,
+            table,
+            [&mut r[x0..x1], &mut g[x0..x1], &mut b[x0..x1]],
+            0,
+            1,
+            0,
+        );
+    }
+}
+
+/// LLaVA-NeXT's tiling of one resized image: the `h` x `w` image behind
+/// `rows`, pasted at `(top, left)` into a zero canvas of `grid.0 * tile` x
+/// `grid.1 * tile`, cut into `tile` x `tile` tiles in row-major order, each
+/// written channel-first (`[grid.0 * grid.1, 3, tile, tile]` values into `out`).
+/// One band of canvas rows feeds every tile column, so each resized row is
+/// computed once.
+#[allow(clippy::too_many_arguments)]
+pub fn write_tiles<T: OutValue, R: RowSource + ?Sized>(
+    simd: Convert,
+    rows: &mut R,
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    tile: usize,
+    grid: (usize, usize),
+    table: &ValueTable,
+    out: &mut [T],
+) {
+    let plane = tile * tile;
+    assert_eq!(
+        out.len(),
+        grid.0 * grid.1 * 3 * plane,
+        "write_tiles: output size"
+    );
+    assert!(
+        top + h <= grid.0 * tile && left + w <= grid.1 * tile,
+        "write_tiles: image exceeds the canvas"
+    );
+    let mut tiles: Vec<[&mut [T]; 3]> = out
+        .chunks_exact_mut(3 * plane)
+        .map(|t| {
+            let (r, rest) = t.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            [r, g, b]
+        })
+        .collect();
+    let canvas_h = grid.0 * tile;
+    let clamp = |y: usize| y.saturating_sub(top).min(h);
+    for y0 in (0..canvas_h).step_by(BAND) {
+        let y1 = (y0 + BAND).min(canvas_h);
+        let (s0, s1) = (clamp(y0), clamp(y1));
+        let band: &[u8] = if s1 > s0 { rows.rows(s0, s1) } else { &[] };
+        for y in y0..y1 {
+            let src = (y >= top && y - top < h).then(|| &band[(y - top - s0) * w * 3..][..w * 3]);
+            let (ty, py) = (y / tile, y % tile);
+            for tx in 0..grid.1 {
+                let [r, g, b] = &mut tiles[ty * grid.1 + tx];
+                let row = py * tile..(py + 1) * tile;
+                let dst = [&mut r[row.clone()], &mut g[row.clone()], &mut b[row]];
+                write_row(simd, src, (tx * tile) as isize - left as isize, table, dst);
             }
         }
     }

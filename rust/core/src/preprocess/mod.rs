@@ -17,8 +17,10 @@ pub mod resize;
 use rayon::prelude::*;
 use thiserror::Error;
 
-pub use layout::{Bf16, ImageRows, OutValue, PatchGeometry, RowSource, ValueTable, Window};
-pub use resize::{shortest_edge_size, smart_resize, Filter};
+pub use layout::{
+    Bf16, Convert, ImageRows, OutValue, PatchGeometry, RowSource, ValueTable, Window,
+};
+pub use resize::{fit_size, select_best_resolution, shortest_edge_size, smart_resize, Filter};
 
 /// What went wrong while preprocessing.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -64,19 +66,33 @@ pub enum SizeRule {
 /// image puts the zero padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// `*ImageProcessorPil`: Pillow resampling; crop top = floor((image - crop) / 2).
+    /// `*ImageProcessorPil` on Pillow <= 12: Pillow resampling, horizontal pass
+    /// first; crop top = floor((image - crop) / 2).
     Pillow,
+    /// The same on Pillow >= 13, which runs the vertical pass first when the
+    /// height shrinks by more than twice as many pixels as the width does
+    /// (`Resample.c`: `in_h - out_h > 0 && in_h - out_h > 2 * (in_w - out_w)`).
+    Pillow13,
     /// torchvision `*ImageProcessor`: torch's uint8 kernel; pad floor((crop - image) / 2) before.
     Torchvision,
 }
 
 /// Output layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     /// `[N, 3, H, W]`, optionally center cropped to `(height, width)`.
     ChannelsFirst { crop: Option<(usize, usize)> },
     /// Qwen2-VL patch rows `[N * grid_h * grid_w, 3 * T * P * P]`.
     Qwen2VlPatches(PatchGeometry),
+    /// LLaVA-NeXT's "anyres" tiling, `[N, 1 + tiles, 3, tile, tile]`: the image
+    /// resized to `tile` x `tile` (the resize rule, `Exact`), then the image
+    /// scaled to fit the best of the `pinpoints` canvases (`(height, width)`,
+    /// multiples of `tile`), centered on it with zero padding and cut into tiles
+    /// in row-major order.
+    AnyRes {
+        tile: usize,
+        pinpoints: Vec<(usize, usize)>,
+    },
 }
 
 /// Everything a pipeline does, read from a Hugging Face processor's config.
@@ -102,6 +118,21 @@ pub struct OutputPlan {
     pub shape: Vec<usize>,
     /// `(grid_h, grid_w)` of each image for the Qwen2-VL layout.
     pub grid: Option<(usize, usize)>,
+    /// The tiling of each image for the LLaVA-NeXT layout.
+    pub tiles: Option<TilePlan>,
+}
+
+/// How the LLaVA-NeXT layout tiles an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TilePlan {
+    /// The chosen canvas `(height, width)`.
+    pub canvas: (usize, usize),
+    /// The image's size scaled to fit the canvas.
+    pub fitted: (usize, usize),
+    /// Where the fitted image sits on the canvas: `(top, left)`.
+    pub offset: (usize, usize),
+    /// Tiles per column and per row of the canvas.
+    pub grid: (usize, usize),
 }
 
 impl OutputPlan {
@@ -163,7 +194,7 @@ impl Pipeline {
                 return bad("image_std must be finite and non-zero");
             }
         }
-        match (spec.resize, spec.layout) {
+        match (spec.resize, &spec.layout) {
             (
                 Some((
                     SizeRule::SmartResize {
@@ -187,7 +218,7 @@ impl Pipeline {
             }
             _ => {}
         }
-        match spec.layout {
+        match &spec.layout {
             Layout::Qwen2VlPatches(g)
                 if g.patch_size == 0 || g.merge_size == 0 || g.temporal_patch_size == 0 =>
             {
@@ -196,6 +227,27 @@ impl Pipeline {
             Layout::ChannelsFirst {
                 crop: Some((0, _)) | Some((_, 0)),
             } => return bad("crop size must be positive"),
+            Layout::AnyRes { tile, pinpoints } => {
+                if *tile == 0 {
+                    return bad("the tile size must be positive");
+                }
+                if pinpoints.is_empty() {
+                    return bad("image_grid_pinpoints must hold at least one (height, width)");
+                }
+                if let Some(p) = pinpoints
+                    .iter()
+                    .find(|(h, w)| *h == 0 || *w == 0 || h % tile != 0 || w % tile != 0)
+                {
+                    return Err(PreprocessError::InvalidSpec(format!(
+                        "image_grid_pinpoints must be positive multiples of the tile size {tile}, got {p:?}"
+                    )));
+                }
+                match spec.resize {
+                    Some((SizeRule::Exact { height, width }, _))
+                        if (height, width) == (*tile, *tile) => {}
+                    _ => return bad("the anyres layout resizes to exactly tile x tile"),
+                }
+            }
             _ => {}
         }
         let table = ValueTable::new(spec.rescale, spec.normalize);
@@ -237,7 +289,7 @@ impl Pipeline {
                 },
                 _,
             )) => {
-                let Layout::Qwen2VlPatches(g) = self.spec.layout else {
+                let Layout::Qwen2VlPatches(g) = self.spec.layout.clone() else {
                     unreachable!("checked in new")
                 };
                 smart_resize(
@@ -249,13 +301,31 @@ impl Pipeline {
                 )?
             }
         };
-        match self.spec.layout {
+        match &self.spec.layout {
             Layout::ChannelsFirst { crop, .. } => {
                 let (h, w) = crop.unwrap_or(resized);
                 Ok(OutputPlan {
                     resized,
                     shape: vec![n, 3, h, w],
                     grid: None,
+                    tiles: None,
+                })
+            }
+            Layout::AnyRes { tile, pinpoints } => {
+                let canvas = select_best_resolution((height, width), pinpoints)
+                    .expect("pinpoints checked non-empty in new");
+                let fitted = fit_size((height, width), canvas);
+                let tiles = TilePlan {
+                    canvas,
+                    fitted,
+                    offset: ((canvas.0 - fitted.0) / 2, (canvas.1 - fitted.1) / 2),
+                    grid: (canvas.0 / tile, canvas.1 / tile),
+                };
+                Ok(OutputPlan {
+                    resized,
+                    shape: vec![n, 1 + tiles.grid.0 * tiles.grid.1, 3, *tile, *tile],
+                    grid: None,
+                    tiles: Some(tiles),
                 })
             }
             Layout::Qwen2VlPatches(g) => {
@@ -271,13 +341,14 @@ impl Pipeline {
                     resized,
                     shape: vec![n * grid.0 * grid.1, g.row_len()],
                     grid: Some(grid),
+                    tiles: None,
                 })
             }
         }
     }
 
     fn window(&self, resized: (usize, usize)) -> Window {
-        let Layout::ChannelsFirst { crop } = self.spec.layout else {
+        let Layout::ChannelsFirst { crop } = self.spec.layout.clone() else {
             unreachable!("only the channel-first layout crops")
         };
         let Some((ch, cw)) = crop else {
@@ -291,7 +362,7 @@ impl Pipeline {
         let offset = |image: usize, crop: usize| -> isize {
             let (image, crop) = (image as isize, crop as isize);
             match self.spec.backend {
-                Backend::Pillow => (image - crop).div_euclid(2),
+                Backend::Pillow | Backend::Pillow13 => (image - crop).div_euclid(2),
                 Backend::Torchvision if crop > image => -((crop - image) / 2),
                 Backend::Torchvision => (image - crop) / 2,
             }
@@ -312,8 +383,8 @@ impl Pipeline {
         window: Option<Window>,
         dst: &mut [T],
     ) {
-        match self.spec.layout {
-            Layout::ChannelsFirst { .. } => layout::write_chw(
+        match &self.spec.layout {
+            Layout::ChannelsFirst { .. } | Layout::AnyRes { .. } => layout::write_chw(
                 rows,
                 resized,
                 window.expect("set for this layout"),
@@ -321,8 +392,32 @@ impl Pipeline {
                 dst,
             ),
             Layout::Qwen2VlPatches(g) => {
-                layout::write_qwen_patches(rows, resized, g, &self.table, dst)
+                layout::write_qwen_patches(rows, resized, *g, &self.table, dst)
             }
+        }
+    }
+
+    /// Calls `f` with the rows of `src` (`from`) resized to `to`: the vertical
+    /// pass runs band by band as the writer asks for rows.
+    fn with_rows(
+        &self,
+        kernels: pillow::Kernels,
+        scratch: &mut pillow::PillowScratch,
+        src: &[u8],
+        from: (usize, usize),
+        to: (usize, usize),
+        f: impl FnOnce(&mut dyn RowSource),
+    ) {
+        match self.spec.resize {
+            Some((_, filter)) if to != from => {
+                let mut rows =
+                    pillow::begin(kernels, self.spec.backend, scratch, src, from, to, filter);
+                f(&mut rows)
+            }
+            _ => f(&mut ImageRows {
+                image: src,
+                row_len: from.1 * 3,
+            }),
         }
     }
 
@@ -354,34 +449,59 @@ impl Pipeline {
         }
         let per_image = plan.len() / n;
         let resized = plan.resized;
-        let window =
-            matches!(self.spec.layout, Layout::ChannelsFirst { .. }).then(|| self.window(resized));
+        let window = match &self.spec.layout {
+            Layout::ChannelsFirst { .. } => Some(self.window(resized)),
+            Layout::AnyRes { .. } => Some(Window {
+                top: 0,
+                left: 0,
+                height: resized.0,
+                width: resized.1,
+            }),
+            Layout::Qwen2VlPatches(_) => None,
+        };
+        // The first image of each output row is the resized image; the LLaVA-NeXT
+        // layout adds the tiles of a second resize (its own scratch: other weights).
+        let first_len = match plan.tiles {
+            Some(_) => 3 * resized.0 * resized.1,
+            None => per_image,
+        };
         let kernels = pillow::Kernels::best();
         input
             .par_chunks_exact(image_bytes)
             .zip(out.par_chunks_exact_mut(per_image))
             .for_each_init(
-                || Lease::take(&self.scratch),
-                |lease, (src, dst)| match self.spec.resize {
-                    Some((_, filter)) if resized != (height, width) => {
-                        // The vertical pass runs band by band as the layout asks for rows.
-                        let mut rows = pillow::begin(
+                || (Lease::take(&self.scratch), Lease::take(&self.scratch)),
+                |(first, second), (src, dst)| {
+                    let (dst, tiles_out) = dst.split_at_mut(first_len);
+                    self.with_rows(
+                        kernels,
+                        first.get(),
+                        src,
+                        (height, width),
+                        resized,
+                        |rows| self.write(rows, resized, window, dst),
+                    );
+                    if let (Some(t), Layout::AnyRes { tile, .. }) = (plan.tiles, &self.spec.layout)
+                    {
+                        self.with_rows(
                             kernels,
-                            self.spec.backend,
-                            lease.get(),
+                            second.get(),
                             src,
                             (height, width),
-                            resized,
-                            filter,
+                            t.fitted,
+                            |rows| {
+                                layout::write_tiles(
+                                    Convert::best(),
+                                    rows,
+                                    t.fitted,
+                                    t.offset,
+                                    *tile,
+                                    t.grid,
+                                    &self.table,
+                                    tiles_out,
+                                )
+                            },
                         );
-                        self.write(&mut rows, resized, window, dst);
-                    }
-                    _ => {
-                        let mut rows = ImageRows {
-                            image: src,
-                            row_len: width * 3,
-                        };
-                        self.write(&mut rows, resized, window, dst);
                     }
                 },
             );

@@ -527,6 +527,8 @@ pub struct PillowScratch {
     weights_h: Option<(Key, Weights)>,
     /// Rows of the vertical pass handed out by [`Resampled::rows`].
     band: Vec<u8>,
+    /// The vertical pass's result when it runs first (Pillow 13).
+    vertical_first: Vec<u8>,
     /// The direct horizontal pass of `weights_w`, when it has one.
     #[cfg(target_arch = "x86_64")]
     hplan: Option<(Key, Option<super::avx512::HPlan>)>,
@@ -539,7 +541,7 @@ type Key = (usize, usize, Filter, Backend);
 fn cached(slot: &mut Option<(Key, Weights)>, key: Key) -> &Weights {
     if slot.as_ref().map(|(k, _)| *k) != Some(key) {
         let weights = match key.3 {
-            Backend::Pillow => Weights::new(key.0, key.1, key.2),
+            Backend::Pillow | Backend::Pillow13 => Weights::new(key.0, key.1, key.2),
             Backend::Torchvision => Weights::torchvision(key.0, key.1, key.2),
         };
         *slot = Some((key, weights));
@@ -643,13 +645,29 @@ pub fn begin<'a>(
         weights_w,
         weights_h,
         band,
+        vertical_first: first_pass,
         #[cfg(target_arch = "x86_64")]
         hplan,
     } = scratch;
-    let rows: &[u8] = if dw == sw {
-        src
+    // Pillow 13 runs the vertical pass first when the height shrinks much more
+    // than the width: then both passes run here, whole, and no rows are left
+    // to compute on demand.
+    let vertical_first = backend == Backend::Pillow13
+        && sh > dh
+        && (sh - dh) as isize > 2 * (sw as isize - dw as isize)
+        && dw != sw;
+    let (input, in_rows): (&[u8], usize) = if vertical_first {
+        let w = cached(weights_h, (sh, dh, filter, backend));
+        set_len(first_pass, dh * sw * 3);
+        rows_range(src, sw * 3, w, 0..dh, first_pass, kernels);
+        (first_pass, dh)
     } else {
-        set_len(horizontal, sh * dw * 3);
+        (src, sh)
+    };
+    let rows: &[u8] = if dw == sw {
+        input
+    } else {
+        set_len(horizontal, in_rows * dw * 3);
         let key = (sw, dw, filter, backend);
         // The direct AVX-512 pass, where this size has a plan.
         #[cfg(target_arch = "x86_64")]
@@ -661,7 +679,7 @@ pub fn begin<'a>(
             match hplan {
                 Some((_, Some(plan))) => {
                     // SAFETY: Avx512 runs here (asserted above).
-                    unsafe { plan.run(src, sh, horizontal) };
+                    unsafe { plan.run(input, in_rows, horizontal) };
                     true
                 }
                 _ => false,
@@ -672,12 +690,21 @@ pub fn begin<'a>(
         if !direct {
             // The row pass runs on the transposed image (rows = source
             // columns) and stores its result transposed back.
-            transpose_rgb(src, (sh, sw), transposed);
+            transpose_rgb(input, (in_rows, sw), transposed);
             let w = cached(weights_w, key);
-            transposed_pass(transposed, sh * 3, w, horizontal, row, dw, kernels);
+            transposed_pass(transposed, in_rows * 3, w, horizontal, row, dw, kernels);
         }
         horizontal
     };
+    if vertical_first {
+        return Resampled {
+            kernels,
+            rows,
+            row_len: dw * 3,
+            vertical: None,
+            band,
+        };
+    }
     let vertical = (dh != sh).then(|| cached(weights_h, (sh, dh, filter, backend)));
     Resampled {
         kernels,
@@ -691,6 +718,66 @@ pub fn begin<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pillow 13 resamples vertically first when the height shrinks by more
+    /// than twice as many pixels as the width; otherwise, and on older Pillow,
+    /// horizontally first. The two orders round differently in between.
+    #[test]
+    fn pillow13_pass_order() {
+        let (sh, sw) = (90, 30);
+        let src: Vec<u8> = (0..sh * sw * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        let full = |backend, to: (usize, usize)| {
+            let mut out = Vec::new();
+            resize_with(
+                Kernels::best(),
+                backend,
+                &mut PillowScratch::default(),
+                &src,
+                (sh, sw),
+                to,
+                Filter::Bicubic,
+                &mut out,
+            );
+            out
+        };
+        let staged = |first: (usize, usize), to: (usize, usize)| {
+            let mut sc = PillowScratch::default();
+            let (mut mid, mut out) = (Vec::new(), Vec::new());
+            resize_with(
+                Kernels::best(),
+                Backend::Pillow,
+                &mut sc,
+                &src,
+                (sh, sw),
+                first,
+                Filter::Bicubic,
+                &mut mid,
+            );
+            resize_with(
+                Kernels::best(),
+                Backend::Pillow,
+                &mut sc,
+                &mid,
+                first,
+                to,
+                Filter::Bicubic,
+                &mut out,
+            );
+            out
+        };
+        // 90x30 -> 34x34: the height loses 56 rows, the width gains 4 columns.
+        let to = (34, 34);
+        let v_first = staged((34, 30), to);
+        let h_first = staged((90, 34), to);
+        assert_ne!(v_first, h_first, "the case must tell the orders apart");
+        assert_eq!(full(Backend::Pillow13, to), v_first);
+        assert_eq!(full(Backend::Pillow, to), h_first);
+        // 90x30 -> 70x10: the height loses 20, the width 20 (not twice as many): horizontal first.
+        assert_eq!(
+            full(Backend::Pillow13, (70, 10)),
+            staged((90, 10), (70, 10))
+        );
+    }
 
     #[test]
     fn weights_sum_to_one_in_fixed_point() {

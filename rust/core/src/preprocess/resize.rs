@@ -96,6 +96,42 @@ pub fn smart_resize(
     Ok((h_bar as usize, w_bar as usize))
 }
 
+/// LLaVA-NeXT's `select_best_resolution`: of the candidate `(height, width)`
+/// canvases, the one that keeps the most of the image's pixels when it is
+/// scaled to fit, ties going to the least wasted area, then to the earlier
+/// candidate; `None` when there is no candidate. The reference's float
+/// steps (f64 division, truncation) are mirrored so that choices agree exactly.
+pub fn select_best_resolution(
+    (height, width): (usize, usize),
+    candidates: &[(usize, usize)],
+) -> Option<(usize, usize)> {
+    let (oh, ow) = (height as f64, width as f64);
+    let mut best = None;
+    let (mut most_kept, mut least_wasted) = (0usize, usize::MAX);
+    for &(ch, cw) in candidates {
+        let scale = (cw as f64 / ow).min(ch as f64 / oh);
+        let (dw, dh) = ((ow * scale) as usize, (oh * scale) as usize);
+        let kept = (dw * dh).min(width * height);
+        let wasted = (ch * cw).saturating_sub(kept);
+        if kept > most_kept || (kept == most_kept && wasted < least_wasted) {
+            (most_kept, least_wasted, best) = (kept, wasted, Some((ch, cw)));
+        }
+    }
+    best
+}
+
+/// LLaVA-NeXT's `get_patch_output_size`: the size of the image scaled to fit
+/// the `target` canvas with its aspect ratio kept (the long side fills the
+/// canvas, the other is rounded up).
+pub fn fit_size((height, width): (usize, usize), (th, tw): (usize, usize)) -> (usize, usize) {
+    let (scale_w, scale_h) = (tw as f64 / width as f64, th as f64 / height as f64);
+    if scale_w < scale_h {
+        (((height as f64 * scale_w).ceil() as usize).min(th), tw)
+    } else {
+        (th, ((width as f64 * scale_h).ceil() as usize).min(tw))
+    }
+}
+
 /// The torchvision backend on `fast_image_resize` (and the Pillow backend on
 /// [`super::pillow::resize`]), whole images at a time: the tests' reference.
 #[cfg(test)]
@@ -183,7 +219,7 @@ pub(crate) mod reference {
             horizontal,
             resized,
         } = scratch;
-        if backend == Backend::Pillow {
+        if backend != Backend::Torchvision {
             pillow::resize(pil, src, src_size, dst_size, filter, resized);
             return Ok(Some(()));
         }
@@ -206,6 +242,29 @@ mod tests {
     use super::reference::{resize_rgb8, Scratch};
     use super::*;
     use crate::preprocess::Backend;
+
+    /// LLaVA-NeXT's canvas choice, worked by hand from the reference's rules.
+    #[test]
+    fn anyres_canvas_choice() {
+        let pins = [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)];
+        // Square 300: every canvas keeps all 90000 pixels; 336x672 and 672x336
+        // waste the least, the earlier wins.
+        assert_eq!(select_best_resolution((300, 300), &pins), Some((336, 672)));
+        // 336 / 300 * 300 is 336.00000000000006 in f64: the reference rounds it up to 337.
+        assert_eq!(fit_size((300, 300), (336, 672)), (336, 337));
+        // 800x400 (h x w): 672x336 keeps 672x336 = 225792 pixels; 672x672 and
+        // 1008x336 keep as many but waste more.
+        assert_eq!(select_best_resolution((800, 400), &pins), Some((672, 336)));
+        assert_eq!(fit_size((800, 400), (672, 336)), (672, 336));
+        // A large image keeps the most on the largest canvas.
+        assert_eq!(
+            select_best_resolution((1000, 1000), &pins),
+            Some((672, 672))
+        );
+        // Aspect kept, the short side rounded up: 100 * (672 / 300) = 224.00000000000003.
+        assert_eq!(fit_size((100, 300), (336, 672)), (225, 672));
+        assert_eq!(select_best_resolution((5, 5), &[]), None);
+    }
 
     #[test]
     fn shortest_edge_matches_reference_rounding() {
