@@ -517,6 +517,56 @@ mod tests {
         ValueTable::new(None, None)
     }
 
+    /// LLaVA-NeXT tiling: a 3x4 image pasted at (1, 1) on a 4x6 canvas of
+    /// zeros, cut into 2x2 tiles in row-major order, with every conversion.
+    #[test]
+    fn tiles_cut_the_padded_canvas() {
+        let (h, w) = (3, 4);
+        let img: Vec<u8> = (0..h * w)
+            .flat_map(|i| [i as u8 + 1, 50 + i as u8, 100])
+            .collect();
+        // The canvas value at (y, x) of channel 0: image pixel (y - 1, x - 1) + 1, else 0.
+        let canvas = |y: usize, x: usize| -> f32 {
+            if (1..=h).contains(&y) && (1..=w).contains(&x) {
+                ((y - 1) * w + (x - 1) + 1) as f32
+            } else {
+                0.0
+            }
+        };
+        for simd in Convert::available() {
+            let mut out = vec![-1f32; 6 * 3 * 4];
+            let mut rows = ImageRows {
+                image: &img,
+                row_len: w * 3,
+            };
+            write_tiles(
+                simd,
+                &mut rows,
+                (h, w),
+                (1, 1),
+                2,
+                (2, 3),
+                &identity(),
+                &mut out,
+            );
+            for (t, tile) in out.chunks_exact(12).enumerate() {
+                let (ty, tx) = (t / 3, t % 3);
+                for py in 0..2 {
+                    for px in 0..2 {
+                        let (y, x) = (2 * ty + py, 2 * tx + px);
+                        assert_eq!(
+                            tile[py * 2 + px],
+                            canvas(y, x),
+                            "{simd:?} tile {t} at ({py}, {px})"
+                        );
+                        let blue = if canvas(y, x) > 0.0 { 100.0 } else { 0.0 };
+                        assert_eq!(tile[8 + py * 2 + px], blue, "{simd:?} tile {t} blue");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn chw_crop_and_pad() {
         // 2x3 image, pixel (y, x) = [10y + x, 100 + 10y + x, 200 + x].
