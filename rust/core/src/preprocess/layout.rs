@@ -468,12 +468,45 @@ pub fn write_qwen_patches<T: OutValue, R: RowSource + ?Sized>(
 pub fn write_qwen_patches_with<T: OutValue, R: RowSource + ?Sized>(
     simd: Convert,
     rows: &mut R,
+    hw: (usize, usize),
+    g: PatchGeometry,
+    table: &ValueTable,
+    out: &mut [T],
+) {
+    qwen_patches(simd, rows, hw, g, table, out)
+}
+
+/// [`write_qwen_patches`] for outputs larger than the caches: each patch row
+/// is assembled in a small buffer that stays in L1, then written out whole
+/// with streaming stores (full cache lines, no read of each line before it
+/// is written). In-process A/B on 64 Qwen2-VL images (146 MB, blocks of five
+/// runs): 7-12 % faster than the direct writes (15.6-18.5 vs 16.8-21.1 ms).
+/// Falls back to the direct writes on CPUs without AVX-512.
+/// `stage` is the caller's buffer for the patch rows, kept between images
+/// (measured: a buffer allocated per image made the batch ~15 % slower).
+pub fn write_qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
+    rows: &mut R,
+    hw: (usize, usize),
+    g: PatchGeometry,
+    table: &ValueTable,
+    out: &mut [T],
+    stage: &mut Vec<T>,
+) {
+    match Convert::best() {
+        Convert::Avx512 => qwen_patches_streaming(rows, hw, g, table, out, stage),
+        simd => qwen_patches(simd, rows, hw, g, table, out),
+    }
+}
+
+fn qwen_patches<T: OutValue, R: RowSource + ?Sized>(
+    simd: Convert,
+    rows: &mut R,
     (h, w): (usize, usize),
     g: PatchGeometry,
     table: &ValueTable,
     out: &mut [T],
 ) {
-    let (p, m, t) = (g.patch_size, g.merge_size, g.temporal_patch_size);
+    let (p, m) = (g.patch_size, g.merge_size);
     let (grid_h, grid_w) = (h / p, w / p);
     let row_len = g.row_len();
     assert_eq!(
@@ -496,17 +529,181 @@ pub fn write_qwen_patches_with<T: OutValue, R: RowSource + ?Sized>(
                     // the channel-first rows, whose full-line stores stream well, was slower).
                     let here = row.as_ptr() as usize - out_at;
                     prefetch_for_write(out_at, out_bytes, here + 2 * row_bytes, row_bytes);
-                    let gx = bw * m + mw;
-                    let mut channels = row.chunks_exact_mut(t * p * p);
-                    let [r, g, b] = [(); 3].map(|_| channels.next().expect("3 channel blocks"));
-                    for py in 0..p {
-                        let src = &band[((mh * p + py) * w + gx * p) * 3..][..p * 3];
-                        simd.row_into(src, table, [&mut *r, &mut *g, &mut *b], py * p, t, p * p);
-                    }
+                    patch_row(
+                        simd,
+                        &band[(mh * p * w + (bw * m + mw) * p) * 3..],
+                        w,
+                        g,
+                        table,
+                        row,
+                    );
                 }
             }
         }
     }
+}
+
+/// [`write_qwen_patches_streaming`] on AVX-512.
+fn qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
+    rows: &mut R,
+    (h, w): (usize, usize),
+    g: PatchGeometry,
+    table: &ValueTable,
+    out: &mut [T],
+    stage: &mut Vec<T>,
+) {
+    let (p, m) = (g.patch_size, g.merge_size);
+    let (grid_h, grid_w) = (h / p, w / p);
+    let row_len = g.row_len();
+    assert_eq!(
+        out.len(),
+        grid_h * grid_w * row_len,
+        "write_qwen_patches: output size"
+    );
+    let size = std::mem::size_of::<T>();
+    stage.resize(row_len + 64 / size, T::from_f32(0.0));
+    let mut out_rows = out.chunks_exact_mut(row_len);
+    for bh in 0..grid_h / m {
+        let band = rows.rows(bh * m * p, (bh + 1) * m * p);
+        for bw in 0..grid_w / m {
+            for mh in 0..m {
+                for mw in 0..m {
+                    let row = out_rows.next().expect("row count follows from the grid");
+                    // The patch row is assembled at the same offset from a cache line
+                    // as its destination, so that the copy stores whole lines.
+                    let skip =
+                        (row.as_ptr() as usize + 64 - stage.as_ptr() as usize % 64) % 64 / size;
+                    let staged = &mut stage[skip..skip + row_len];
+                    patch_row(
+                        Convert::Avx512,
+                        &band[(mh * p * w + (bw * m + mw) * p) * 3..],
+                        w,
+                        g,
+                        table,
+                        staged,
+                    );
+                    stream_copy(Convert::Avx512, staged, row);
+                }
+            }
+        }
+    }
+    stream_fence();
+}
+
+/// One Qwen2-VL patch row from the `p` image rows starting at `src` (rows of
+/// `w` RGB pixels; the patch is the first `p` pixels of each): channel blocks
+/// of the temporal copies, each `p` rows of `p` values.
+#[inline(always)]
+fn patch_row<T: OutValue>(
+    simd: Convert,
+    src: &[u8],
+    w: usize,
+    g: PatchGeometry,
+    table: &ValueTable,
+    row: &mut [T],
+) {
+    let (p, t) = (g.patch_size, g.temporal_patch_size);
+    assert!(src.len() >= (p - 1) * w * 3 + p * 3 && row.len() == g.row_len());
+    #[cfg(target_arch = "x86_64")]
+    if p <= 16 && matches!(simd, Convert::Avx512) {
+        // SAFETY: Avx512 is only chosen on a CPU that has the features; the
+        // reads and writes stay inside src and row (asserted above).
+        unsafe { patch_row_avx512(src.as_ptr(), w * 3, p, t, table, row.as_mut_ptr()) };
+        return;
+    }
+    let mut channels = row.chunks_exact_mut(t * p * p);
+    let [r, g, b] = [(); 3].map(|_| channels.next().expect("3 channel blocks"));
+    for py in 0..p {
+        let px = &src[py * w * 3..][..p * 3];
+        simd.row_into(px, table, [&mut *r, &mut *g, &mut *b], py * p, t, p * p);
+    }
+}
+
+/// [`patch_row`] in one call, its constants set up once: a patch row has
+/// `p` (14) pieces of `p` pixels, too short to pay a call and setup each
+/// (in-process A/B: the whole Qwen2-VL batch 11-18 % faster than calling
+/// [`Convert::row_into`] per piece).
+///
+/// # Safety
+/// AVX-512F/BW/VL/VBMI; `p <= 16`; `src` readable for `(p - 1) * stride + 3 * p`
+/// bytes; `dst` writable for `3 * t * p * p` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+unsafe fn patch_row_avx512<T: OutValue>(
+    src: *const u8,
+    stride: usize,
+    p: usize,
+    t: usize,
+    table: &ValueTable,
+    dst: *mut T,
+) {
+    use std::arch::x86_64::*;
+    let index = _mm512_loadu_si512(DEINTERLEAVE.as_ptr() as *const __m512i);
+    let scale = table.scale.map(|s| _mm512_set1_ps(s));
+    let bias = table.bias.map(|b| _mm512_set1_ps(b));
+    let load: u64 = (1u64 << (3 * p)) - 1;
+    let store: u16 = ((1u32 << p) - 1) as u16;
+    for py in 0..p {
+        let v = _mm512_maskz_loadu_epi8(load, src.add(py * stride) as *const i8);
+        let planar = _mm512_permutexvar_epi8(index, v);
+        let lanes = [
+            _mm512_castsi512_si128(planar),
+            _mm512_extracti32x4_epi32::<1>(planar),
+            _mm512_extracti32x4_epi32::<2>(planar),
+        ];
+        for c in 0..3 {
+            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lanes[c]));
+            // mul then add (no FMA): the same float rounding as the portable path.
+            let v = _mm512_add_ps(_mm512_mul_ps(f, scale[c]), bias[c]);
+            for k in 0..t {
+                store16::<T>(dst.add((c * t + k) * p * p + py * p), store, v);
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` with streaming stores for the whole cache lines
+/// of `dst` (`src` at the same offset from a line, or loads straddle lines).
+/// The caller runs [`stream_fence`] after its last copy.
+fn stream_copy<T: OutValue>(simd: Convert, src: &[T], dst: &mut [T]) {
+    assert_eq!(src.len(), dst.len(), "stream_copy: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if simd == Convert::Avx512 {
+        // SAFETY: Avx512 is only chosen on a CPU that has AVX-512F; the lengths match.
+        unsafe { stream_copy_avx512(src, dst) };
+        return;
+    }
+    dst.copy_from_slice(src);
+}
+
+/// # Safety
+/// AVX-512F; `src.len() == dst.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stream_copy_avx512<T: OutValue>(src: &[T], dst: &mut [T]) {
+    use std::arch::x86_64::*;
+    let bytes = std::mem::size_of_val(src);
+    let (s, d) = (src.as_ptr() as *const u8, dst.as_mut_ptr() as *mut u8);
+    // SAFETY (all accesses): inside the `bytes` bytes of both slices.
+    let head = d.align_offset(64).min(bytes);
+    std::ptr::copy_nonoverlapping(s, d, head);
+    let mut at = head;
+    while at + 64 <= bytes {
+        let v = _mm512_load_si512(s.add(at) as *const __m512i);
+        _mm512_stream_si512(d.add(at) as *mut __m512i, v);
+        at += 64;
+    }
+    std::ptr::copy_nonoverlapping(s.add(at), d.add(at), bytes - at);
+}
+
+/// Orders this thread's streaming stores before whatever it does next (they
+/// are weakly ordered; the pool's join then publishes them).
+fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence has no preconditions (SSE is part of x86_64).
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 #[cfg(test)]
@@ -668,6 +865,41 @@ mod tests {
             write_qwen_patches_with(simd, &mut source(), (h, w), g, &table, &mut out);
             out
         };
+        // The streaming writer (staged patch rows, whole-line copies) at every offset
+        // from a cache line, float32 and bfloat16.
+        let mut stage = Vec::new();
+        let mut stage16 = Vec::new();
+        for shift in [0, 1, 4, 8, 15] {
+            let len = (h / 14) * (w / 14) * g.row_len();
+            let mut out = vec![0f32; len + 16];
+            write_qwen_patches_streaming(
+                &mut source(),
+                (h, w),
+                g,
+                &table,
+                &mut out[shift..shift + len],
+                &mut stage,
+            );
+            assert_eq!(
+                &out[shift..shift + len],
+                &qwen(Convert::Portable)[..],
+                "shift {shift}"
+            );
+            let mut out = vec![Bf16(0); len + 32];
+            write_qwen_patches_streaming(
+                &mut source(),
+                (h, w),
+                g,
+                &table,
+                &mut out[shift..shift + len],
+                &mut stage16,
+            );
+            assert_eq!(
+                &out[shift..shift + len],
+                &qwen_bf16(Convert::Portable)[..],
+                "bf16 shift {shift}"
+            );
+        }
         for simd in Convert::available() {
             assert_eq!(chw(simd), chw(Convert::Portable), "{simd:?}");
             assert_eq!(chw_bf16(simd), chw_bf16(Convert::Portable), "{simd:?}");
