@@ -488,10 +488,9 @@ impl Pipeline {
             .par_chunks_exact(image_bytes)
             .zip(out.par_chunks_exact_mut(per_image))
             .for_each_init(
-                || {
-                    let (a, b) = (Lease::take(&self.scratch), Lease::take(&self.scratch));
-                    (a, b, Vec::<T>::new())
-                },
+                // The second scratch only for the tiles (taken lazily: an unused one
+                // would come back first from the stack and be used cold next time).
+                || (Lease::take(&self.scratch), None, Vec::<T>::new()),
                 |(first, second, stage), (src, dst)| {
                     let (dst, tiles_out) = dst.split_at_mut(first_len);
                     self.with_rows(
@@ -506,6 +505,7 @@ impl Pipeline {
                     );
                     if let (Some(t), Layout::AnyRes { tile, .. }) = (plan.tiles, &self.spec.layout)
                     {
+                        let second = second.get_or_insert_with(|| Lease::take(&self.scratch));
                         self.with_rows(
                             kernels,
                             second.get(),
