@@ -128,11 +128,12 @@ def test_output_buffers_are_reused_only_once_freed(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_large_batches_equal_single_images(dtype):
-    """A Qwen2-VL batch above STREAM_BYTES (32 MiB: patch rows staged, then written with
-    streaming stores) holds the values of its images preprocessed one at a time (plain stores)."""
-    pipeline = ImagePipeline.from_processor(PROCESSORS["qwen2vl_pil"](), dtype=dtype)
-    obs = synthetic_obs(32, 300, 300, seed=3)
+@pytest.mark.parametrize("family", ["clip336", "qwen2vl", "llavanext"])
+def test_large_batches_equal_single_images(family, dtype):
+    """A batch above STREAM_BYTES (32 MiB: written with streaming stores; Qwen2-VL's patch
+    rows staged first) holds the values of its images preprocessed one at a time (plain stores)."""
+    pipeline = ImagePipeline.from_processor(PROCESSORS[f"{family}_pil"](), dtype=dtype)
+    obs = synthetic_obs(50, 300, 300, seed=3)
     batch = pipeline(obs)["pixel_values"]
     assert batch.numel() * batch.element_size() >= 32 << 20
     singles = torch.cat([pipeline(obs[i : i + 1])["pixel_values"] for i in range(len(obs))])

@@ -133,6 +133,31 @@ pub fn write_chw<T: OutValue, R: RowSource + ?Sized>(
 pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
     simd: Convert,
     rows: &mut R,
+    hw: (usize, usize),
+    window: Window,
+    table: &ValueTable,
+    out: &mut [T],
+) {
+    chw::<T, R, false>(simd, rows, hw, window, table, out)
+}
+
+/// [`write_chw`] for outputs larger than the caches: whole rows go out with
+/// streaming stores where they start on a vector boundary (no read of each
+/// line before it is written).
+pub fn write_chw_streaming<T: OutValue, R: RowSource + ?Sized>(
+    rows: &mut R,
+    hw: (usize, usize),
+    window: Window,
+    table: &ValueTable,
+    out: &mut [T],
+) {
+    chw::<T, R, true>(Convert::best(), rows, hw, window, table, out);
+    stream_fence();
+}
+
+fn chw<T: OutValue, R: RowSource + ?Sized, const STREAM: bool>(
+    simd: Convert,
+    rows: &mut R,
     (h, w): (usize, usize),
     window: Window,
     table: &ValueTable,
@@ -158,7 +183,7 @@ pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
                 &mut g_plane[row_out.clone()],
                 &mut b_plane[row_out],
             ];
-            write_row(simd, src, window.left, table, dst);
+            write_row::<T, STREAM>(simd, src, window.left, table, dst);
         }
     }
 }
@@ -167,7 +192,7 @@ pub fn write_chw_with<T: OutValue, R: RowSource + ?Sized>(
 /// a row outside the image) as channel rows `dst` (`width` values each);
 /// pixels outside the row read as zeros, as the references pad before rescaling.
 #[inline]
-fn write_row<T: OutValue>(
+fn write_row<T: OutValue, const STREAM: bool>(
     simd: Convert,
     src: Option<&[u8]>,
     left: isize,
@@ -188,7 +213,7 @@ fn write_row<T: OutValue>(
     if let (Some(src), true) = (src, x1 > x0) {
         let from = (left + x0 as isize) as usize * 3;
         let px = &src[from..from + (x1 - x0) * 3];
-        simd.row_into(
+        simd.row_into_with::<T, STREAM>(
             px,
             table,
             [&mut r[x0..x1], &mut g[x0..x1], &mut b[x0..x1]],
@@ -204,10 +229,12 @@ fn write_row<T: OutValue>(
 /// `grid.1 * tile`, cut into `tile` x `tile` tiles in row-major order, each
 /// written channel-first (`[grid.0 * grid.1, 3, tile, tile]` values into `out`).
 /// One band of canvas rows feeds every tile column, so each resized row is
-/// computed once.
+/// computed once. `stream`: whole vectors go out as streaming stores (outputs
+/// larger than the caches, see [`write_chw_streaming`]; AVX-512 only).
 #[allow(clippy::too_many_arguments)]
 pub fn write_tiles<T: OutValue, R: RowSource + ?Sized>(
     simd: Convert,
+    stream: bool,
     rows: &mut R,
     (h, w): (usize, usize),
     (top, left): (usize, usize),
@@ -247,9 +274,17 @@ pub fn write_tiles<T: OutValue, R: RowSource + ?Sized>(
                 let [r, g, b] = &mut tiles[ty * grid.1 + tx];
                 let row = py * tile..(py + 1) * tile;
                 let dst = [&mut r[row.clone()], &mut g[row.clone()], &mut b[row]];
-                write_row(simd, src, (tx * tile) as isize - left as isize, table, dst);
+                let left = (tx * tile) as isize - left as isize;
+                if stream {
+                    write_row::<T, true>(simd, src, left, table, dst);
+                } else {
+                    write_row::<T, false>(simd, src, left, table, dst);
+                }
             }
         }
+    }
+    if stream {
+        stream_fence();
     }
 }
 
@@ -299,6 +334,21 @@ impl Convert {
         copies: usize,
         stride: usize,
     ) {
+        self.row_into_with::<T, false>(src, table, dst, offset, copies, stride)
+    }
+
+    /// [`Convert::row_into`]; with `STREAM`, whole vectors at addresses aligned
+    /// to their size go out as streaming stores (the caller fences).
+    #[inline(always)]
+    fn row_into_with<T: OutValue, const STREAM: bool>(
+        self,
+        src: &[u8],
+        table: &ValueTable,
+        dst: [&mut [T]; 3],
+        offset: usize,
+        copies: usize,
+        stride: usize,
+    ) {
         let n = src.len() / 3;
         assert!(src.len() == 3 * n && copies > 0);
         let end = offset + (copies - 1) * stride + n;
@@ -313,7 +363,7 @@ impl Convert {
             // SAFETY: Avx512 is chosen only when the CPU has the features (best());
             // src holds n pixels and each copy's n values lie inside dst[c] (asserted).
             unsafe {
-                convert_avx512(
+                convert_avx512::<T, STREAM>(
                     src.as_ptr(),
                     n,
                     table,
@@ -341,9 +391,15 @@ impl Convert {
 /// AVX-512F/BW/VL; `dst` valid for the lanes in `mask`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn store16<T: OutValue>(dst: *mut T, mask: u16, v: std::arch::x86_64::__m512) {
+unsafe fn store16<T: OutValue, const STREAM: bool>(
+    dst: *mut T,
+    mask: u16,
+    v: std::arch::x86_64::__m512,
+) {
     use std::arch::x86_64::*;
+    let stream = STREAM && mask == u16::MAX && (dst as usize) % (16 * size_of::<T>()) == 0;
     match T::KIND {
+        OutKind::F32 if stream => _mm512_stream_ps(dst as *mut f32, v),
         OutKind::F32 => _mm512_mask_storeu_ps(dst as *mut f32, mask, v),
         OutKind::Bf16 => {
             // Round to nearest even, as Bf16::from_f32.
@@ -351,7 +407,11 @@ unsafe fn store16<T: OutValue>(dst: *mut T, mask: u16, v: std::arch::x86_64::__m
             let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
             let rounded = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)), odd);
             let halves = _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(rounded));
-            _mm256_mask_storeu_epi16(dst as *mut i16, mask, halves)
+            if stream {
+                _mm256_stream_si256(dst as *mut __m256i, halves)
+            } else {
+                _mm256_mask_storeu_epi16(dst as *mut i16, mask, halves)
+            }
         }
     }
 }
@@ -376,7 +436,7 @@ static DEINTERLEAVE: [u8; 64] = {
 /// copy_stride` (k < copies) writable for `n` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-unsafe fn convert_avx512<T: OutValue>(
+unsafe fn convert_avx512<T: OutValue, const STREAM: bool>(
     src: *const u8,
     n: usize,
     table: &ValueTable,
@@ -407,7 +467,7 @@ unsafe fn convert_avx512<T: OutValue>(
             // mul then add (no FMA): the same float rounding as the portable path.
             let v = _mm512_add_ps(_mm512_mul_ps(f, scale[c]), bias[c]);
             for k in 0..copies {
-                store16(dst[c].add(k * copy_stride + x), store, v);
+                store16::<T, STREAM>(dst[c].add(k * copy_stride + x), store, v);
             }
         }
         x += m;
@@ -656,7 +716,7 @@ unsafe fn patch_row_avx512<T: OutValue>(
             // mul then add (no FMA): the same float rounding as the portable path.
             let v = _mm512_add_ps(_mm512_mul_ps(f, scale[c]), bias[c]);
             for k in 0..t {
-                store16::<T>(dst.add((c * t + k) * p * p + py * p), store, v);
+                store16::<T, false>(dst.add((c * t + k) * p * p + py * p), store, v);
             }
         }
     }
@@ -730,7 +790,10 @@ mod tests {
                 0.0
             }
         };
-        for simd in Convert::available() {
+        for (simd, stream) in Convert::available()
+            .into_iter()
+            .flat_map(|c| [(c, false), (c, true)])
+        {
             let mut out = vec![-1f32; 6 * 3 * 4];
             let mut rows = ImageRows {
                 image: &img,
@@ -738,6 +801,7 @@ mod tests {
             };
             write_tiles(
                 simd,
+                stream,
                 &mut rows,
                 (h, w),
                 (1, 1),
@@ -865,6 +929,43 @@ mod tests {
             write_qwen_patches_with(simd, &mut source(), (h, w), g, &table, &mut out);
             out
         };
+        // The channel-first streaming writer, rows on and off vector boundaries
+        // (640-value rows from a cache-line aligned start stream whole).
+        let wide = Window {
+            top: 0,
+            left: 0,
+            height: 20,
+            width: 640,
+        };
+        for (win, shift) in [(window, 0), (window, 3), (wide, 0), (wide, 4), (wide, 16)] {
+            let len = 3 * win.height * win.width;
+            let mut plain = vec![0f32; len];
+            write_chw_with(
+                Convert::Portable,
+                &mut source(),
+                (h, w),
+                win,
+                &table,
+                &mut plain,
+            );
+            let mut out = vec![0f32; len + 32];
+            let at = out.as_ptr().align_offset(64) + shift;
+            write_chw_streaming(&mut source(), (h, w), win, &table, &mut out[at..at + len]);
+            assert_eq!(&out[at..at + len], &plain[..], "chw shift {shift}");
+            let mut plain = vec![Bf16(0); len];
+            write_chw_with(
+                Convert::Portable,
+                &mut source(),
+                (h, w),
+                win,
+                &table,
+                &mut plain,
+            );
+            let mut out = vec![Bf16(0); len + 64];
+            let at = out.as_ptr().align_offset(64) + shift;
+            write_chw_streaming(&mut source(), (h, w), win, &table, &mut out[at..at + len]);
+            assert_eq!(&out[at..at + len], &plain[..], "chw bf16 shift {shift}");
+        }
         // The streaming writer (staged patch rows, whole-line copies) at every offset
         // from a cache line, float32 and bfloat16.
         let mut stage = Vec::new();
