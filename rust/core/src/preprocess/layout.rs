@@ -397,7 +397,7 @@ unsafe fn store16<T: OutValue, const STREAM: bool>(
     v: std::arch::x86_64::__m512,
 ) {
     use std::arch::x86_64::*;
-    let stream = STREAM && mask == u16::MAX && (dst as usize) % (16 * size_of::<T>()) == 0;
+    let stream = STREAM && mask == u16::MAX && (dst as usize).is_multiple_of(16 * size_of::<T>());
     match T::KIND {
         OutKind::F32 if stream => _mm512_stream_ps(dst as *mut f32, v),
         OutKind::F32 => _mm512_mask_storeu_ps(dst as *mut f32, mask, v),
