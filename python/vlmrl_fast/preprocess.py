@@ -84,38 +84,31 @@ def _backend_bases() -> dict[str, type]:
     return {"pil": PilBackend, "torchvision": TorchvisionBackend}
 
 
-def _qwen2vl_classes() -> tuple[type, ...]:
+def _classes(*where: tuple[str, str]) -> tuple[type, ...]:
+    """The classes named by (module, class) pairs that this transformers has."""
+    import importlib
+
     found: list[type] = []
-    try:
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-
-        found.append(Qwen2VLImageProcessor)
-    except ImportError:
-        pass
-    try:
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-        found.append(Qwen2VLImageProcessorPil)
-    except ImportError:
-        pass
+    for module, name in where:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
     return tuple(found)
+
+
+def _qwen2vl_classes() -> tuple[type, ...]:
+    return _classes(
+        ("transformers.models.qwen2_vl.image_processing_qwen2_vl", "Qwen2VLImageProcessor"),
+        ("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl", "Qwen2VLImageProcessorPil"),
+    )
 
 
 def _llava_next_classes() -> tuple[type, ...]:
-    found: list[type] = []
-    try:
-        from transformers.models.llava_next.image_processing_llava_next import LlavaNextImageProcessor
-
-        found.append(LlavaNextImageProcessor)
-    except ImportError:
-        pass
-    try:
-        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-
-        found.append(LlavaNextImageProcessorPil)
-    except ImportError:
-        pass
-    return tuple(found)
+    return _classes(
+        ("transformers.models.llava_next.image_processing_llava_next", "LlavaNextImageProcessor"),
+        ("transformers.models.llava_next.image_processing_pil_llava_next", "LlavaNextImageProcessorPil"),
+    )
 
 
 def _llava_next_settings(ip: Any) -> dict[str, Any] | str:

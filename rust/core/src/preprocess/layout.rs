@@ -444,33 +444,69 @@ unsafe fn convert_avx512<T: OutValue, const STREAM: bool>(
     copies: usize,
     copy_stride: usize,
 ) {
-    use std::arch::x86_64::*;
-    let index = _mm512_loadu_si512(DEINTERLEAVE.as_ptr() as *const __m512i);
-    let scale = table.scale.map(|s| _mm512_set1_ps(s));
-    let bias = table.bias.map(|b| _mm512_set1_ps(b));
+    let pixels = Pixels16::new(table);
     let mut x = 0;
     while x < n {
         let m = 16.min(n - x);
-        let load: u64 = (1u64 << (3 * m)) - 1;
         let store: u16 = ((1u32 << m) - 1) as u16;
         // SAFETY: the masks keep loads inside src[3x..3n] and stores inside the
         // caller's n values per destination.
-        let v = _mm512_maskz_loadu_epi8(load, src.add(3 * x) as *const i8);
-        let planar = _mm512_permutexvar_epi8(index, v);
-        let lanes = [
-            _mm512_castsi512_si128(planar),
-            _mm512_extracti32x4_epi32::<1>(planar),
-            _mm512_extracti32x4_epi32::<2>(planar),
-        ];
-        for c in 0..3 {
-            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lanes[c]));
-            // mul then add (no FMA): the same float rounding as the portable path.
-            let v = _mm512_add_ps(_mm512_mul_ps(f, scale[c]), bias[c]);
+        let values = pixels.values(src.add(3 * x), m);
+        for (c, v) in values.into_iter().enumerate() {
             for k in 0..copies {
                 store16::<T, STREAM>(dst[c].add(k * copy_stride + x), store, v);
             }
         }
         x += m;
+    }
+}
+
+/// Rescale + normalize of up to 16 RGB8 pixels into three channel vectors,
+/// its constants set up once per call of the conversion kernels.
+#[cfg(target_arch = "x86_64")]
+struct Pixels16 {
+    index: std::arch::x86_64::__m512i,
+    scale: [std::arch::x86_64::__m512; 3],
+    bias: [std::arch::x86_64::__m512; 3],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Pixels16 {
+    /// # Safety
+    /// AVX-512F/BW/VL/VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn new(table: &ValueTable) -> Self {
+        use std::arch::x86_64::*;
+        Pixels16 {
+            index: _mm512_loadu_si512(DEINTERLEAVE.as_ptr() as *const __m512i),
+            scale: table.scale.map(|s| _mm512_set1_ps(s)),
+            bias: table.bias.map(|b| _mm512_set1_ps(b)),
+        }
+    }
+
+    /// Channel `c` of pixels `0..m` of `src` in lanes `0..m` of vector `c`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL/VBMI; `src` readable for `3 * m` bytes, `m <= 16`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn values(&self, src: *const u8, m: usize) -> [std::arch::x86_64::__m512; 3] {
+        use std::arch::x86_64::*;
+        let v = _mm512_maskz_loadu_epi8((1u64 << (3 * m)) - 1, src as *const i8);
+        let planar = _mm512_permutexvar_epi8(self.index, v);
+        let lanes = [
+            _mm512_castsi512_si128(planar),
+            _mm512_extracti32x4_epi32::<1>(planar),
+            _mm512_extracti32x4_epi32::<2>(planar),
+        ];
+        let mut out = [_mm512_setzero_ps(); 3];
+        for c in 0..3 {
+            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lanes[c]));
+            // mul then add (no FMA): the same float rounding as the portable path.
+            out[c] = _mm512_add_ps(_mm512_mul_ps(f, self.scale[c]), self.bias[c]);
+        }
+        out
     }
 }
 
@@ -697,24 +733,11 @@ unsafe fn patch_row_avx512<T: OutValue>(
     table: &ValueTable,
     dst: *mut T,
 ) {
-    use std::arch::x86_64::*;
-    let index = _mm512_loadu_si512(DEINTERLEAVE.as_ptr() as *const __m512i);
-    let scale = table.scale.map(|s| _mm512_set1_ps(s));
-    let bias = table.bias.map(|b| _mm512_set1_ps(b));
-    let load: u64 = (1u64 << (3 * p)) - 1;
+    let pixels = Pixels16::new(table);
     let store: u16 = ((1u32 << p) - 1) as u16;
     for py in 0..p {
-        let v = _mm512_maskz_loadu_epi8(load, src.add(py * stride) as *const i8);
-        let planar = _mm512_permutexvar_epi8(index, v);
-        let lanes = [
-            _mm512_castsi512_si128(planar),
-            _mm512_extracti32x4_epi32::<1>(planar),
-            _mm512_extracti32x4_epi32::<2>(planar),
-        ];
-        for c in 0..3 {
-            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lanes[c]));
-            // mul then add (no FMA): the same float rounding as the portable path.
-            let v = _mm512_add_ps(_mm512_mul_ps(f, scale[c]), bias[c]);
+        let values = pixels.values(src.add(py * stride), p);
+        for (c, v) in values.into_iter().enumerate() {
             for k in 0..t {
                 store16::<T, false>(dst.add((c * t + k) * p * p + py * p), store, v);
             }
@@ -772,6 +795,18 @@ mod tests {
 
     fn identity() -> ValueTable {
         ValueTable::new(None, None)
+    }
+
+    /// `write` into a buffer starting `shift` values past a cache line gives `want`.
+    fn check_at<T: OutValue + PartialEq + std::fmt::Debug>(
+        want: &[T],
+        shift: usize,
+        write: impl FnOnce(&mut [T]),
+    ) {
+        let mut out = vec![T::from_f32(0.0); want.len() + 64];
+        let at = out.as_ptr().align_offset(64) + shift;
+        write(&mut out[at..at + want.len()]);
+        assert_eq!(&out[at..at + want.len()], want, "shift {shift}");
     }
 
     /// LLaVA-NeXT tiling: a 3x4 image pasted at (1, 1) on a 4x6 canvas of
@@ -938,68 +973,29 @@ mod tests {
             width: 640,
         };
         for (win, shift) in [(window, 0), (window, 3), (wide, 0), (wide, 4), (wide, 16)] {
-            let len = 3 * win.height * win.width;
-            let mut plain = vec![0f32; len];
-            write_chw_with(
-                Convert::Portable,
-                &mut source(),
-                (h, w),
-                win,
-                &table,
-                &mut plain,
-            );
-            let mut out = vec![0f32; len + 32];
-            let at = out.as_ptr().align_offset(64) + shift;
-            write_chw_streaming(&mut source(), (h, w), win, &table, &mut out[at..at + len]);
-            assert_eq!(&out[at..at + len], &plain[..], "chw shift {shift}");
-            let mut plain = vec![Bf16(0); len];
-            write_chw_with(
-                Convert::Portable,
-                &mut source(),
-                (h, w),
-                win,
-                &table,
-                &mut plain,
-            );
-            let mut out = vec![Bf16(0); len + 64];
-            let at = out.as_ptr().align_offset(64) + shift;
-            write_chw_streaming(&mut source(), (h, w), win, &table, &mut out[at..at + len]);
-            assert_eq!(&out[at..at + len], &plain[..], "chw bf16 shift {shift}");
+            let mut f32s = vec![0f32; 3 * win.height * win.width];
+            let mut bf16s = vec![Bf16(0); f32s.len()];
+            let portable = Convert::Portable;
+            write_chw_with(portable, &mut source(), (h, w), win, &table, &mut f32s);
+            write_chw_with(portable, &mut source(), (h, w), win, &table, &mut bf16s);
+            check_at(&f32s, shift, |o| {
+                write_chw_streaming(&mut source(), (h, w), win, &table, o)
+            });
+            check_at(&bf16s, shift, |o| {
+                write_chw_streaming(&mut source(), (h, w), win, &table, o)
+            });
         }
         // The streaming writer (staged patch rows, whole-line copies) at every offset
         // from a cache line, float32 and bfloat16.
-        let mut stage = Vec::new();
-        let mut stage16 = Vec::new();
+        let (mut stage, mut stage16) = (Vec::new(), Vec::new());
+        let (f32s, bf16s) = (qwen(Convert::Portable), qwen_bf16(Convert::Portable));
         for shift in [0, 1, 4, 8, 15] {
-            let len = (h / 14) * (w / 14) * g.row_len();
-            let mut out = vec![0f32; len + 16];
-            write_qwen_patches_streaming(
-                &mut source(),
-                (h, w),
-                g,
-                &table,
-                &mut out[shift..shift + len],
-                &mut stage,
-            );
-            assert_eq!(
-                &out[shift..shift + len],
-                &qwen(Convert::Portable)[..],
-                "shift {shift}"
-            );
-            let mut out = vec![Bf16(0); len + 32];
-            write_qwen_patches_streaming(
-                &mut source(),
-                (h, w),
-                g,
-                &table,
-                &mut out[shift..shift + len],
-                &mut stage16,
-            );
-            assert_eq!(
-                &out[shift..shift + len],
-                &qwen_bf16(Convert::Portable)[..],
-                "bf16 shift {shift}"
-            );
+            check_at(&f32s, shift, |o| {
+                write_qwen_patches_streaming(&mut source(), (h, w), g, &table, o, &mut stage)
+            });
+            check_at(&bf16s, shift, |o| {
+                write_qwen_patches_streaming(&mut source(), (h, w), g, &table, o, &mut stage16)
+            });
         }
         for simd in Convert::available() {
             assert_eq!(chw(simd), chw(Convert::Portable), "{simd:?}");

@@ -297,7 +297,7 @@ impl Pipeline {
                 },
                 _,
             )) => {
-                let Layout::Qwen2VlPatches(g) = self.spec.layout.clone() else {
+                let Layout::Qwen2VlPatches(g) = &self.spec.layout else {
                     unreachable!("checked in new")
                 };
                 smart_resize(
@@ -355,17 +355,22 @@ impl Pipeline {
         }
     }
 
-    fn window(&self, resized: (usize, usize)) -> Window {
-        let Layout::ChannelsFirst { crop } = self.spec.layout.clone() else {
-            unreachable!("only the channel-first layout crops")
+    /// The part of the resized image the channel-first writers take: the
+    /// center crop, or all of it (LLaVA-NeXT's base tile); `None` for the
+    /// Qwen2-VL layout.
+    fn window(&self, resized: (usize, usize)) -> Option<Window> {
+        let crop = match &self.spec.layout {
+            Layout::ChannelsFirst { crop } => *crop,
+            Layout::AnyRes { .. } => None,
+            Layout::Qwen2VlPatches(_) => return None,
         };
         let Some((ch, cw)) = crop else {
-            return Window {
+            return Some(Window {
                 top: 0,
                 left: 0,
                 height: resized.0,
                 width: resized.1,
-            };
+            });
         };
         let offset = |image: usize, crop: usize| -> isize {
             let (image, crop) = (image as isize, crop as isize);
@@ -375,25 +380,27 @@ impl Pipeline {
                 Backend::Torchvision => (image - crop) / 2,
             }
         };
-        Window {
+        Some(Window {
             top: offset(resized.0, ch),
             left: offset(resized.1, cw),
             height: ch,
             width: cw,
-        }
+        })
     }
 
-    /// Writes one resized image in the output layout.
+    /// Writes one resized image in the output layout; `stream`: with streaming
+    /// stores (`stage` holds the Qwen2-VL patch rows on their way out).
     fn write<T: OutValue, R: RowSource + ?Sized>(
         &self,
-        stream: Option<&mut Vec<T>>,
+        stream: bool,
+        stage: &mut Vec<T>,
         rows: &mut R,
         resized: (usize, usize),
         window: Option<Window>,
         dst: &mut [T],
     ) {
         match &self.spec.layout {
-            Layout::ChannelsFirst { .. } | Layout::AnyRes { .. } if stream.is_some() => {
+            Layout::ChannelsFirst { .. } | Layout::AnyRes { .. } if stream => {
                 layout::write_chw_streaming(
                     rows,
                     resized,
@@ -409,14 +416,9 @@ impl Pipeline {
                 &self.table,
                 dst,
             ),
-            Layout::Qwen2VlPatches(g) if stream.is_some() => layout::write_qwen_patches_streaming(
-                rows,
-                resized,
-                *g,
-                &self.table,
-                dst,
-                stream.expect("checked"),
-            ),
+            Layout::Qwen2VlPatches(g) if stream => {
+                layout::write_qwen_patches_streaming(rows, resized, *g, &self.table, dst, stage)
+            }
             Layout::Qwen2VlPatches(g) => {
                 layout::write_qwen_patches(rows, resized, *g, &self.table, dst)
             }
@@ -475,16 +477,7 @@ impl Pipeline {
         }
         let per_image = plan.len() / n;
         let resized = plan.resized;
-        let window = match &self.spec.layout {
-            Layout::ChannelsFirst { .. } => Some(self.window(resized)),
-            Layout::AnyRes { .. } => Some(Window {
-                top: 0,
-                left: 0,
-                height: resized.0,
-                width: resized.1,
-            }),
-            Layout::Qwen2VlPatches(_) => None,
-        };
+        let window = self.window(resized);
         // The first image of each output row is the resized image; the LLaVA-NeXT
         // layout adds the tiles of a second resize (its own scratch: other weights).
         let first_len = match plan.tiles {
@@ -492,7 +485,7 @@ impl Pipeline {
             None => per_image,
         };
         let kernels = pillow::Kernels::best();
-        // Outputs larger than the caches: the Qwen2-VL writer streams whole patch rows.
+        // Outputs larger than the caches go out with streaming stores.
         let stream = std::mem::size_of_val(out) >= STREAM_BYTES;
         input
             .par_chunks_exact(image_bytes)
@@ -509,9 +502,7 @@ impl Pipeline {
                         src,
                         (height, width),
                         resized,
-                        |rows| {
-                            self.write(stream.then_some(&mut *stage), rows, resized, window, dst)
-                        },
+                        |rows| self.write(stream, stage, rows, resized, window, dst),
                     );
                     if let (Some(t), Layout::AnyRes { tile, .. }) = (plan.tiles, &self.spec.layout)
                     {
