@@ -229,17 +229,53 @@ def gae_section(mods, device, num_steps, num_envs, with_compile, result, save):
         impls["ops.gae"] = lambda: ops.gae(*batch, gamma, lam)
     except ImportError:  # the package itself is not importable here: kernels only
         pass
+    # Diagnostics: the bare launch of the GAE kernel (outputs allocated once, no wrapper), and
+    # its device time alone (100 launches captured in a CUDA graph, replayed).
+    adv_buf, ret_buf = torch.empty_like(batch[0]), torch.empty_like(batch[0])
+    block_t, block_n = tri_mod.default_blocks(num_steps, num_envs)
+
+    def launch_only():
+        tri_mod._gae_kernel[(-(-num_envs // block_n),)](
+            *batch, adv_buf, ret_buf, num_steps, num_envs, gamma, gamma * lam, BLOCK_T=block_t, BLOCK_N=block_n)
+
+    impls["triton_launch_only"] = launch_only
+    # The empty kernel launched the way gae_triton launches a cached kernel (compiled kernel, no JIT
+    # dispatch): the floor of that launch path, for comparison with the JIT-launched empty kernel.
+    if device.type == "cuda":
+        try:
+            empty_compiled = empty_kernel[(1,)](flag, 1)
+            empty_compiled[(1, 1, 1)](flag, 1)
+            impls["empty_cached_launch"] = lambda: empty_compiled[(1, 1, 1)](flag, 1)
+        except Exception as err:
+            out["empty_cached_launch_error"] = f"{type(err).__name__}: {err}"
+    if device.type == "cuda":
+        try:
+            launch_only()
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(100):
+                    launch_only()
+            impls["triton_device_time_x100_graph"] = graph.replay
+        except Exception as err:
+            out["graph_error"] = f"{type(err).__name__}: {err}"
     if with_compile:
         compiled = torch.compile(ref_mod.gae_reference)
         impls["compiled_reference"] = lambda: compiled(*batch, gamma, lam)
     timings = out.setdefault("timings_s", {})
     for name, fn in impls.items():
-        reps = 5 if name in ("python_loop", "reference", "compiled_reference") else 200
+        reps = 5 if name in ("python_loop", "reference", "compiled_reference") else 20 if "graph" in name else 200
         try:
             timings[name] = time_call(fn, device, warmup=3, reps=reps)
         except Exception as err:
             timings[f"{name}/error"] = f"{type(err).__name__}: {err}"
         save()
+    # The timed calls after the first launch the cached compiled kernel: check that path's result too.
+    adv, ret = tri_mod.gae_triton(*batch, gamma, lam)
+    out["correctness_cached_launch"] = {"adv_max_abs_err": max_errors(adv, adv_r)[0],
+                                        "ret_max_abs_err": max_errors(ret, ret_r)[0],
+                                        "fast_launch_enabled": bool(getattr(tri_mod, "_FAST_LAUNCH", {}).get("enabled"))}
+    out["correctness"]["ok"] = out["correctness"]["ok"] and out["correctness_cached_launch"]["adv_max_abs_err"] < 1e-3
     if "triton" in timings:
         out["target_speedup_vs_python_loop"] = timings["python_loop"] / timings["triton"]
         out["target_ratio_vs_empty_launch"] = timings["triton"] / timings["empty_triton_launch"]
