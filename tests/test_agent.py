@@ -191,6 +191,24 @@ def test_save_and_load_round_trip(tiny_dirs, tmp_path, lora):
         assert any(p.requires_grad for n, p in loaded.model.named_parameters() if "lora_" in n)
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_save_writes_a_given_full_state_dict(tiny_dirs, tmp_path, lora):
+    """With sharded weights (FSDP, ZeRO-3) the trainer gathers the agent's full state dict and hands it
+    to save: the files hold those values, not the process's local (partitioned) parameters."""
+    agent = make_agent(tiny_dirs["llava"], lora=lora, lora_r=4, lora_dropout=0.0)
+    trainable = [n for n, p in agent.named_parameters() if p.requires_grad]
+    full = {k: v.detach().clone() for k, v in agent.state_dict().items()}
+    for name in trainable:
+        full[name] += 0.25
+    agent.save(tmp_path / "ckpt", state_dict=full)
+    loaded = Agent.load(tmp_path / "ckpt", ModelSettings(lora=False)).state_dict()
+    live = agent.state_dict()
+    assert any(n.startswith("value_head.") for n in trainable) and any(n.startswith("model.") for n in trainable)
+    for name in trainable:
+        assert torch.equal(loaded[name], full[name]), name
+        assert not torch.equal(loaded[name], live[name]), name
+
+
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_precomputed_vision_inputs_give_the_same_batch(tiny_dirs, family):
     agent = make_agent(tiny_dirs[family], preprocess="hf")
@@ -232,8 +250,11 @@ def test_native_image_pipeline_gives_the_processors_batch(tiny_dirs, family):
     torch.testing.assert_close(a.value, b.value, atol=1e-4, rtol=0)
 
 
-def test_bf16_model_gets_bf16_pixel_values_equal_to_its_own_cast(tiny_dirs):
-    auto = make_agent(tiny_dirs["qwen2_vl"], dtype="bfloat16")
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_bf16_model_gets_bf16_pixel_values_equal_to_its_own_cast(tiny_dirs, family):
+    """Every family: the LLaVA processors read the pixel values through numpy (no bfloat16) when they
+    expand the image placeholders; a bf16 batch must still go through (it failed on the first GPU run)."""
+    auto = make_agent(tiny_dirs[family], dtype="bfloat16")
     hf = Agent(auto.model, auto.processor, preprocess="hf")
     assert auto.image_pipeline.dtype == torch.bfloat16
     obs = images(2, seed=7)

@@ -153,6 +153,22 @@ def test_bfloat16_weights_and_float32_value_head(tiny_dirs):
     assert widths == [1024, 512, 1]
 
 
+def test_value_head_follows_its_weights_dtype():
+    """FSDP's and DeepSpeed's bf16 compute cast the head's weights, not its input: a float32 hidden
+    state meets bf16 weights (the first FSDP run on a GPU failed there). The head computes in its
+    weights' dtype and still returns float32."""
+    torch.manual_seed(0)
+    head = ValueHead(16)
+    hidden = torch.randn(4, 16)
+    ref = head(hidden)
+    assert ref.dtype == torch.float32
+    head = head.to(torch.bfloat16)
+    out = head(hidden)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, head.net(hidden.to(torch.bfloat16)).squeeze(-1).float())
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
+
+
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_lora_trains_only_adapters_of_the_language_model(tiny_dirs, family):
     model, _ = load_model(tiny_dirs[family], ModelSettings(lora=True, lora_r=4, lora_alpha=8))

@@ -232,8 +232,12 @@ class Agent(nn.Module):
         if not hasattr(proc, "replace_image_token") or not hasattr(proc, "get_text_with_replacements"):
             raise ValueError(f"prompt_batch: precomputed vision inputs need a transformers 5 processor; "
                              f"{type(proc).__name__} has no replace_image_token")
+        # The processors read only shapes (and grids) here, some of them through numpy, which has no
+        # bfloat16: they get a zero-stride float32 stand-in of each bfloat16 tensor's shape.
+        shapes = {k: torch.zeros((), dtype=torch.float32).expand(v.shape)
+                  if isinstance(v, torch.Tensor) and v.dtype == torch.bfloat16 else v for k, v in vision.items()}
         try:
-            repl = [proc.replace_image_token(vision, image_idx=i) for i in range(len(texts))]
+            repl = [proc.replace_image_token(shapes, image_idx=i) for i in range(len(texts))]
         except (NotImplementedError, KeyError, IndexError) as exc:
             raise ValueError(f"prompt_batch: cannot expand image placeholders of {type(proc).__name__} from "
                              f"the given vision inputs {sorted(vision)} ({exc!r})") from None
@@ -439,17 +443,24 @@ class Agent(nn.Module):
         return self.evaluate(batch, answer_ids, action_starts, lam=lam)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike) -> None:
+    def save(self, directory: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Write the adapter (peft) or the full weights, the processor, the value head and the
-        agent settings into `directory` (created if needed)."""
+        agent settings into `directory` (created if needed). `state_dict`: the agent's full state
+        dict gathered from sharded weights (FSDP, ZeRO-3), written instead of the local parameters."""
         from safetensors.torch import save_file
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         is_peft = hasattr(self.model, "peft_config")
-        self.model.save_pretrained(out / "model")
+        head = self.value_head.state_dict()
+        if state_dict is None:
+            self.model.save_pretrained(out / "model")
+        else:
+            model_part = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
+            head = {k[len("value_head."):]: v for k, v in state_dict.items() if k.startswith("value_head.")}
+            self.model.save_pretrained(out / "model", state_dict=model_part)
         self.processor.save_pretrained(out / "model")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in head.items()}
         save_file(state, str(out / "value_head.safetensors"))
         meta = {
             "format": 1,

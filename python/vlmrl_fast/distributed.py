@@ -27,7 +27,7 @@ Test switches (environment variables, read at call time):
 
 Sharded strategies (FSDP2, ZeRO-3; configs/accelerate/) gather the full weights for each rollout
 (:func:`rollout_context`), write checkpoints of the gathered trainable weights without optimizer state, and
-cannot resume yet. Those paths have not run on GPUs yet (bench/gpu/dist_check.py checks them).
+cannot resume yet. With one process on one GPU those paths have run (bench/gpu/dist_check.py; bench/README.md).
 """
 
 from __future__ import annotations
@@ -69,6 +69,25 @@ def make_accelerator(cfg: Any, device: str) -> Any:
         _Watchdog.start(accelerator.process_index)
     maybe_inject_failure("start", accelerator.process_index)
     return accelerator
+
+
+@contextlib.contextmanager
+def model_loading(accelerator: Any) -> Iterator[None]:
+    """Around loading the model: under a DeepSpeed ZeRO-3 config with `zero3_init_flag: false`, hide the
+    ZeRO-3 config from transformers, which would otherwise partition the weights while loading them
+    (accelerate registers the config for transformers whatever the flag says). The model then loads whole,
+    the evaluation before RL runs on it like on one GPU, and accelerate.prepare partitions it."""
+    plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+    if plugin is None or plugin.zero_stage != 3 or plugin.zero3_init_flag:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
 
 
 def _store() -> Any:
@@ -174,10 +193,18 @@ def maybe_inject_failure(phase: str, rank: int, update: int | None = None) -> No
     raise RuntimeError(f"injected failure on process {rank} after {phase} ({INJECT_FAILURE_ENV}={spec})")
 
 
-def prepare(accelerator: Any, agent: torch.nn.Module, optimizer: Any) -> tuple[Any, Any]:
+def prepare(accelerator: Any, agent: torch.nn.Module, optimizer: Any,
+            micro_batch_size: int | None = None) -> tuple[Any, Any]:
     """accelerator.prepare(agent, optimizer), after telling FSDP which layers to shard and checkpoint one
     by one: the agent exposes the transformer layer classes of the models inside it (`_no_split_modules`,
-    what accelerate's TRANSFORMER_BASED_WRAP reads); without them FSDP would make the whole agent one unit."""
+    what accelerate's TRANSFORMER_BASED_WRAP reads); without them FSDP would make the whole agent one unit.
+    With DeepSpeed, `micro_batch_size` (samples per forward/backward, the config's minibatch_size) fills
+    its `train_micro_batch_size_per_gpu`, which accelerate otherwise reads from a DataLoader (PPO has none)."""
+    plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)
+    if plugin is not None and micro_batch_size is not None:
+        ds_config = plugin.deepspeed_config
+        if ds_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
+            ds_config["train_micro_batch_size_per_gpu"] = int(micro_batch_size)  # accelerate derives the rest
     if not getattr(agent, "_no_split_modules", None):
         present = {type(m).__name__ for m in agent.modules()}
         names: list[str] = []
@@ -230,7 +257,8 @@ def rollout_context(accelerator: Any, agent: Any, wrapped: Any = None) -> Iterat
         if kind == "zero3":
             import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(agent.parameters()), modifier_rank=None):
+            with deepspeed.zero.GatheredParameters(list(agent.parameters()), modifier_rank=None), \
+                    _zero3_hooks_paused(wrapped):
                 yield
         else:
             from torch.distributed.fsdp import FSDPModule
@@ -240,17 +268,53 @@ def rollout_context(accelerator: Any, agent: Any, wrapped: Any = None) -> Iterat
             if not units:
                 raise NotImplementedError("FSDP version 1 is not supported: use fsdp_version: 2 "
                                           "(configs/accelerate/fsdp.yaml)")
+            # FSDP sets its units up lazily at the first forward of the root. Generation calls inner
+            # units first, and each would set itself up as a root (the training forward then fails
+            # with "already been lazily initialized"): set the real root up before anything runs.
+            state = root._get_fsdp_state() if hasattr(root, "_get_fsdp_state") else None
+            if state is not None and hasattr(state, "_lazy_init"):
+                state._lazy_init()
+            # After the rollout every unit goes back to the setting FSDP gave it: the config's
+            # reshard_after_forward for inner units, False for the root (FSDP keeps the root's weights
+            # between forward and backward; resharding them would free storage autograd still holds).
+            plugin = getattr(accelerator.state, "fsdp_plugin", None)
+            inner = getattr(plugin, "reshard_after_forward", True)
+            inner = inner if isinstance(inner, bool) else True
             for m in units:
                 m.unshard()
-                m.set_reshard_after_forward(False)
+                m.set_reshard_after_forward(False, recurse=False)
             try:
                 yield
             finally:
                 for m in units:
                     m.reshard()
-                    m.set_reshard_after_forward(True)
+                    m.set_reshard_after_forward(False if m is root else inner, recurse=False)
     finally:
         base.__dict__.pop("generate", None)
+
+
+@contextlib.contextmanager
+def _zero3_hooks_paused(engine: Any) -> Iterator[None]:
+    """Take ZeRO-3's per-module hooks off the model while its weights are gathered. Those hooks fetch a
+    module's parameters before its forward and partition them again after it, whatever gathered them, so
+    inside generate they would undo the gathering module by module (and generate outside the training
+    forward, where their bookkeeping expects it). They are registered again on exit, as DeepSpeed did."""
+    offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
+    needed = ("forward_hooks", "backward_hooks", "module", "_register_deepspeed_module")
+    if offload is None or not all(hasattr(offload, name) for name in needed):
+        yield  # not a ZeRO-3 engine this code knows: leave its hooks alone
+        return
+    for param in offload.module.parameters():
+        active = getattr(param, "ds_active_sub_modules", None)
+        if active is not None:
+            active.clear()
+    for hook in [*offload.forward_hooks, *offload.backward_hooks]:
+        hook.remove()
+    offload.forward_hooks, offload.backward_hooks = [], []
+    try:
+        yield
+    finally:
+        offload._register_deepspeed_module(offload.module, count=[0])
 
 
 # -- synchronisation -------------------------------------------------------------------------------------
@@ -347,6 +411,14 @@ class _Snapshot:
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, t in self._tensors.items():
             yield name, t.detach().requires_grad_(True)
+
+
+def full_state_dict(accelerator: Any, module: torch.nn.Module, wrapped: Any = None) -> dict[str, Any] | None:
+    """The agent's full state dict gathered from sharded weights (FSDP, ZeRO-3; every process must call
+    it), or None when every process holds the full weights (they are then read from the module)."""
+    if sharding(accelerator) not in ("fsdp", "zero3"):
+        return None
+    return accelerator.get_state_dict(wrapped if wrapped is not None else module)
 
 
 def save_checkpoint_all(accelerator: Any, run_dir: Path, update: int, module: torch.nn.Module,

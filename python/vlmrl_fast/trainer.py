@@ -126,7 +126,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_file_atomic(run_dir / "config.toml", cfg.to_toml())
 
-    agent = build_agent(cfg, str(accelerator.device) if device != "cpu" else "cpu")
+    with distributed.model_loading(accelerator):
+        agent = build_agent(cfg, str(accelerator.device) if device != "cpu" else "cpu")
     envs = make_vec(cfg.env, cfg.num_envs, seed=derive_seed(cfg.seed, rank, 0xE0),
                     autoreset_mode=AutoresetMode.SAME_STEP)
     check_context(agent, cfg, envs)
@@ -141,7 +142,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         before, _ = run_evaluation(agent, cfg, accelerator, "eval before RL")
         state["eval_before_rl"] = before
         state["wall_seconds_before"] = 0.0
-    wrapped, optimizer = distributed.prepare(accelerator, agent, optimizer)
+    wrapped, optimizer = distributed.prepare(accelerator, agent, optimizer, micro_batch_size=cfg.minibatch_size)
     if ckpt is not None and cfg.kl_coef > 0:  # the KL reference is the policy RL started from
         load_checkpoint(ckpt.parent / "update_000000", agent, None, rank=rank, restore_rng=False)
     ref_evaluate = reference_evaluator(agent, cfg)
@@ -199,8 +200,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "eval_episodes_played": after.get("episodes"), "train_episodes_this_invocation": train_episodes,
         "wall_seconds": wall, "sft_seconds": state.get("sft_seconds"), "run_dir": str(run_dir),
     })
+    full = distributed.full_state_dict(accelerator, agent, wrapped)  # sharded weights: a collective
     if main:
-        agent.save(run_dir / "agent")
+        agent.save(run_dir / "agent", state_dict=full)
         write_summary(run_dir, summary)
         plot_learning_curve(run_dir, before=before["success_rate"], after=after["success_rate"])
         if res is not None and res.recorded:

@@ -28,5 +28,9 @@ class ValueHead(nn.Module):
         ).float()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden [N, hidden_size] (any float dtype) -> values [N] float32."""
-        return self.net(hidden.float()).squeeze(-1)
+        """hidden [N, hidden_size] (any float dtype) -> values [N] float32.
+
+        The input is cast to the dtype the weights have at call time: float32 normally, bfloat16
+        under FSDP's or DeepSpeed's bf16 compute (which cast the parameters, not the inputs)."""
+        weight = self.net[0].weight
+        return self.net(hidden.to(weight.dtype)).squeeze(-1).float()
