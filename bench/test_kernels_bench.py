@@ -176,3 +176,14 @@ GAE_IMPLS = {
 def test_gae(benchmark, rollout, impl):
     fn = GAE_IMPLS[impl]
     run(benchmark, f"gae T={STEPS} N={ENVS}", impl, lambda: fn(*rollout, 0.99, 0.95), 20, "python_loop")
+
+
+def test_gae_dispatch_host_cost(benchmark, rollout, monkeypatch):
+    """What `ops.gae` adds on the host before the kernel (argument checks, backend choice): on a GPU a
+    call is host-bound (the T=512, N=64 kernel runs ~13 us on an H200), so this is most of the gap to
+    one empty launch. The kernel call is replaced by a no-op to time the dispatch alone (any device)."""
+    monkeypatch.setattr(ops, "_use_triton", lambda backend, device, what: True)
+    monkeypatch.setattr(ops, "_gae_triton", lambda: (lambda *args: None))
+    benchmark.group = "gae dispatch host cost"
+    benchmark.pedantic(lambda: ops.gae(*rollout, 0.99, 0.95), rounds=20, iterations=5000, warmup_rounds=1)
+    benchmark.extra_info["us_per_call"] = round(benchmark.stats.stats.min * 1e6, 2)

@@ -74,14 +74,11 @@ def default_blocks(num_steps: int, num_envs: int) -> tuple[int, int]:
 
 
 def _as_f32(x: torch.Tensor) -> torch.Tensor:
-    # Attribute checks first: the common case (float32, contiguous) costs no torch call,
-    # and host time is most of this kernel's cost at rollout sizes.
-    return x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
+    return x if x.dtype is torch.float32 and x.is_contiguous() else x.float().contiguous()
 
 
 def _as_flag(x: torch.Tensor) -> torch.Tensor:
-    # bool tensors go to the kernel as they are (one byte per flag); others become bool.
-    x = x if x.dtype == torch.bool else x != 0
+    x = x if x.dtype is torch.bool else x != 0
     return x if x.is_contiguous() else x.contiguous()
 
 
@@ -97,6 +94,9 @@ def gae_triton(
     block_n: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the GAE kernel on ``[T, N]`` tensors of one device; float32 (advantages, returns)."""
+    # The host side of this call is most of its cost at rollout sizes (the kernel itself takes
+    # a few microseconds), so inputs that are already float32 / bool and contiguous pass through
+    # untouched and nothing else is allocated besides the two outputs.
     num_steps, num_envs = rewards.shape
     rewards, values, next_values = _as_f32(rewards), _as_f32(values), _as_f32(next_values)
     terminated, truncated = _as_flag(terminated), _as_flag(truncated)
@@ -107,9 +107,36 @@ def gae_triton(
     if block_t is None or block_n is None:
         default_t, default_n = default_blocks(num_steps, num_envs)
         block_t, block_n = block_t or default_t, block_n or default_n
-    _gae_kernel[((num_envs + block_n - 1) // block_n,)](
-        rewards, values, next_values, terminated, truncated, advantages, returns,
-        num_steps, num_envs, float(gamma), float(gamma) * float(lam),
-        BLOCK_T=block_t, BLOCK_N=block_n,
-    )
+    args = (rewards, values, next_values, terminated, truncated, advantages, returns,
+            num_steps, num_envs, float(gamma), float(gamma) * float(lam))
+    grid = -(-num_envs // block_n)
+    key = None
+    if rewards.is_cuda and _FAST_LAUNCH["enabled"]:
+        # The outputs come fresh from the caching allocator (512-byte aligned): only inputs can be views.
+        ptrs = rewards.data_ptr() | values.data_ptr() | next_values.data_ptr() | terminated.data_ptr() \
+            | truncated.data_ptr()
+        key = (rewards.get_device(), num_steps, num_envs, block_t, block_n, ptrs % 16 == 0)
+        launch = _FAST_LAUNCH["kernels"].get(key)
+        if launch is not None:
+            try:
+                launch(*args, block_t, block_n)
+                return advantages, returns
+            except (TypeError, AttributeError, ValueError):  # a Triton whose launcher differs: JIT path from now on
+                _FAST_LAUNCH["enabled"] = False
+    compiled = _gae_kernel[(grid,)](*args, BLOCK_T=block_t, BLOCK_N=block_n)
+    if key is not None and hasattr(compiled, "run") and len(_FAST_LAUNCH["kernels"]) < 64:
+        try:
+            _FAST_LAUNCH["kernels"][key] = compiled[(grid, 1, 1)]  # a launcher bound to this grid
+        except (TypeError, AttributeError):
+            _FAST_LAUNCH["enabled"] = False
     return advantages, returns
+
+
+# Launching through Triton's JIT entry point re-derives the kernel's specialization from every argument
+# on each call (tens of microseconds here, more than the kernel itself). The compiled kernel for a
+# rollout shape is looked up once and then launched directly (measured on an H200: bench/README.md).
+# The key holds everything its specialization depends on: the device, the two sizes (which also fix
+# the grid), the blocks, and whether the input pointers are 16-byte aligned (the dtypes are fixed:
+# float32 and bool). A launcher that does not take these arguments raises, and the JIT path is used
+# from then on.
+_FAST_LAUNCH: dict = {"enabled": True, "kernels": {}}

@@ -75,3 +75,35 @@ def test_gae_cuda_matches_reference(num_steps, num_envs):
     adv_ref, ret_ref = gae_reference(*batch, 0.99, 0.95)
     torch.testing.assert_close(adv, adv_ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ret, ret_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gae_cuda_cached_launch_matches_reference():
+    """The second call of a shape launches the cached compiled kernel directly (no JIT dispatch):
+    new data through it, a misaligned view (JIT path) and a different gamma all still match."""
+    from vlmrl_fast.ops.kernels import gae_triton as mod
+    from vlmrl_fast.ops.kernels.gae_reference import gae_reference
+
+    gen = torch.Generator(device="cuda").manual_seed(7)
+
+    def batch(shape):
+        return (torch.randn(shape, device="cuda", generator=gen), torch.randn(shape, device="cuda", generator=gen),
+                torch.randn(shape, device="cuda", generator=gen), torch.rand(shape, device="cuda", generator=gen) < 0.05,
+                torch.rand(shape, device="cuda", generator=gen) < 0.05)
+
+    for gamma, lam in ((0.99, 0.95), (0.99, 0.95), (1.0, 0.5), (0.0, 1.0)):
+        data = batch((129, 33))
+        adv, ret = mod.gae_triton(*data, gamma, lam)
+        adv_ref, ret_ref = gae_reference(*data, gamma, lam)
+        torch.testing.assert_close(adv, adv_ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(ret, ret_ref, atol=1e-4, rtol=1e-4)
+    assert mod._FAST_LAUNCH["enabled"], "the cached launch raised and was switched off"
+    assert any(k[1:3] == (129, 33) for k in mod._FAST_LAUNCH["kernels"])
+    # Contiguous views one element into their storage are not 16-byte aligned: another specialization,
+    # another key (twice: the second call takes the cached launch of that key).
+    flat = batch((129 * 33 + 1,))
+    data = tuple(x[1:].view(129, 33) for x in flat)
+    assert all(x.is_contiguous() and x.data_ptr() % 16 for x in data)
+    for _ in range(2):
+        adv, _ = mod.gae_triton(*data, 0.9, 0.9)
+        torch.testing.assert_close(adv, gae_reference(*data, 0.9, 0.9)[0], atol=1e-4, rtol=1e-4)
+    assert any(k[1:3] == (129, 33) and not k[5] for k in mod._FAST_LAUNCH["kernels"])

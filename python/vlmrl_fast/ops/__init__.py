@@ -15,6 +15,7 @@ folder); triton is imported only when a Triton path runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -30,13 +31,66 @@ __all__ = ["BACKENDS", "gae", "token_logprobs", "triton_available"]
 BACKENDS = ("auto", "triton", "torch")
 
 
+@functools.cache
 def triton_available() -> bool:
-    """True when triton can be imported."""
+    """True when triton can be imported (looked up once per process)."""
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+@functools.cache
+def _gae_triton() -> Any:
+    from vlmrl_fast.ops.kernels.gae_triton import gae_triton
+
+    return gae_triton
+
+
+_GAE_NAMES = ("rewards", "values", "next_values", "terminated", "truncated")
+_NOT_REAL = frozenset({torch.bool, torch.complex32, torch.complex64, torch.complex128})
+
+
+def _unit_interval(x: Any) -> bool:
+    return (type(x) is float or isinstance(x, numbers.Real)) and 0.0 <= float(x) <= 1.0
+
+
+def _gae_inputs_ok(tensors: tuple, gamma: Any, lam: Any) -> bool:
+    """True when gae's inputs pass every check of :func:`_raise_gae_input_error` (the fast test)."""
+    r, v, nv, term, trunc = tensors
+    T = torch.Tensor
+    if not (isinstance(r, T) and isinstance(v, T) and isinstance(nv, T) and isinstance(term, T)
+            and isinstance(trunc, T)):
+        return False
+    shape, device = r.shape, r.device
+    return (len(shape) == 2 and v.shape == shape and nv.shape == shape and term.shape == shape
+            and trunc.shape == shape and v.device == device and nv.device == device and term.device == device
+            and trunc.device == device and r.dtype not in _NOT_REAL and v.dtype not in _NOT_REAL
+            and nv.dtype not in _NOT_REAL and _unit_interval(gamma) and _unit_interval(lam))
+
+
+def _raise_gae_input_error(tensors: tuple, gamma: Any, lam: Any) -> None:
+    """Raise the error that names the first bad input of gae."""
+    for i, x in enumerate(tensors):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"gae: {_GAE_NAMES[i]} must be a torch.Tensor, got {type(x).__name__}")
+    shape, device = tensors[0].shape, tensors[0].device
+    for i, x in enumerate(tensors):
+        if x.dim() != 2:
+            raise ValueError(f"gae: {_GAE_NAMES[i]} must be [T, N], got shape {tuple(x.shape)}")
+        if x.shape != shape:
+            raise ValueError(
+                f"gae: {_GAE_NAMES[i]} has shape {tuple(x.shape)}, rewards {tuple(shape)}; all must match"
+            )
+        if x.device != device:
+            raise ValueError(f"gae: {_GAE_NAMES[i]} is on {x.device}, rewards on {device}")
+        if i < 3 and x.dtype in _NOT_REAL:
+            raise TypeError(f"gae: {_GAE_NAMES[i]} must be a real dtype, got {x.dtype}")
+    for name, number in (("gamma", gamma), ("lam", lam)):
+        if not _unit_interval(number):
+            raise ValueError(f"gae: {name} must be a number in [0, 1], got {number!r}")
+    raise AssertionError("gae: _gae_inputs_ok and _raise_gae_input_error disagree")  # pragma: no cover
 
 
 def _check_backend(backend: str) -> None:
@@ -170,35 +224,21 @@ def gae(
         ``(advantages, returns)``, float32 ``[T, N]`` on the inputs' device, with
         ``returns = advantages + values``. Not differentiable (computed under no_grad).
     """
-    _check_backend(backend)
-    named = {
-        "rewards": rewards, "values": values, "next_values": next_values,
-        "terminated": terminated, "truncated": truncated,
-    }
-    for name, x in named.items():
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"gae: {name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 2:
-            raise ValueError(f"gae: {name} must be [T, N], got shape {tuple(x.shape)}")
-        if x.shape != rewards.shape:
-            raise ValueError(
-                f"gae: {name} has shape {tuple(x.shape)}, rewards {tuple(rewards.shape)}; all must match"
-            )
-        if x.device != rewards.device:
-            raise ValueError(f"gae: {name} is on {x.device}, rewards on {rewards.device}")
-    for name in ("rewards", "values", "next_values"):
-        if named[name].is_complex() or named[name].dtype == torch.bool:
-            raise TypeError(f"gae: {name} must be a real dtype, got {named[name].dtype}")
-    for name, number in (("gamma", gamma), ("lam", lam)):
-        if not (isinstance(number, numbers.Real) and 0.0 <= float(number) <= 1.0):
-            raise ValueError(f"gae: {name} must be a number in [0, 1], got {number!r}")
+    if backend not in BACKENDS:
+        _check_backend(backend)
+    # A call costs about two kernel launches on a GPU, so the checks are one chain of cheap tests;
+    # only when it fails are they run one by one to name what is wrong.
+    tensors = (rewards, values, next_values, terminated, truncated)
+    if not _gae_inputs_ok(tensors, gamma, lam):
+        _raise_gae_input_error(tensors, gamma, lam)
+    device = rewards.device
     gamma, lam = float(gamma), float(lam)
+    if rewards.requires_grad or values.requires_grad or next_values.requires_grad:
+        rewards, values, next_values = rewards.detach(), values.detach(), next_values.detach()
 
+    if _use_triton(backend, device, "gae"):
+        return _gae_triton()(rewards, values, next_values, terminated, truncated, gamma, lam)
     with torch.no_grad():
-        if _use_triton(backend, rewards.device, "gae"):
-            from vlmrl_fast.ops.kernels.gae_triton import gae_triton
-
-            return gae_triton(rewards, values, next_values, terminated, truncated, gamma, lam)
         rust = _rust_gae() if backend == "auto" and rewards.device.type == "cpu" else None
         # Empty rollouts skip Rust: its binding rejects N = 0 (and there is nothing to do).
         if rust is None or rewards.numel() == 0:
