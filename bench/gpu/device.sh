@@ -2,8 +2,8 @@
 # Every GPU check of the open issues in one command, for a GPU machine with no network:
 #     bash bench/gpu/device.sh OUT_DIR
 # Expects, beside this checkout: dist/vlmrl_fast-*.whl (`maturin build --release -o dist`) and,
-# optionally, .whl/*.whl: wheels of packages that machine lacks (gymnasium and its one dependency;
-# deepspeed built with DS_BUILD_OPS=0 plus hjson and pydantic's wheels, for the ZeRO configs).
+# optionally, .whl/*.whl: wheels of packages that machine lacks (bench/gpu/fetch_wheels.sh: gymnasium
+# and its one dependency; deepspeed built with DS_BUILD_OPS=0 plus hjson and pydantic's wheels).
 # They are installed with --no-deps into a temporary folder; nothing else is installed.
 # Writes OUT_DIR/env.txt (device, versions), OUT_DIR/kernels_gpu.json and OUT_DIR/pytest_gpu.txt
 # (bench/gpu/run.sh: the Triton kernels) and OUT_DIR/dist_gpu.json (bench/gpu/dist_check.py: one
