@@ -44,12 +44,14 @@ def test_token_logprobs_kernels_compile_for_sm90():
     common = {"seq_len": "i32", "stride_lb": "i64", "stride_lt": "i64", "stride_tb": "i64", "stride_tt": "i64"}
     fwd = {"logits_ptr": "*bf16", "tokens_ptr": "*i64", "logp_ptr": "*fp32", "lse_ptr": "*fp32",
            "entropy_ptr": "*fp32", **common, "vocab": "i32", "inv_temp": "fp32", "BLOCK_V": "constexpr"}
-    _compile(k._token_logprobs_fwd_kernel, fwd, {"BLOCK_V": 4096}, num_warps=8)
+    block_v = k.default_block_v(152064)  # Qwen2's vocabulary: the block the GPU runs at full size
+    _compile(k._token_logprobs_fwd_kernel, fwd, {"BLOCK_V": block_v}, num_warps=k._num_warps(block_v))
     bwd = {"logits_ptr": "*bf16", "tokens_ptr": "*i64", "grad_ptr": "*bf16", "lse_ptr": "*fp32",
            "entropy_ptr": "*fp32", "grad_logp_ptr": "*fp32", "grad_entropy_ptr": "*fp32", **common,
            "stride_gb": "i64", "stride_gt": "i64", "vocab": "i32", "inv_temp": "fp32",
            "HAS_GRAD_ENTROPY": "constexpr", "BLOCK_V": "constexpr"}
-    _compile(k._token_logprobs_bwd_kernel, bwd, {"HAS_GRAD_ENTROPY": True, "BLOCK_V": 4096}, num_warps=8)
+    _compile(k._token_logprobs_bwd_kernel, bwd, {"HAS_GRAD_ENTROPY": True, "BLOCK_V": block_v},
+             num_warps=k._num_warps(block_v))
 
 
 def test_gae_kernel_compiles_for_sm90():
