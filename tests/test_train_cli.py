@@ -88,3 +88,23 @@ def test_python_m_entry_point_lists_options():
                          cwd=repo, check=True).stdout
     for flag in ("--config", "--env", "--model", "--num-envs", "--updates", "--seed", "--run-dir", "--resume"):
         assert flag in out
+
+
+@pytest.mark.parametrize("env", ["", "0", "1"])
+def test_failure_line_and_traceback_switch(env, monkeypatch, capsys):
+    """Every failure is one line; VLMRL_FAST_TRACEBACK=1 also prints where it was raised (an error from
+    deep inside a run, such as this TypeError of the first GPU run, is otherwise hard to place)."""
+    from vlmrl_fast import train_cli
+
+    monkeypatch.setenv(train_cli.TRACEBACK_ENV, env)
+
+    def deep():
+        raise TypeError("Got unsupported ScalarType BFloat16")
+
+    try:
+        deep()
+    except TypeError as err:
+        code = train_cli._fail("train", err)
+    err_text = capsys.readouterr().err
+    one_line_error(code, err_text, "Got unsupported ScalarType BFloat16")
+    assert ("Traceback" in err_text and "in deep" in err_text) == (env == "1")

@@ -16,7 +16,17 @@ from typing import Any
 from vlmrl_fast.config import ConfigError, TrainConfig, add_config_arguments, load_config, overrides_from_args
 
 
+TRACEBACK_ENV = "VLMRL_FAST_TRACEBACK"
+
+
 def _fail(command: str, err: BaseException) -> int:
+    """One line naming the error. With VLMRL_FAST_TRACEBACK=1 the traceback comes first: a ValueError /
+    TypeError may also come from deep inside a run (a model or library rejecting something)."""
+    import os
+    import traceback
+
+    if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        traceback.print_exception(err, file=sys.stderr)
     msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     print(f"vlmrl {command}: error: {msg}", file=sys.stderr)
     return 2
