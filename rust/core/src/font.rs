@@ -95,7 +95,8 @@ impl Font {
 
     /// The shared font of `face` at `px` pixels (built once, then cached).
     pub fn get(face: Face, px: u32) -> Arc<Font> {
-        static CACHE: OnceLock<Mutex<HashMap<(Face, u32), Arc<Font>>>> = OnceLock::new();
+        type Cache = Mutex<HashMap<(Face, u32), Arc<Font>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
         let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((face, px))

@@ -78,7 +78,7 @@ pub fn gae<F: Float>(
     if expected == 0 {
         return Ok(()); // an empty rollout (T = 0 or N = 0) has no advantages
     }
-    if num_envs == 0 || expected % num_envs != 0 {
+    if num_envs == 0 || !expected.is_multiple_of(num_envs) {
         return Err(GaeShapeError {
             name: "rewards",
             got: expected,

@@ -289,7 +289,7 @@ fn draw_card_back(w: usize, h: usize, bg: Rgb) -> Sprite {
                 continue;
             }
             // A diagonal lattice, so the back reads as a card back at a glance.
-            let on_line = (x + y) % 8 == 0 || (x + h - y) % 8 == 0;
+            let on_line = (x + y).is_multiple_of(8) || (x + h - y).is_multiple_of(8);
             let c = if on_line {
                 [0x6f, 0x9b, 0xe0]
             } else {

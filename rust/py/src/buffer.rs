@@ -194,6 +194,9 @@ fn slice<'a, T>(name: &str, r: Result<&'a [T], numpy::AsSliceError>) -> PyResult
     r.map_err(|e| EnvArgumentError::new_err(format!("gae: {name}: {e}")))
 }
 
+/// Advantages and returns, each `[T, N]`.
+type GaeArrays<'py, F> = (Bound<'py, PyArray2<F>>, Bound<'py, PyArray2<F>>);
+
 fn gae_typed<'py, F: Float + Element>(
     py: Python<'py>,
     arrays: [PyReadonlyArray2<'py, F>; 3],
@@ -201,7 +204,7 @@ fn gae_typed<'py, F: Float + Element>(
     truncated: &PyReadonlyArray2<'py, bool>,
     gamma: f64,
     lam: f64,
-) -> PyResult<(Bound<'py, PyArray2<F>>, Bound<'py, PyArray2<F>>)> {
+) -> PyResult<GaeArrays<'py, F>> {
     let [rewards, values, next_values] = arrays;
     let shape = rewards.shape().to_vec();
     for (name, a) in [
@@ -229,7 +232,7 @@ fn gae_typed<'py, F: Float + Element>(
     py.detach(|| core_gae(&x, n, gamma, lam, &mut adv, &mut ret))
         .map_err(|e| EnvArgumentError::new_err(e.to_string()))?;
     let to2 = |v: Vec<F>| -> PyResult<Bound<'py, PyArray2<F>>> {
-        Ok(PyArray::from_vec(py, v).reshape([shape[0], n])?)
+        PyArray::from_vec(py, v).reshape([shape[0], n])
     };
     Ok((to2(adv)?, to2(ret)?))
 }
