@@ -74,10 +74,12 @@ def default_blocks(num_steps: int, num_envs: int) -> tuple[int, int]:
 
 
 def _as_f32(x: torch.Tensor) -> torch.Tensor:
+    # Attribute checks first: the common case (float32, contiguous) costs no torch call.
     return x if x.dtype is torch.float32 and x.is_contiguous() else x.float().contiguous()
 
 
 def _as_flag(x: torch.Tensor) -> torch.Tensor:
+    # bool tensors go to the kernel as they are (one byte per flag); others become bool.
     x = x if x.dtype is torch.bool else x != 0
     return x if x.is_contiguous() else x.contiguous()
 
@@ -94,8 +96,8 @@ def gae_triton(
     block_n: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the GAE kernel on ``[T, N]`` tensors of one device; float32 (advantages, returns)."""
-    # The host side of this call is most of its cost at rollout sizes (the kernel itself takes
-    # a few microseconds), so inputs that are already float32 / bool and contiguous pass through
+    # The host side of this call is most of its cost at rollout sizes (the kernel itself runs
+    # about 13 us on an H200 at T = 512, N = 64), so inputs that are already float32 / bool and contiguous pass through
     # untouched and nothing else is allocated besides the two outputs.
     num_steps, num_envs = rewards.shape
     rewards, values, next_values = _as_f32(rewards), _as_f32(values), _as_f32(next_values)
@@ -133,7 +135,8 @@ def gae_triton(
 
 
 # Launching through Triton's JIT entry point re-derives the kernel's specialization from every argument
-# on each call (tens of microseconds here, more than the kernel itself). The compiled kernel for a
+# on each call (on the H200 machine: 25 us for this kernel's launch alone, against 12 us for a
+# cached compiled kernel's launch, and 13 us for the kernel itself on the device). The compiled kernel for a
 # rollout shape is looked up once and then launched directly (measured on an H200: bench/README.md).
 # The key holds everything its specialization depends on: the device, the two sizes (which also fix
 # the grid), the blocks, and whether the input pointers are 16-byte aligned (the dtypes are fixed:
