@@ -137,7 +137,12 @@ impl BufferPool {
             .position(|p| E::unwrap(p).is_some_and(|v| v.len() == padded));
         match found.map(|i| E::take(free.swap_remove(i))) {
             Some(Ok(v)) => v,
-            _ => vec![E::default(); padded],
+            _ => {
+                drop(free);
+                let v = vec![E::default(); padded];
+                advise_huge_pages(&v);
+                v
+            }
         }
     }
 
@@ -149,6 +154,30 @@ impl BufferPool {
             free.push(buf);
         }
     }
+}
+
+/// Asks Linux for transparent huge pages over the 2 MiB-aligned interior of a new pooled buffer,
+/// before anything touches it (a large zeroed allocation is fresh, untouched memory). Outputs of
+/// 64 images are 20-150 MB, written once per batch: with 4 KiB pages every 4 KiB of streaming
+/// stores needs its own page-table walk. In-process A/B (blocks of five batches, three runs, 64 x
+/// 300x300): Qwen2-VL 5-6 % and CLIP-336 4-5 % faster at the median. Where the kernel refuses
+/// (no THP, or `never`), nothing changes; the advice is a hint, its result is not needed.
+fn advise_huge_pages<E>(v: &[E]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let (a, b) = (start.next_multiple_of(HUGE), end & !(HUGE - 1));
+        if b >= a + HUGE {
+            // SAFETY: [a, b) lies inside `v`'s allocation; MADV_HUGEPAGE changes no contents.
+            unsafe {
+                libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
 }
 
 /// Elements a pooled buffer holds beyond its values, so that they can start
