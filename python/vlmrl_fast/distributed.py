@@ -261,36 +261,42 @@ def rollout_context(accelerator: Any, agent: Any, wrapped: Any = None) -> Iterat
                     _zero3_hooks_paused(wrapped):
                 yield
         else:
-            from torch.distributed.fsdp import FSDPModule
-
-            root = wrapped if wrapped is not None else agent
-            units = [m for m in root.modules() if isinstance(m, FSDPModule)]
-            if not units:
-                raise NotImplementedError("FSDP version 1 is not supported: use fsdp_version: 2 "
-                                          "(configs/accelerate/fsdp.yaml)")
-            # FSDP sets its units up lazily at the first forward of the root. Generation calls inner
-            # units first, and each would set itself up as a root (the training forward then fails
-            # with "already been lazily initialized"): set the real root up before anything runs.
-            state = root._get_fsdp_state() if hasattr(root, "_get_fsdp_state") else None
-            if state is not None and hasattr(state, "_lazy_init"):
-                state._lazy_init()
-            # After the rollout every unit goes back to the setting FSDP gave it: the config's
-            # reshard_after_forward for inner units, False for the root (FSDP keeps the root's weights
-            # between forward and backward; resharding them would free storage autograd still holds).
             plugin = getattr(accelerator.state, "fsdp_plugin", None)
             inner = getattr(plugin, "reshard_after_forward", True)
-            inner = inner if isinstance(inner, bool) else True
-            for m in units:
-                m.unshard()
-                m.set_reshard_after_forward(False, recurse=False)
-            try:
+            with fsdp_gathered(wrapped if wrapped is not None else agent, inner if isinstance(inner, bool) else True):
                 yield
-            finally:
-                for m in units:
-                    m.reshard()
-                    m.set_reshard_after_forward(False if m is root else inner, recurse=False)
     finally:
         base.__dict__.pop("generate", None)
+
+
+@contextlib.contextmanager
+def fsdp_gathered(root: torch.nn.Module, inner_reshard: bool = True) -> Iterator[None]:
+    """Every FSDP2 unit under `root` (the module accelerate wrapped) holds its full weights until exit, so
+    that generation and evaluation outside the root's forward run without collectives. On exit each unit
+    gets back the setting FSDP gave it: `inner_reshard` (the config's reshard_after_forward) for inner
+    units, no resharding for the root (FSDP keeps the root's weights between forward and backward;
+    resharding them would free storage that autograd still holds)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        raise NotImplementedError("FSDP version 1 is not supported: use fsdp_version: 2 "
+                                  "(configs/accelerate/fsdp.yaml)")
+    # FSDP sets its units up lazily at the first forward of the root. Generation calls inner units
+    # first, and each would set itself up as a root (the training forward then fails with "already
+    # been lazily initialized"): set the real root up before anything runs.
+    state = root._get_fsdp_state() if hasattr(root, "_get_fsdp_state") else None
+    if state is not None and hasattr(state, "_lazy_init"):
+        state._lazy_init()
+    for m in units:
+        m.unshard()
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for m in units:
+            m.reshard()
+            m.set_reshard_after_forward(False if m is root else inner_reshard, recurse=False)
 
 
 @contextlib.contextmanager
