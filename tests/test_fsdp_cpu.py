@@ -49,7 +49,17 @@ def shard_like_accelerate(agent: Agent) -> None:
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     layer_classes = set(agent.model._no_split_modules or [])
     assert layer_classes, "the tiny model names no transformer layer classes"
-    layers = [m for m in agent.modules() if type(m).__name__ in layer_classes]
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper)
+
+    def is_layer(m: torch.nn.Module) -> bool:
+        return type(m).__name__ in layer_classes
+
+    # fsdp.yaml: activation checkpointing per layer, then each layer a unit, then the root.
+    apply_activation_checkpointing(
+        agent, checkpoint_wrapper_fn=lambda m: checkpoint_wrapper(m, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
+        check_fn=is_layer)
+    layers = [m for m in agent.modules() if type(m).__name__ == "CheckpointWrapper"]
     assert layers
     for layer in layers:
         fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=True)
