@@ -33,6 +33,8 @@ def test_kernel_check_script_runs_at_toy_sizes(tmp_path):
     # every implementation was timed (none recorded an error instead)
     assert not [k for k in gae["timings_s"] if k.endswith("/error")]
     assert {"triton", "python_loop", "ops.gae", "empty_triton_launch"} <= set(gae["timings_s"])
+    sweep = gae["block_sweep_device_us"]
+    assert sweep and all(isinstance(v, dict) and v["adv_max_abs_err"] < 1e-3 for v in sweep.values()), sweep
 
 
 def test_accelerate_config_check_script_on_the_cpu(tmp_path):

@@ -259,6 +259,35 @@ def gae_section(mods, device, num_steps, num_envs, with_compile, result, save):
             impls["triton_device_time_x100_graph"] = graph.replay
         except Exception as err:
             out["graph_error"] = f"{type(err).__name__}: {err}"
+    # Block sweep of the kernel's device time (to tune default_blocks): each (BLOCK_T, BLOCK_N) is
+    # checked against the reference, then timed as 100 launches in a CUDA graph.
+    sweep = out.setdefault("block_sweep_device_us", {})
+    combos = [(256, 16), (512, 8), (512, 4), (256, 8), (128, 16), (512, 2), (512, 1)] if device.type == "cuda" \
+        else [(16, 4), (64, 2)]
+    for bt, bn in combos:
+        name = f"{bt}x{bn}"
+        try:
+            a_buf, r_buf = torch.empty_like(batch[0]), torch.empty_like(batch[0])
+
+            def launch(bt=bt, bn=bn, a_buf=a_buf, r_buf=r_buf):
+                tri_mod._gae_kernel[(-(-num_envs // bn),)](
+                    *batch, a_buf, r_buf, num_steps, num_envs, gamma, gamma * lam, BLOCK_T=bt, BLOCK_N=bn)
+
+            launch()
+            err = max_errors(a_buf, adv_r)[0]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    for _ in range(100):
+                        launch()
+                per = time_call(graph.replay, device, warmup=2, reps=20) / 100
+                sweep[name] = {"us": round(per * 1e6, 2), "adv_max_abs_err": err}
+            else:
+                sweep[name] = {"us": None, "adv_max_abs_err": err}
+        except Exception as exc:
+            sweep[name] = f"{type(exc).__name__}: {exc}"
+    save()
     if with_compile:
         compiled = torch.compile(ref_mod.gae_reference)
         impls["compiled_reference"] = lambda: compiled(*batch, gamma, lam)
