@@ -10,8 +10,9 @@ class ValueHead(nn.Module):
     """MLP hidden_size -> 1024 -> 512 -> 1 with ReLU, kept in float32 whatever the VLM's dtype.
 
     It reads the final hidden state of the last prompt token (the state the answer is generated
-    from) and returns one value per row. Inputs are cast to float32 so that a bf16/fp16 model
-    still gets a float32 value estimate and float32 value-head gradients.
+    from) and returns one value per row. Inputs are cast to the head's weight dtype, float32 (so a
+    bf16/fp16 model still gets a float32 value estimate and float32 value-head gradients) unless a
+    sharding engine's bf16 compute (FSDP, DeepSpeed) has cast the weights; the output is float32.
     """
 
     def __init__(self, hidden_size: int, widths: tuple[int, int] = (1024, 512)):
