@@ -213,7 +213,7 @@ fn write_row<T: OutValue, const STREAM: bool>(
     if let (Some(src), true) = (src, x1 > x0) {
         let from = (left + x0 as isize) as usize * 3;
         let px = &src[from..from + (x1 - x0) * 3];
-        simd.row_into_with::<T, STREAM>(
+        simd.row_into::<T, STREAM>(
             px,
             table,
             [&mut r[x0..x1], &mut g[x0..x1], &mut b[x0..x1]],
@@ -322,25 +322,11 @@ impl Convert {
 
     /// Converts the pixels of `src` (3 bytes each): channel `c` of pixel `i`
     /// goes to `dst[c][offset + k * stride + i]` for each copy `k < copies`
-    /// (Qwen2-VL repeats a frame over its temporal slots).
-    /// `self` must be in [`Convert::available`].
+    /// (Qwen2-VL repeats a frame over its temporal slots). With `STREAM`, whole
+    /// vectors at addresses aligned to their size go out as streaming stores
+    /// (the caller fences). `self` must be in [`Convert::available`].
     #[inline(always)]
-    pub fn row_into<T: OutValue>(
-        self,
-        src: &[u8],
-        table: &ValueTable,
-        dst: [&mut [T]; 3],
-        offset: usize,
-        copies: usize,
-        stride: usize,
-    ) {
-        self.row_into_with::<T, false>(src, table, dst, offset, copies, stride)
-    }
-
-    /// [`Convert::row_into`]; with `STREAM`, whole vectors at addresses aligned
-    /// to their size go out as streaming stores (the caller fences).
-    #[inline(always)]
-    fn row_into_with<T: OutValue, const STREAM: bool>(
+    pub fn row_into<T: OutValue, const STREAM: bool>(
         self,
         src: &[u8],
         table: &ValueTable,
@@ -711,7 +697,7 @@ fn patch_row<T: OutValue>(
     let [r, g, b] = [(); 3].map(|_| channels.next().expect("3 channel blocks"));
     for py in 0..p {
         let px = &src[py * w * 3..][..p * 3];
-        simd.row_into(px, table, [&mut *r, &mut *g, &mut *b], py * p, t, p * p);
+        simd.row_into::<T, false>(px, table, [&mut *r, &mut *g, &mut *b], py * p, t, p * p);
     }
 }
 
