@@ -229,34 +229,41 @@ def gae_section(mods, device, num_steps, num_envs, with_compile, result, save):
         impls["ops.gae"] = lambda: ops.gae(*batch, gamma, lam)
     except ImportError:  # the package itself is not importable here: kernels only
         pass
-    # Diagnostics: the bare launch of the GAE kernel (outputs allocated once, no wrapper), and
-    # its device time alone (100 launches captured in a CUDA graph, replayed).
-    adv_buf, ret_buf = torch.empty_like(batch[0]), torch.empty_like(batch[0])
-    block_t, block_n = tri_mod.default_blocks(num_steps, num_envs)
+    def bare_launch(bt, bn):
+        """The GAE kernel launched directly (no wrapper) with blocks (bt, bn) into outputs allocated
+        once: (launch, its advantages buffer)."""
+        adv_buf, ret_buf = torch.empty_like(batch[0]), torch.empty_like(batch[0])
 
-    def launch_only():
-        tri_mod._gae_kernel[(-(-num_envs // block_n),)](
-            *batch, adv_buf, ret_buf, num_steps, num_envs, gamma, gamma * lam, BLOCK_T=block_t, BLOCK_N=block_n)
+        def launch():
+            tri_mod._gae_kernel[(-(-num_envs // bn),)](
+                *batch, adv_buf, ret_buf, num_steps, num_envs, gamma, gamma * lam, BLOCK_T=bt, BLOCK_N=bn)
 
+        return launch, adv_buf
+
+    def graph_x100(launch):
+        """100 launches captured in a CUDA graph: its replay times the kernel's device time alone."""
+        launch()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(100):
+                launch()
+        return graph.replay
+
+    # Diagnostics: the bare launch of the GAE kernel with its default blocks, and its device time.
+    launch_only, _ = bare_launch(*tri_mod.default_blocks(num_steps, num_envs))
     impls["triton_launch_only"] = launch_only
-    # The empty kernel launched the way gae_triton launches a cached kernel (compiled kernel, no JIT
-    # dispatch): the floor of that launch path, for comparison with the JIT-launched empty kernel.
     if device.type == "cuda":
+        # The empty kernel launched the way gae_triton launches a cached kernel (compiled kernel, no
+        # JIT dispatch): the floor of that launch path, against the JIT-launched empty kernel.
         try:
             empty_compiled = empty_kernel[(1,)](flag, 1)
             empty_compiled[(1, 1, 1)](flag, 1)
             impls["empty_cached_launch"] = lambda: empty_compiled[(1, 1, 1)](flag, 1)
         except Exception as err:
             out["empty_cached_launch_error"] = f"{type(err).__name__}: {err}"
-    if device.type == "cuda":
         try:
-            launch_only()
-            torch.cuda.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for _ in range(100):
-                    launch_only()
-            impls["triton_device_time_x100_graph"] = graph.replay
+            impls["triton_device_time_x100_graph"] = graph_x100(launch_only)
         except Exception as err:
             out["graph_error"] = f"{type(err).__name__}: {err}"
     # Block sweep of the kernel's device time (to tune default_blocks): each (BLOCK_T, BLOCK_N) is
@@ -265,28 +272,14 @@ def gae_section(mods, device, num_steps, num_envs, with_compile, result, save):
     combos = [(256, 16), (512, 8), (512, 4), (256, 8), (128, 16), (512, 2), (512, 1)] if device.type == "cuda" \
         else [(16, 4), (64, 2)]
     for bt, bn in combos:
-        name = f"{bt}x{bn}"
         try:
-            a_buf, r_buf = torch.empty_like(batch[0]), torch.empty_like(batch[0])
-
-            def launch(bt=bt, bn=bn, a_buf=a_buf, r_buf=r_buf):
-                tri_mod._gae_kernel[(-(-num_envs // bn),)](
-                    *batch, a_buf, r_buf, num_steps, num_envs, gamma, gamma * lam, BLOCK_T=bt, BLOCK_N=bn)
-
+            launch, adv_buf = bare_launch(bt, bn)
             launch()
-            err = max_errors(a_buf, adv_r)[0]
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    for _ in range(100):
-                        launch()
-                per = time_call(graph.replay, device, warmup=2, reps=20) / 100
-                sweep[name] = {"us": round(per * 1e6, 2), "adv_max_abs_err": err}
-            else:
-                sweep[name] = {"us": None, "adv_max_abs_err": err}
+            err = max_errors(adv_buf, adv_r)[0]
+            per = time_call(graph_x100(launch), device, warmup=2, reps=20) / 100 if device.type == "cuda" else None
+            sweep[f"{bt}x{bn}"] = {"us": None if per is None else round(per * 1e6, 2), "adv_max_abs_err": err}
         except Exception as exc:
-            sweep[name] = f"{type(exc).__name__}: {exc}"
+            sweep[f"{bt}x{bn}"] = f"{type(exc).__name__}: {exc}"
     save()
     if with_compile:
         compiled = torch.compile(ref_mod.gae_reference)
