@@ -20,8 +20,8 @@ use thiserror::Error;
 /// Outputs from this size on are written with streaming stores (whole cache
 /// lines, not read before they are written): larger than the caches keep.
 /// In-process A/B on 64 images (blocks of five runs): channel-first CLIP-336
-/// 8-22 %, SigLIP-224 7-14 %, SigLIP-384 12-27 % faster; Qwen2-VL (staged patch
-/// rows) 7-12 %. Below it plain stores, which leave the values in cache for
+/// 8-22 %, SigLIP-224 7-14 %, SigLIP-384 12-27 % faster; Qwen2-VL (patch
+/// rows then assembled as floats in L1 and copied out) 7-12 %. Below it plain stores, which leave the values in cache for
 /// the reader.
 pub const STREAM_BYTES: usize = 32 << 20;
 
@@ -389,11 +389,10 @@ impl Pipeline {
     }
 
     /// Writes one resized image in the output layout; `stream`: with streaming
-    /// stores (`stage` holds the Qwen2-VL patch rows on their way out).
+    /// stores.
     fn write<T: OutValue, R: RowSource + ?Sized>(
         &self,
         stream: bool,
-        stage: &mut Vec<T>,
         rows: &mut R,
         resized: (usize, usize),
         window: Option<Window>,
@@ -417,7 +416,7 @@ impl Pipeline {
                 dst,
             ),
             Layout::Qwen2VlPatches(g) if stream => {
-                layout::write_qwen_patches_streaming(rows, resized, *g, &self.table, dst, stage)
+                layout::write_qwen_patches_streaming(rows, resized, *g, &self.table, dst)
             }
             Layout::Qwen2VlPatches(g) => {
                 layout::write_qwen_patches(rows, resized, *g, &self.table, dst)
@@ -493,8 +492,8 @@ impl Pipeline {
             .for_each_init(
                 // The second scratch only for the tiles (taken lazily: an unused one
                 // would come back first from the stack and be used cold next time).
-                || (Lease::take(&self.scratch), None, Vec::<T>::new()),
-                |(first, second, stage), (src, dst)| {
+                || (Lease::take(&self.scratch), None),
+                |(first, second), (src, dst)| {
                     let (dst, tiles_out) = dst.split_at_mut(first_len);
                     self.with_rows(
                         kernels,
@@ -502,7 +501,7 @@ impl Pipeline {
                         src,
                         (height, width),
                         resized,
-                        |rows| self.write(stream, stage, rows, resized, window, dst),
+                        |rows| self.write(stream, rows, resized, window, dst),
                     );
                     if let (Some(t), Layout::AnyRes { tile, .. }) = (plan.tiles, &self.spec.layout)
                     {
