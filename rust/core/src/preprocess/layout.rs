@@ -10,6 +10,9 @@
 pub struct ValueTable {
     scale: [f32; 3],
     bias: [f32; 3],
+    /// bfloat16 outputs may use the AVX-512 BF16 conversion: the CPU has it
+    /// and it is exact for this map ([`ValueTable::bf16_instruction_exact`]).
+    bf16_instruction: bool,
 }
 
 impl ValueTable {
@@ -18,10 +21,37 @@ impl ValueTable {
     pub fn new(rescale: Option<f64>, mean_std: Option<([f64; 3], [f64; 3])>) -> Self {
         let r = rescale.unwrap_or(1.0);
         let (mean, std) = mean_std.unwrap_or(([0.0; 3], [1.0; 3]));
-        Self {
+        let mut table = Self {
             scale: std::array::from_fn(|c| (r / std[c]) as f32),
             bias: std::array::from_fn(|c| (-mean[c] / std[c]) as f32),
+            bf16_instruction: false,
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            table.bf16_instruction =
+                std::arch::is_x86_feature_detected!("avx512bf16") && table.bf16_instruction_exact();
         }
+        table
+    }
+
+    /// The same map without the AVX-512 BF16 conversion (the emulated rounding
+    /// everywhere; the tests compare the two).
+    pub fn without_bf16_instruction(mut self) -> Self {
+        self.bf16_instruction = false;
+        self
+    }
+
+    /// True when every value of the map is zero or a normal float: the
+    /// AVX-512 BF16 conversion (round to nearest even, subnormals to zero)
+    /// then gives the same bits as [`Bf16::from_f32`] for every value the
+    /// writers produce (all of them are the map's 3 x 256 values).
+    pub fn bf16_instruction_exact(&self) -> bool {
+        (0..3).all(|c| {
+            (0..=255u8).all(|v| {
+                let x = self.get(c, v);
+                x == 0.0 || x.is_normal()
+            })
+        })
     }
 
     #[inline(always)]
@@ -346,6 +376,21 @@ impl Convert {
         if self == Convert::Avx512 {
             let [r, g, b] = dst;
             let at = |d: &mut [T]| d[offset..].as_mut_ptr();
+            if T::KIND == OutKind::Bf16 && table.bf16_instruction {
+                // SAFETY: as below; bf16_instruction is set only where the CPU has
+                // AVX-512 BF16 and T is bfloat16 (checked).
+                unsafe {
+                    convert_avx512_bf16::<STREAM>(
+                        src.as_ptr(),
+                        n,
+                        table,
+                        [at(r), at(g), at(b)].map(|p| p as *mut u16),
+                        copies,
+                        stride,
+                    )
+                };
+                return;
+            }
             // SAFETY: Avx512 is chosen only when the CPU has the features (best());
             // src holds n pixels and each copy's n values lie inside dst[c] (asserted).
             unsafe {
@@ -441,6 +486,68 @@ unsafe fn convert_avx512<T: OutValue, const STREAM: bool>(
         for (c, v) in values.into_iter().enumerate() {
             for k in 0..copies {
                 store16::<T, STREAM>(dst[c].add(k * copy_stride + x), store, v);
+            }
+        }
+        x += m;
+    }
+}
+
+/// [`convert_avx512`] for bfloat16 with the AVX-512 BF16 conversion: 32
+/// pixels per step, each channel's 32 values one 64-byte store (with
+/// `STREAM`, streaming where the step is whole and starts on a line or half line).
+///
+/// # Safety
+/// As [`convert_avx512`], plus AVX-512 BF16; `dst` holds bfloat16 bits; the
+/// table passes [`ValueTable::bf16_instruction_exact`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bf16")]
+unsafe fn convert_avx512_bf16<const STREAM: bool>(
+    src: *const u8,
+    n: usize,
+    table: &ValueTable,
+    dst: [*mut u16; 3],
+    copies: usize,
+    copy_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    let pixels = Pixels16::new(table);
+    // A row that starts on a half line (CLIP-336: every other row) takes 16
+    // pixels first, so that the following steps start on whole lines (the
+    // three channel rows share their offset from a line in the usual layouts;
+    // where they do not, the stores below stay correct, only less streamed).
+    let first = if (dst[0] as usize) % 64 == 32 { 16 } else { 32 };
+    let mut x = 0;
+    while x < n {
+        let m = if x == 0 { first } else { 32 }.min(n - x);
+        let (m0, m1) = (m.min(16), m.saturating_sub(16));
+        // SAFETY: the masks keep loads inside src[3x..3n] (m1 = 0: nothing read).
+        let low = pixels.values(src.add(3 * x), m0);
+        let high = pixels.values(src.add(3 * (x + 16).min(n)), m1);
+        for c in 0..3 {
+            let pair: __m512bh = _mm512_cvtne2ps_pbh(high[c], low[c]);
+            let bits = std::mem::transmute::<__m512bh, __m512i>(pair);
+            for k in 0..copies {
+                let at = dst[c].add(k * copy_stride + x);
+                if STREAM && m == 32 && (at as usize).is_multiple_of(64) {
+                    _mm512_stream_si512(at as *mut __m512i, bits);
+                    continue;
+                }
+                // By halves of 16 values: whole halves on a half line stream too
+                // (rows that start mid-line, as CLIP-336's odd rows, and a row's last
+                // 16 values; a plain store into a line being streamed would flush it).
+                let halves = [
+                    _mm512_castsi512_si256(bits),
+                    _mm512_extracti64x4_epi64::<1>(bits),
+                ];
+                for (half, v) in halves.into_iter().enumerate() {
+                    let lanes = m.saturating_sub(16 * half).min(16);
+                    let at = at.add(16 * half);
+                    if STREAM && lanes == 16 && (at as usize).is_multiple_of(32) {
+                        _mm256_stream_si256(at as *mut __m256i, v);
+                    } else if lanes > 0 {
+                        _mm256_mask_storeu_epi16(at as *mut i16, ((1u32 << lanes) - 1) as u16, v);
+                    }
+                }
             }
         }
         x += m;
@@ -642,6 +749,7 @@ fn qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
         return qwen_patches(Convert::Avx512, rows, (h, w), g, table, out);
     }
     let mut image = PatchRowBytes::new(table, g);
+    let bf16 = T::KIND == OutKind::Bf16 && table.bf16_instruction;
     let mut out_rows = out.chunks_exact_mut(row_len);
     for bh in 0..grid_h / m {
         let band = rows.rows(bh * m * p, (bh + 1) * m * p);
@@ -655,7 +763,11 @@ fn qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
                     // the patch's p rows of p pixels (asserted); row is one patch row.
                     unsafe {
                         image.fill(src.as_ptr(), w * 3);
-                        image.write_row(row);
+                        if bf16 {
+                            image.write_row_bf16(row);
+                        } else {
+                            image.write_row(row);
+                        }
                     }
                 }
             }
@@ -795,6 +907,66 @@ impl PatchRowBytes {
         if e < len {
             let past = (e + 16 - len) as u32;
             store16::<T, false>(dst.offset(e), u16::MAX >> past, value(e));
+        }
+    }
+
+    /// [`PatchRowBytes::write_row`] for bfloat16 with the AVX-512 BF16
+    /// conversion: 32 values per step, one 64-byte streaming store each.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL/VBMI/BF16; `row` holds bfloat16 values (`T::KIND` is
+    /// `Bf16`), `row.len()` is the geometry's row length; the table passes
+    /// [`ValueTable::bf16_instruction_exact`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bf16")]
+    unsafe fn write_row_bf16<T: OutValue>(&self, row: &mut [T]) {
+        use std::arch::x86_64::*;
+        debug_assert_eq!(T::KIND, OutKind::Bf16);
+        let len = row.len() as isize;
+        // Values before the first 64-byte line.
+        let lead = (((64 - row.as_ptr() as usize % 64) % 64) / 2) as isize;
+        let bytes = self.bytes.as_ptr().add(EDGE);
+        let (scale, bias) = (self.scale.as_ptr().add(EDGE), self.bias.as_ptr().add(EDGE));
+        let dst = row.as_mut_ptr() as *mut u16;
+        let value = |e: isize| {
+            let b = _mm_loadu_si128(bytes.offset(e) as *const __m128i);
+            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+            _mm512_add_ps(
+                _mm512_mul_ps(f, _mm512_loadu_ps(scale.offset(e))),
+                _mm512_loadu_ps(bias.offset(e)),
+            )
+        };
+        // 32 values e..e + 32 as bfloat16 bits.
+        let values = |e: isize| {
+            let pair: __m512bh = _mm512_cvtne2ps_pbh(value(e + 16), value(e));
+            _mm512_castsi512_ps(std::mem::transmute::<__m512bh, __m512i>(pair))
+        };
+        let mut e = 0;
+        while e < lead.min(len) {
+            // The values before the first line, 16 at a time, masked.
+            let n = 16.min(lead.min(len) - e);
+            let mask: __mmask16 = ((1u32 << n) - 1) as u16;
+            let bits = _mm512_cvtneps_pbh(value(e));
+            _mm256_mask_storeu_epi16(
+                dst.offset(e) as *mut i16,
+                mask,
+                std::mem::transmute::<__m256bh, __m256i>(bits),
+            );
+            e += n;
+        }
+        while e + 32 <= len {
+            _mm512_stream_ps(dst.offset(e) as *mut f32, values(e));
+            e += 32;
+        }
+        while e < len {
+            let n = 16.min(len - e);
+            let mask: __mmask16 = ((1u32 << n) - 1) as u16;
+            let bits = _mm512_cvtneps_pbh(value(e));
+            _mm256_mask_storeu_epi16(
+                dst.offset(e) as *mut i16,
+                mask,
+                std::mem::transmute::<__m256bh, __m256i>(bits),
+            );
+            e += n;
         }
     }
 }
@@ -1146,6 +1318,73 @@ mod tests {
                 });
             }
         }
+    }
+
+    /// The AVX-512 BF16 conversion (where this CPU has it) gives the bits of
+    /// the emulated rounding for every byte value of every channel, in the
+    /// channel-first writers (plain and streaming) and the Qwen2-VL ones; a map
+    /// with subnormal values does not use it.
+    #[test]
+    fn bf16_instruction_equals_emulation() {
+        // 308 columns (11 blocks of 28): every byte value in every channel.
+        let (h, w) = (28, 308);
+        let img: Vec<u8> = (0..h * w)
+            .flat_map(|i| {
+                let v = (i % w % 256) as u8;
+                [v, 255 - v, v.wrapping_mul(7).wrapping_add((i / w) as u8)]
+            })
+            .collect();
+        let source = || ImageRows {
+            image: &img,
+            row_len: w * 3,
+        };
+        // Larger than the image: padded rows and columns too.
+        let window = Window {
+            top: -1,
+            left: -3,
+            height: h + 2,
+            width: w + 5,
+        };
+        let g = PatchGeometry {
+            patch_size: 14,
+            merge_size: 2,
+            temporal_patch_size: 2,
+        };
+        let tables = [
+            || {
+                let clip = ([0.481, 0.458, 0.408], [0.269, 0.261, 0.276]);
+                ValueTable::new(Some(1.0 / 255.0), Some(clip))
+            },
+            || ValueTable::new(Some(1.0 / 255.0), Some(([0.5; 3], [0.5; 3]))),
+            || ValueTable::new(None, None),
+            || {
+                ValueTable::new(
+                    Some(1.0 / 255.0),
+                    Some(([1e3, -2.5, 0.0], [1e-3, 7.0, 1e4])),
+                )
+            },
+        ];
+        for table in tables {
+            let (native, emulated) = (table(), table().without_bf16_instruction());
+            let mut chw = vec![Bf16(0); 3 * window.height * window.width];
+            write_chw(&mut source(), (h, w), window, &emulated, &mut chw);
+            let mut qwen = vec![Bf16(0); (h / 14) * (w / 14) * g.row_len()];
+            write_qwen_patches(&mut source(), (h, w), g, &emulated, &mut qwen);
+            for shift in [0, 5, 16, 31] {
+                check_at(&chw, shift, |o| {
+                    write_chw(&mut source(), (h, w), window, &native, o)
+                });
+                check_at(&chw, shift, |o| {
+                    write_chw_streaming(&mut source(), (h, w), window, &native, o)
+                });
+                check_at(&qwen, shift, |o| {
+                    write_qwen_patches_streaming(&mut source(), (h, w), g, &native, o)
+                });
+            }
+        }
+        let tiny = ValueTable::new(Some(1e-40), None);
+        assert!(!tiny.bf16_instruction_exact() && !tiny.bf16_instruction);
+        assert!(ValueTable::new(Some(1.0 / 255.0), None).bf16_instruction_exact());
     }
 
     #[test]
