@@ -21,16 +21,17 @@ impl ValueTable {
     pub fn new(rescale: Option<f64>, mean_std: Option<([f64; 3], [f64; 3])>) -> Self {
         let r = rescale.unwrap_or(1.0);
         let (mean, std) = mean_std.unwrap_or(([0.0; 3], [1.0; 3]));
-        let mut table = Self {
+        let table = Self {
             scale: std::array::from_fn(|c| (r / std[c]) as f32),
             bias: std::array::from_fn(|c| (-mean[c] / std[c]) as f32),
             bf16_instruction: false,
         };
         #[cfg(target_arch = "x86_64")]
-        {
-            table.bf16_instruction =
-                std::arch::is_x86_feature_detected!("avx512bf16") && table.bf16_instruction_exact();
-        }
+        let table = Self {
+            bf16_instruction: std::arch::is_x86_feature_detected!("avx512bf16")
+                && table.bf16_instruction_exact(),
+            ..table
+        };
         table
     }
 
@@ -678,6 +679,7 @@ pub fn write_qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
     out: &mut [T],
 ) {
     match Convert::best() {
+        #[cfg(target_arch = "x86_64")]
         Convert::Avx512 => qwen_patches_streaming(rows, hw, g, table, out),
         simd => qwen_patches(simd, rows, hw, g, table, out),
     }
@@ -729,6 +731,7 @@ fn qwen_patches<T: OutValue, R: RowSource + ?Sized>(
 }
 
 /// [`write_qwen_patches_streaming`] on AVX-512.
+#[cfg(target_arch = "x86_64")]
 fn qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
     rows: &mut R,
     (h, w): (usize, usize),
@@ -777,10 +780,12 @@ fn qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
 }
 
 /// Largest Qwen2-VL patch row [`PatchRowBytes`] holds (values; Qwen2-VL: 1176).
+#[cfg(target_arch = "x86_64")]
 const MAX_ROW_BYTES: usize = 3 * 2 * 16 * 16;
 
 /// Padding before and after the values of [`PatchRowBytes`]: a 16-value step
 /// may start up to 15 values before the row and end up to 15 after it.
+#[cfg(target_arch = "x86_64")]
 const EDGE: usize = 16;
 
 /// One Qwen2-VL patch row as bytes, in the row's own order (channel, temporal
