@@ -872,6 +872,25 @@ impl PatchRowBytes {
         }
     }
 
+    /// Values `e..e + 16` of the row (`e` may reach 15 values past either end,
+    /// into the padding).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL/VBMI; `-16 < e < row_len`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn value(&self, e: isize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let at = (EDGE as isize + e) as usize;
+        let b = _mm_loadu_si128(self.bytes.as_ptr().add(at) as *const __m128i);
+        let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+        // mul then add (no FMA): the same float rounding as the portable path.
+        _mm512_add_ps(
+            _mm512_mul_ps(f, _mm512_loadu_ps(self.scale.as_ptr().add(at))),
+            _mm512_loadu_ps(self.bias.as_ptr().add(at)),
+        )
+    }
+
     /// Converts the row in place into `row`, 16 values per step at addresses
     /// aligned to `16 * size_of::<T>()`: the aligned whole steps as streaming
     /// stores, the partial ones at the two ends as masked stores.
@@ -880,25 +899,14 @@ impl PatchRowBytes {
     /// AVX-512F/BW/VL/VBMI; `row.len()` is the geometry's row length.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
     unsafe fn write_row<T: OutValue>(&self, row: &mut [T]) {
-        use std::arch::x86_64::*;
         let len = row.len() as isize;
         debug_assert_eq!(row.len(), self.g.row_len());
         let size = std::mem::size_of::<T>();
         let step = 16 * size;
         // Values before the first aligned step.
         let lead = (((step - row.as_ptr() as usize % step) % step) / size) as isize;
-        let bytes = self.bytes.as_ptr().add(EDGE);
-        let (scale, bias) = (self.scale.as_ptr().add(EDGE), self.bias.as_ptr().add(EDGE));
         let dst = row.as_mut_ptr();
-        let value = |e: isize| {
-            let b = _mm_loadu_si128(bytes.offset(e) as *const __m128i);
-            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
-            // mul then add (no FMA): the same float rounding as the portable path.
-            _mm512_add_ps(
-                _mm512_mul_ps(f, _mm512_loadu_ps(scale.offset(e))),
-                _mm512_loadu_ps(bias.offset(e)),
-            )
-        };
+        let value = |e: isize| self.value(e);
         let mut e = 0;
         if lead > 0 {
             let first = (16 - lead) as u32;
@@ -929,17 +937,8 @@ impl PatchRowBytes {
         let len = row.len() as isize;
         // Values before the first 64-byte line.
         let lead = (((64 - row.as_ptr() as usize % 64) % 64) / 2) as isize;
-        let bytes = self.bytes.as_ptr().add(EDGE);
-        let (scale, bias) = (self.scale.as_ptr().add(EDGE), self.bias.as_ptr().add(EDGE));
         let dst = row.as_mut_ptr() as *mut u16;
-        let value = |e: isize| {
-            let b = _mm_loadu_si128(bytes.offset(e) as *const __m128i);
-            let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
-            _mm512_add_ps(
-                _mm512_mul_ps(f, _mm512_loadu_ps(scale.offset(e))),
-                _mm512_loadu_ps(bias.offset(e)),
-            )
-        };
+        let value = |e: isize| self.value(e);
         // 32 values e..e + 32 as bfloat16 bits.
         let values = |e: isize| {
             let pair: __m512bh = _mm512_cvtne2ps_pbh(value(e + 16), value(e));
