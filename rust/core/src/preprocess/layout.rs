@@ -747,8 +747,9 @@ fn qwen_patches_streaming<T: OutValue, R: RowSource + ?Sized>(
         grid_h * grid_w * row_len,
         "write_qwen_patches: output size"
     );
-    if p > 16 || row_len > MAX_ROW_BYTES {
-        // Rows of more than 16 pixels, or patch rows larger than the byte image.
+    if !(4..=16).contains(&p) || row_len > MAX_ROW_BYTES {
+        // Rows of more than 16 pixels, patches of fewer than 16 values (a step
+        // could cross two segment ends), or patch rows larger than the layout.
         return qwen_patches(Convert::Avx512, rows, (h, w), g, table, out);
     }
     let mut image = PatchRowBytes::new(table, g);
@@ -788,42 +789,77 @@ const MAX_ROW_BYTES: usize = 3 * 2 * 16 * 16;
 #[cfg(target_arch = "x86_64")]
 const EDGE: usize = 16;
 
-/// One Qwen2-VL patch row as bytes, in the row's own order (channel, temporal
-/// copy, y, x): value `e` of the row is `scale[e] * bytes[e] + bias[e]`. With
-/// the bytes in place (a few hundred 16-byte stores into L1 per patch), any
-/// 16 consecutive values of the row are one load, one widening, one multiply,
-/// one add: the row goes out cache line by cache line, each whole line as one
-/// streaming store, whatever the row's offset from a line. In-process A/B on
-/// 64 Qwen2-VL images against the former writer (the floats assembled in an
-/// L1 buffer with 14-lane masked stores, then copied out with streaming
-/// stores), blocks of five batches, 24 runs of 60 batches: median faster in 21
-/// runs, by 0.45 ms (3 %) on average (13.5-16.6 ms per batch).
+/// One Qwen2-VL patch as three planar byte blocks (channel c: `p * p` bytes,
+/// row-major), and per value of the patch row (channel, temporal copy, y, x)
+/// its multiplier and offset: value `e` of the row is `scale[e] * byte + bias[e]`,
+/// the byte taken from the plane of `e`'s channel at `e`'s place in its
+/// segment (a temporal copy reads the same plane again). Laying out the patch
+/// costs one 16-byte store per image row and channel into L1; then any 16
+/// consecutive values of the row are one load (two and a blend where they
+/// cross from one segment into the next), one widening, one multiply, one
+/// add, and the row goes out cache line by cache line, each whole line as one
+/// streaming store, whatever the row's offset from a line.
+///
+/// In-process A/B on 64 Qwen2-VL images (blocks of five batches): with each
+/// temporal copy's bytes stored separately, against the former writer (floats
+/// assembled in L1 with 14-lane masked stores, then copied out with streaming
+/// stores), whole pipeline, 24 runs of 60 batches: median faster in 21 runs,
+/// by 0.45 ms (3 %). Storing each plane once and walking the row segment by
+/// segment (this form): the writer alone 4.5-4.8 vs 5.8-7.2 ms per batch
+/// (about the streaming floor of 146 MB here), the pipeline 11.4-16.4 vs
+/// 13.3-18.1 ms, faster in each of five alternations (the small stores that
+/// lay out a patch commit behind the streaming stores, so each one counts).
 #[cfg(target_arch = "x86_64")]
 #[repr(C, align(64))]
 struct PatchRowBytes {
+    /// `EDGE` bytes, then the planes (`3 * p * p` bytes), then padding.
     bytes: [u8; EDGE + MAX_ROW_BYTES + EDGE],
     scale: [f32; EDGE + MAX_ROW_BYTES + EDGE],
     bias: [f32; EDGE + MAX_ROW_BYTES + EDGE],
+    /// Per segment (channel c, temporal copy k) of the row, and one more:
+    /// where value `e` of that segment finds its byte, `e + plane[s]` from the
+    /// first plane (`c * p * p - s * p * p`).
+    plane: Vec<isize>,
     /// Byte permutation of 16 RGB pixels into their R, G and B bytes (16 each).
     index: [u8; 64],
     g: PatchGeometry,
 }
 
+/// The walk over a patch row's values 16 at a time, from a start before or at
+/// the row's first value: which segment the step starts in and where it ends.
+#[cfg(target_arch = "x86_64")]
+struct Steps {
+    e: isize,
+    segment: usize,
+    end: isize,
+}
+
 #[cfg(target_arch = "x86_64")]
 impl PatchRowBytes {
+    /// The layout for `g` (`p * p >= 16`: a step crosses at most one segment
+    /// boundary; `3 * t * p * p <= MAX_ROW_BYTES`).
     fn new(table: &ValueTable, g: PatchGeometry) -> Box<Self> {
         let seg = g.patch_size * g.patch_size;
         let len = g.row_len();
-        assert!(len <= MAX_ROW_BYTES);
+        assert!(len <= MAX_ROW_BYTES && seg >= 16);
+        let t = g.temporal_patch_size;
+        let segments = 3 * t;
+        let plane = (0..=segments)
+            .map(|s| {
+                let s = s.min(segments - 1);
+                ((s / t) * seg) as isize - (s * seg) as isize
+            })
+            .collect();
         let mut image = Box::new(PatchRowBytes {
             bytes: [0; EDGE + MAX_ROW_BYTES + EDGE],
             scale: [0.0; EDGE + MAX_ROW_BYTES + EDGE],
             bias: [0.0; EDGE + MAX_ROW_BYTES + EDGE],
+            plane,
             index: DEINTERLEAVE,
             g,
         });
         for e in 0..len {
-            let c = e / (g.temporal_patch_size * seg);
+            let c = e / (t * seg);
             image.scale[EDGE + e] = table.scale[c];
             image.bias[EDGE + e] = table.bias[c];
         }
@@ -831,20 +867,20 @@ impl PatchRowBytes {
     }
 
     /// Puts the `p` x `p` RGB patch at `src` (rows `stride` bytes apart) in
-    /// place: row `y` of channel `c` at each of its temporal copies.
+    /// the planes.
     ///
     /// # Safety
     /// AVX-512F/BW/VL/VBMI; `src` readable for `(p - 1) * stride + 3 * p` bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
     unsafe fn fill(&mut self, src: *const u8, stride: usize) {
         use std::arch::x86_64::*;
-        let (p, t) = (self.g.patch_size, self.g.temporal_patch_size);
+        let p = self.g.patch_size;
         let seg = p * p;
         let index = _mm512_loadu_si512(self.index.as_ptr() as *const __m512i);
         let base = self.bytes.as_mut_ptr().add(EDGE);
         let load = (1u64 << (3 * p)) - 1;
         let last: __mmask16 = ((1u32 << p) - 1) as u16;
-        // A full store's spill ends inside its own segment only from 8 pixels on
+        // A full store's spill ends inside its own plane only from 8 pixels on
         // ((p - 2) * p + 16 <= p * p); smaller patches store every row masked.
         let spill = p >= 8;
         for y in 0..p {
@@ -856,42 +892,70 @@ impl PatchRowBytes {
                 _mm512_extracti32x4_epi32::<2>(planar),
             ];
             for (c, bytes) in channels.into_iter().enumerate() {
-                for k in 0..t {
-                    let at = base.add((c * t + k) * seg + y * p) as *mut __m128i;
-                    // Rows go in order: each full 16-byte store spills past its p
-                    // bytes into the next row's place, which the next store
-                    // overwrites; the segment's last row must not spill into the
-                    // next segment (written earlier).
-                    if spill && y + 1 < p {
-                        _mm_storeu_si128(at, bytes);
-                    } else {
-                        _mm_mask_storeu_epi8(at as *mut i8, last, bytes);
-                    }
+                let at = base.add(c * seg + y * p) as *mut __m128i;
+                // Rows go in order: each full 16-byte store spills past its p
+                // bytes into the next row's place, which the next store
+                // overwrites; the plane's last row must not spill into the next
+                // plane (written earlier).
+                if spill && y + 1 < p {
+                    _mm_storeu_si128(at, bytes);
+                } else {
+                    _mm_mask_storeu_epi8(at as *mut i8, last, bytes);
                 }
             }
         }
     }
 
-    /// Values `e..e + 16` of the row (`e` may reach 15 values past either end,
-    /// into the padding).
-    ///
-    /// # Safety
-    /// AVX-512F/BW/VL/VBMI; `-16 < e < row_len`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-    #[inline]
-    unsafe fn value(&self, e: isize) -> std::arch::x86_64::__m512 {
-        use std::arch::x86_64::*;
-        let at = (EDGE as isize + e) as usize;
-        let b = _mm_loadu_si128(self.bytes.as_ptr().add(at) as *const __m128i);
-        let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
-        // mul then add (no FMA): the same float rounding as the portable path.
-        _mm512_add_ps(
-            _mm512_mul_ps(f, _mm512_loadu_ps(self.scale.as_ptr().add(at))),
-            _mm512_loadu_ps(self.bias.as_ptr().add(at)),
-        )
+    /// The steps of a row whose first aligned step starts at value `lead`:
+    /// from `lead` rounded down to a multiple of 16 below it (or 0).
+    fn steps(&self, lead: isize) -> Steps {
+        let seg = (self.g.patch_size * self.g.patch_size) as isize;
+        Steps {
+            e: lead - 16 * ((lead + 15) / 16),
+            segment: 0,
+            end: seg,
+        }
     }
 
-    /// Converts the row in place into `row`, 16 values per step at addresses
+    /// Values `e..e + 16` of the row for the walk's next step (lanes before
+    /// the row's start or after its end hold padding), and the step's start.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL/VBMI; `walk` from [`PatchRowBytes::steps`], not past the row's end.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn next(&self, walk: &mut Steps) -> (isize, std::arch::x86_64::__m512) {
+        use std::arch::x86_64::*;
+        let e = walk.e;
+        let base = self.bytes.as_ptr().add(EDGE);
+        let mut bytes =
+            _mm_loadu_si128(base.offset(e + self.plane[walk.segment]) as *const __m128i);
+        if e + 16 > walk.end {
+            // Lanes from `inside` on are the next segment's first values.
+            let inside = (walk.end - e) as u32;
+            let next = base.offset(e + self.plane[walk.segment + 1]);
+            bytes = _mm_mask_blend_epi8(
+                !((1u32 << inside) - 1) as u16,
+                bytes,
+                _mm_loadu_si128(next as *const __m128i),
+            );
+        }
+        walk.e += 16;
+        if walk.e >= walk.end {
+            walk.segment += 1;
+            walk.end += (self.g.patch_size * self.g.patch_size) as isize;
+        }
+        let at = (EDGE as isize + e) as usize;
+        let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+        // mul then add (no FMA): the same float rounding as the portable path.
+        let v = _mm512_add_ps(
+            _mm512_mul_ps(f, _mm512_loadu_ps(self.scale.as_ptr().add(at))),
+            _mm512_loadu_ps(self.bias.as_ptr().add(at)),
+        );
+        (e, v)
+    }
+
+    /// Converts the patch into `row`, 16 values per step at addresses
     /// aligned to `16 * size_of::<T>()`: the aligned whole steps as streaming
     /// stores, the partial ones at the two ends as masked stores.
     ///
@@ -899,6 +963,7 @@ impl PatchRowBytes {
     /// AVX-512F/BW/VL/VBMI; `row.len()` is the geometry's row length.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
     unsafe fn write_row<T: OutValue>(&self, row: &mut [T]) {
+        use std::arch::x86_64::*;
         let len = row.len() as isize;
         debug_assert_eq!(row.len(), self.g.row_len());
         let size = std::mem::size_of::<T>();
@@ -906,20 +971,43 @@ impl PatchRowBytes {
         // Values before the first aligned step.
         let lead = (((step - row.as_ptr() as usize % step) % step) / size) as isize;
         let dst = row.as_mut_ptr();
-        let value = |e: isize| self.value(e);
-        let mut e = 0;
-        if lead > 0 {
-            let first = (16 - lead) as u32;
-            store16::<T, false>(dst.offset(lead - 16), u16::MAX << first, value(lead - 16));
-            e = lead;
+        let mut walk = self.steps(lead);
+        let partial = |(e, v): (isize, __m512)| {
+            let (first, past) = ((-e).max(0) as u32, (e + 16 - len).max(0) as u32);
+            store16::<T, false>(dst.offset(e), (u16::MAX << first) & (u16::MAX >> past), v);
+        };
+        if walk.e < 0 {
+            partial(self.next(&mut walk));
         }
-        while e + 16 <= len {
-            store16::<T, true>(dst.offset(e), u16::MAX, value(e));
-            e += 16;
-        }
-        if e < len {
-            let past = (e + 16 - len) as u32;
-            store16::<T, false>(dst.offset(e), u16::MAX >> past, value(e));
+        // Segment by segment: the steps inside one read one plane (no checks),
+        // the step across its end blends two.
+        let seg = (self.g.patch_size * self.g.patch_size) as isize;
+        let base = self.bytes.as_ptr().add(EDGE);
+        let (scale, bias) = (self.scale.as_ptr().add(EDGE), self.bias.as_ptr().add(EDGE));
+        while walk.e < len {
+            let from = base.offset(self.plane[walk.segment]);
+            let mut e = walk.e;
+            while e + 16 <= walk.end {
+                let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    from.offset(e) as *const __m128i
+                )));
+                let v = _mm512_add_ps(
+                    _mm512_mul_ps(f, _mm512_loadu_ps(scale.offset(e))),
+                    _mm512_loadu_ps(bias.offset(e)),
+                );
+                store16::<T, true>(dst.offset(e), u16::MAX, v);
+                e += 16;
+            }
+            walk.e = e;
+            if walk.e == walk.end {
+                walk.segment += 1;
+                walk.end += seg;
+            } else if walk.e + 16 <= len {
+                let (e, v) = self.next(&mut walk);
+                store16::<T, true>(dst.offset(e), u16::MAX, v);
+            } else {
+                partial(self.next(&mut walk));
+            }
         }
     }
 
@@ -938,39 +1026,25 @@ impl PatchRowBytes {
         // Values before the first 64-byte line.
         let lead = (((64 - row.as_ptr() as usize % 64) % 64) / 2) as isize;
         let dst = row.as_mut_ptr() as *mut u16;
-        let value = |e: isize| self.value(e);
-        // 32 values e..e + 32 as bfloat16 bits.
-        let values = |e: isize| {
-            let pair: __m512bh = _mm512_cvtne2ps_pbh(value(e + 16), value(e));
-            _mm512_castsi512_ps(std::mem::transmute::<__m512bh, __m512i>(pair))
+        // 16 values at a time, masked: the ends of the row.
+        let partial = |(e, v): (isize, __m512)| {
+            let (first, past) = ((-e).max(0) as u32, (e + 16 - len).max(0) as u32);
+            let mask = (u16::MAX << first) & (u16::MAX >> past);
+            let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+            _mm256_mask_storeu_epi16(dst.offset(e) as *mut i16, mask, bits);
         };
-        let mut e = 0;
-        while e < lead.min(len) {
-            // The values before the first line, 16 at a time, masked.
-            let n = 16.min(lead.min(len) - e);
-            let mask: __mmask16 = ((1u32 << n) - 1) as u16;
-            let bits = _mm512_cvtneps_pbh(value(e));
-            _mm256_mask_storeu_epi16(
-                dst.offset(e) as *mut i16,
-                mask,
-                std::mem::transmute::<__m256bh, __m256i>(bits),
-            );
-            e += n;
+        let mut walk = self.steps(lead);
+        while walk.e < lead.min(len) {
+            partial(self.next(&mut walk));
         }
-        while e + 32 <= len {
-            _mm512_stream_ps(dst.offset(e) as *mut f32, values(e));
-            e += 32;
+        while walk.e + 32 <= len {
+            let (e, low) = self.next(&mut walk);
+            let (_, high) = self.next(&mut walk);
+            let pair = std::mem::transmute::<__m512bh, __m512>(_mm512_cvtne2ps_pbh(high, low));
+            _mm512_stream_ps(dst.offset(e) as *mut f32, pair);
         }
-        while e < len {
-            let n = 16.min(len - e);
-            let mask: __mmask16 = ((1u32 << n) - 1) as u16;
-            let bits = _mm512_cvtneps_pbh(value(e));
-            _mm256_mask_storeu_epi16(
-                dst.offset(e) as *mut i16,
-                mask,
-                std::mem::transmute::<__m256bh, __m256i>(bits),
-            );
-            e += n;
+        while walk.e < len {
+            partial(self.next(&mut walk));
         }
     }
 }
