@@ -12,6 +12,8 @@ pub struct ValueTable {
     bias: [f32; 3],
     /// bfloat16 outputs may use the AVX-512 BF16 conversion: the CPU has it
     /// and it is exact for this map ([`ValueTable::bf16_instruction_exact`]).
+    /// Only the x86-64 kernels read it.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     bf16_instruction: bool,
 }
 
@@ -37,7 +39,8 @@ impl ValueTable {
 
     /// The same map without the AVX-512 BF16 conversion (the emulated rounding
     /// everywhere; the tests compare the two).
-    pub fn without_bf16_instruction(mut self) -> Self {
+    #[cfg(test)]
+    fn without_bf16_instruction(mut self) -> Self {
         self.bf16_instruction = false;
         self
     }
@@ -822,8 +825,6 @@ struct PatchRowBytes {
     /// where value `e` of that segment finds its byte, `e + plane[s]` from the
     /// first plane (`c * p * p - s * p * p`).
     plane: Vec<isize>,
-    /// Byte permutation of 16 RGB pixels into their R, G and B bytes (16 each).
-    index: [u8; 64],
     g: PatchGeometry,
 }
 
@@ -857,7 +858,6 @@ impl PatchRowBytes {
             scale: [0.0; EDGE + MAX_ROW_BYTES + EDGE],
             bias: [0.0; EDGE + MAX_ROW_BYTES + EDGE],
             plane,
-            index: DEINTERLEAVE,
             g,
         });
         for e in 0..len {
@@ -878,7 +878,7 @@ impl PatchRowBytes {
         use std::arch::x86_64::*;
         let p = self.g.patch_size;
         let seg = p * p;
-        let index = _mm512_loadu_si512(self.index.as_ptr() as *const __m512i);
+        let index = _mm512_loadu_si512(DEINTERLEAVE.as_ptr() as *const __m512i);
         let base = self.bytes.as_mut_ptr().add(EDGE);
         let load = (1u64 << (3 * p)) - 1;
         let last: __mmask16 = ((1u32 << p) - 1) as u16;
@@ -908,22 +908,11 @@ impl PatchRowBytes {
         }
     }
 
-    /// The steps of a row whose first aligned step starts at value `lead`:
-    /// from `lead` rounded down to a multiple of 16 below it (or 0).
-    fn steps(&self, lead: isize) -> Steps {
-        let seg = (self.g.patch_size * self.g.patch_size) as isize;
-        Steps {
-            e: lead - 16 * ((lead + 15) / 16),
-            segment: 0,
-            end: seg,
-        }
-    }
-
     /// Values `e..e + 16` of the row for the walk's next step (lanes before
     /// the row's start or after its end hold padding), and the step's start.
     ///
     /// # Safety
-    /// AVX-512F/BW/VL/VBMI; `walk` from [`PatchRowBytes::steps`], not past the row's end.
+    /// AVX-512F/BW/VL/VBMI; `walk` inside the row (as [`PatchRowBytes::each_step`] keeps it).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
     #[inline]
     unsafe fn next(&self, walk: &mut Steps) -> (isize, std::arch::x86_64::__m512) {
@@ -947,14 +936,28 @@ impl PatchRowBytes {
             walk.segment += 1;
             walk.end += (self.g.patch_size * self.g.patch_size) as isize;
         }
+        (e, self.convert(bytes, e))
+    }
+
+    /// Values `e..e + 16` of the row from their 16 bytes.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL/VBMI; `-16 < e < row_len`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    #[inline]
+    unsafe fn convert(
+        &self,
+        bytes: std::arch::x86_64::__m128i,
+        e: isize,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
         let at = (EDGE as isize + e) as usize;
         let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
         // mul then add (no FMA): the same float rounding as the portable path.
-        let v = _mm512_add_ps(
+        _mm512_add_ps(
             _mm512_mul_ps(f, _mm512_loadu_ps(self.scale.as_ptr().add(at))),
             _mm512_loadu_ps(self.bias.as_ptr().add(at)),
-        );
-        (e, v)
+        )
     }
 
     /// Calls `emit(e, values e..e + 16)` for the row's steps in order, from
@@ -974,10 +977,13 @@ impl PatchRowBytes {
         mut emit: impl FnMut(isize, std::arch::x86_64::__m512),
     ) {
         use std::arch::x86_64::*;
-        let mut walk = self.steps(lead);
         let seg = (self.g.patch_size * self.g.patch_size) as isize;
+        let mut walk = Steps {
+            e: lead - 16 * ((lead + 15) / 16),
+            segment: 0,
+            end: seg,
+        };
         let base = self.bytes.as_ptr().add(EDGE);
-        let (scale, bias) = (self.scale.as_ptr().add(EDGE), self.bias.as_ptr().add(EDGE));
         if walk.e < 0 {
             let (e, v) = self.next(&mut walk);
             emit(e, v);
@@ -986,15 +992,8 @@ impl PatchRowBytes {
             let from = base.offset(self.plane[walk.segment]);
             let mut e = walk.e;
             while e + 16 <= walk.end {
-                let f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    from.offset(e) as *const __m128i
-                )));
-                // mul then add (no FMA): the same float rounding as the portable path.
-                let v = _mm512_add_ps(
-                    _mm512_mul_ps(f, _mm512_loadu_ps(scale.offset(e))),
-                    _mm512_loadu_ps(bias.offset(e)),
-                );
-                emit(e, v);
+                let bytes = _mm_loadu_si128(from.offset(e) as *const __m128i);
+                emit(e, self.convert(bytes, e));
                 e += 16;
             }
             walk.e = e;
@@ -1027,8 +1026,7 @@ impl PatchRowBytes {
             if e >= 0 && e + 16 <= len {
                 store16::<T, true>(dst.offset(e), u16::MAX, v);
             } else {
-                let (first, past) = ((-e).max(0) as u32, (e + 16 - len).max(0) as u32);
-                store16::<T, false>(dst.offset(e), (u16::MAX << first) & (u16::MAX >> past), v);
+                store16::<T, false>(dst.offset(e), inside_row(e, len), v);
             }
         });
     }
@@ -1058,13 +1056,18 @@ impl PatchRowBytes {
             } else if e >= lead && (e - lead) % 32 == 0 && e + 32 <= len {
                 low = Some(v);
             } else {
-                let (first, past) = ((-e).max(0) as u32, (e + 16 - len).max(0) as u32);
-                let mask = (u16::MAX << first) & (u16::MAX >> past);
                 let bits = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
-                _mm256_mask_storeu_epi16(dst.offset(e) as *mut i16, mask, bits);
+                _mm256_mask_storeu_epi16(dst.offset(e) as *mut i16, inside_row(e, len), bits);
             }
         });
     }
+}
+
+/// The lanes of the 16-value step at `e` that lie inside a row of `len` values.
+#[cfg(target_arch = "x86_64")]
+fn inside_row(e: isize, len: isize) -> u16 {
+    let (first, past) = ((-e).max(0) as u32, (e + 16 - len).max(0) as u32);
+    (u16::MAX << first) & (u16::MAX >> past)
 }
 
 /// One Qwen2-VL patch row from the `p` image rows starting at `src` (rows of
