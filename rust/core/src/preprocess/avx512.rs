@@ -187,17 +187,25 @@ impl HPlan {
         for y0 in (0..rows).step_by(ROWS) {
             let block = ROWS.min(rows - y0);
             // The next block's source lines are fetched while this one runs
-            // (the source usually comes from memory, not cache).
+            // (the source usually comes from memory, not cache), a few lines
+            // per row computed: issued all at once, the prefetches filled the
+            // line fill buffers and stalled the pass.
             let next = (y0 + ROWS).min(rows) * self.in_len..(y0 + 2 * ROWS).min(rows) * self.in_len;
-            for at in next.step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(at) as *const i8);
-            }
+            let lines = next.len().div_ceil(64);
+            let per_row = lines.div_ceil(block * self.groups.len() / GROUPS).max(1);
+            let mut fetch = next.start;
             for (b, groups) in self.groups.chunks_exact(GROUPS).enumerate() {
                 let store_mask = self.store_masks[b];
                 // This block's vectors: fixed offsets from one pointer.
                 let table =
                     self.table[b * GROUPS * Q * 4..][..GROUPS * Q * 4].as_ptr() as *const __m512i;
                 for y in y0..y0 + block {
+                    for _ in 0..per_row {
+                        if fetch < next.end {
+                            _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().add(fetch) as *const i8);
+                            fetch += 64;
+                        }
+                    }
                     let row = src.as_ptr().add(y * self.in_len);
                     // A plain loop: a closure here would not be inlined.
                     let mut sums = [zero; GROUPS];
