@@ -366,7 +366,7 @@ pub enum Kernels {
     /// AVX2 row passes; the horizontal pass runs on the transposed image.
     Avx2,
     /// AVX-512 BW/VBMI/VNNI: direct horizontal pass (where the filter window
-    /// fits 64 bytes), 16-bit pair products in both passes.
+    /// fits 64 bytes), weights as signed-byte digits times four taps per lane.
     Avx512,
 }
 
