@@ -70,8 +70,6 @@ pub struct HPlan {
     /// `4q + t` of lane `l` at byte `4l + t`), then those taps' three weight
     /// digits (see [`digits`]) at the same places, as signed bytes.
     table: Vec<[u8; 64]>,
-    /// Per block of [`GROUPS`] groups: its output bytes inside the output row.
-    store_masks: Vec<u64>,
     in_len: usize,
     out_len: usize,
     /// Fractional bits of the weights.
@@ -101,12 +99,6 @@ impl HPlan {
             groups: Vec::with_capacity(padded),
             quads,
             table: vec![[0u8; 64]; padded * quads * 4],
-            store_masks: (0..padded / GROUPS)
-                .map(|b| match out_len - 64 * b {
-                    n if n >= 64 => u64::MAX,
-                    n => (1u64 << n) - 1,
-                })
-                .collect(),
             in_len,
             out_len,
             precision: w.precision,
@@ -137,14 +129,9 @@ impl HPlan {
                     }
                 }
             }
-            let valid = in_len - base;
             plan.groups.push(Group {
                 base,
-                load_mask: if valid >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << valid) - 1
-                },
+                load_mask: first_bytes(in_len - base),
             });
         }
         plan.groups.resize_with(padded, || Group {
@@ -195,7 +182,7 @@ impl HPlan {
             let per_row = lines.div_ceil(block * self.groups.len() / GROUPS).max(1);
             let mut fetch = next.start;
             for (b, groups) in self.groups.chunks_exact(GROUPS).enumerate() {
-                let store_mask = self.store_masks[b];
+                let store_mask = first_bytes(self.out_len - 64 * b);
                 // This block's vectors: fixed offsets from one pointer.
                 let table =
                     self.table[b * GROUPS * Q * 4..][..GROUPS * Q * 4].as_ptr() as *const __m512i;
@@ -229,11 +216,7 @@ impl HPlan {
                                 );
                             }
                         }
-                        let low = _mm512_add_epi32(acc[0], _mm512_slli_epi32::<8>(acc[1]));
-                        *sum = _mm512_sra_epi32(
-                            _mm512_add_epi32(low, _mm512_slli_epi32::<16>(acc[2])),
-                            shift,
-                        );
+                        *sum = digit_sum(acc, shift);
                     }
                     let bytes = _mm512_packus_epi16(
                         _mm512_packs_epi32(sums[0], sums[1]),
@@ -335,6 +318,24 @@ fn digits(w: i32) -> Option<[i8; 3]> {
     Some([d0 as i8, d1 as i8, d2])
 }
 
+/// The output of per-digit sums `[sum_0, sum_1, sum_2]` (`half` already in
+/// `sum_0`): `sum_0 + (sum_1 << 8) + (sum_2 << 16)`, Pillow's i32 sum, shifted
+/// right by the weights' precision (clipping is left to the packs).
+#[inline(always)]
+unsafe fn digit_sum([d0, d1, d2]: [__m512i; 3], shift: __m128i) -> __m512i {
+    let low = _mm512_add_epi32(d0, _mm512_slli_epi32::<8>(d1));
+    _mm512_sra_epi32(_mm512_add_epi32(low, _mm512_slli_epi32::<16>(d2)), shift)
+}
+
+/// Mask of the first `n` bytes of a 64-byte vector (all of them from 64 on).
+fn first_bytes(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
 /// Most groups of four taps of a plan or a [`rows_pass`] row (16 taps; rows
 /// with more take [`rows_pass_pairs`], wider windows have no [`HPlan`]).
 const MAX_QUADS: usize = 4;
@@ -410,7 +411,7 @@ unsafe fn row_quads<const Q: usize>(
     let mut x = 0;
     while x < row_len {
         let n = 64.min(row_len - x);
-        let mask: __mmask64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mask = first_bytes(n);
         let mut acc = [[half, zero, zero]; 4];
         for (q, wq) in weights.iter().enumerate() {
             // Taps past `count` weigh 0 (zero digits): their slots read row
@@ -437,9 +438,8 @@ unsafe fn row_quads<const Q: usize>(
             }
         }
         let mut sum = [zero; 4];
-        for (s, [d0, d1, d2]) in sum.iter_mut().zip(acc) {
-            let low = _mm512_add_epi32(d0, _mm512_slli_epi32::<8>(d1));
-            *s = _mm512_sra_epi32(_mm512_add_epi32(low, _mm512_slli_epi32::<16>(d2)), shift);
+        for (s, digit_sums) in sum.iter_mut().zip(acc) {
+            *s = digit_sum(digit_sums, shift);
         }
         // Per 128-bit lane the packs restore column order: v[0], v[1] then v[2], v[3].
         let words01 = _mm512_packs_epi32(sum[0], sum[1]);

@@ -20,9 +20,11 @@ use thiserror::Error;
 /// Outputs from this size on are written with streaming stores (whole cache
 /// lines, not read before they are written): larger than the caches keep.
 /// In-process A/B on 64 images (blocks of five runs): channel-first CLIP-336
-/// 8-22 %, SigLIP-224 7-14 %, SigLIP-384 12-27 % faster; Qwen2-VL (patch
-/// rows then assembled as floats in L1 and copied out) 7-12 %. Below it plain
-/// stores, which leave the values in cache for the reader.
+/// 8-22 %, SigLIP-224 7-14 %, SigLIP-384 12-27 % faster; Qwen2-VL 7-12 %
+/// (measured with an earlier form of its streaming writer, which staged each
+/// patch row as floats in L1 and copied it out; the current one is
+/// `layout::PatchRowBytes`). Below it plain stores, which leave the values in
+/// cache for the reader.
 pub const STREAM_BYTES: usize = 32 << 20;
 
 pub use layout::{
