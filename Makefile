@@ -1,32 +1,40 @@
 # The two commands of the README: `make test` and `make train`.
-# Both create .venv/ on first use and install everything from pyproject.toml.
+# Both create .venv/ on first use and install the locked dependency set of requirements/
+# (uv pip install --require-hashes: every package pinned and hash-checked); pyproject.toml
+# keeps the version ranges for `pip install vlmrl-fast`. `make lock` regenerates the locks.
 
-VENV    := .venv
-PY      := $(VENV)/bin/python
-DEPS    := $(VENV)/.deps-installed
+VENV     := .venv
+PY       := $(VENV)/bin/python
+UV       := $(VENV)/bin/uv
+UV_PIN   := uv==0.13.9
+UVSTAMP  := $(VENV)/.uv-installed
+DEPS     := $(VENV)/.deps-installed
 TESTDEPS := $(VENV)/.test-deps-installed
+LOCK_RUN := requirements/runtime.lock
+LOCK_TEST := requirements/test.lock
+LATEST   := .venv-latest
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: test train build rust-test py-test bench clean
+.PHONY: test train build rust-test py-test lock test-latest bench bench-quick bench-compare bench-report clean
 
-# pip-installs requirement groups of pyproject.toml: "runtime" (the dependencies) or an extra's name.
-PIP_FROM_PYPROJECT = $(PY) -c "import tomllib, subprocess, sys; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	reqs = [r for g in sys.argv[1:] for r in (p['dependencies'] if g == 'runtime' else p['optional-dependencies'][g])]; \
-	subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', *reqs])"
-
-$(DEPS): pyproject.toml
+$(UVSTAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PIP_FROM_PYPROJECT) runtime dev
-	touch $(DEPS)
+	$(PY) -m pip install -q $(UV_PIN)
+	touch $@
 
-# The tests also play real ALFWorld games through the ALFWorldTW-v0 adapter: the optional
-# `alfworld` extra (alfworld + textworld[pddl]; pip builds fast-downward from source once, about
-# 3 minutes on 2 cores, then takes it from its wheel cache).
-$(TESTDEPS): $(DEPS)
-	$(PIP_FROM_PYPROJECT) alfworld
-	touch $(TESTDEPS)
+# make train: the runtime lock (the package's dependencies and maturin to build it).
+$(DEPS): $(LOCK_RUN) $(UVSTAMP)
+	$(UV) pip install -q --python $(PY) --require-hashes -r $(LOCK_RUN)
+	touch $@
+
+# make test: the test lock, a superset of the runtime lock with the same versions: the dev
+# tools and the optional `alfworld` extra (alfworld + textworld[pddl]; fast-downward and jericho
+# build from source once, about 2 minutes on 2 cores, then come from uv's cache), so the
+# ALFWorldTW-v0 adapter is tested for real.
+$(TESTDEPS): $(LOCK_TEST) $(DEPS)
+	$(UV) pip install -q --python $(PY) --require-hashes -r $(LOCK_TEST)
+	touch $@
 
 # Editable install of the package with the native module built in release mode.
 build: $(DEPS)
@@ -35,7 +43,7 @@ build: $(DEPS)
 rust-test:
 	cargo test --release --workspace --exclude vlmrl-fast-py
 
-py-test: build $(TESTDEPS)
+py-test: $(TESTDEPS) build
 	VLMRL_REQUIRE_ALFWORLD=1 $(PY) -m pytest -q
 
 test: rust-test py-test
@@ -43,8 +51,24 @@ test: rust-test py-test
 train: build
 	$(VENV)/bin/vlmrl train
 
+# Regenerate both locks from pyproject.toml (newest releases that satisfy its ranges, for every
+# platform and Python version it supports). Commit the result after `make test` passes on it.
+lock: $(UVSTAMP)
+	$(UV) pip compile -q pyproject.toml --extra dev --extra alfworld --universal --generate-hashes \
+		--python-version 3.10 -o $(LOCK_TEST)
+	$(UV) pip compile -q pyproject.toml requirements/runtime.in -c $(LOCK_TEST) --universal --generate-hashes \
+		--python-version 3.10 -o $(LOCK_RUN)
+
+# The tests against the newest releases, in a separate venv (not in CI): upstream breakage is
+# found on purpose here rather than by a new user. Builds and installs the package (not editable).
+test-latest: $(UVSTAMP)
+	test -x $(LATEST)/bin/python || python3 -m venv $(LATEST)
+	$(UV) pip install -q --python $(LATEST)/bin/python --upgrade --reinstall-package vlmrl-fast ".[dev,alfworld]"
+	cd tests && VLMRL_REQUIRE_ALFWORLD=1 VIRTUAL_ENV=$(abspath $(LATEST)) PATH=$(abspath $(LATEST))/bin:$$PATH \
+		$(abspath $(LATEST))/bin/python -m pytest -q -c ../pyproject.toml --rootdir .. .
+
 bench: build
 	$(PY) -m pytest bench -q --benchmark-only
 
 clean:
-	rm -rf target $(VENV)
+	rm -rf target $(VENV) $(LATEST)

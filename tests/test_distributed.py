@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 from vlmrl_fast.config import ConfigError, load_config
 from vlmrl_fast.distributed import INJECT_FAILURE_ENV, maybe_inject_failure, mean_over_processes
 
-PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+REPO = Path(__file__).resolve().parents[1]
+PYTHON_DIR = REPO / "python"
 TIMEOUT_S = 30  # dist_timeout of the failure test: both processes must be gone well before it
 
 
@@ -40,7 +41,8 @@ def launch(model: Path, run_dir: Path, *extra: str, env: dict[str, str] | None =
            "--updates", "2", "--seed", "2", *extra]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMRL_FAST_")}
     full_env.update(PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    # From the repository root, as the README launches it (its folders must not shadow any package).
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def check(proc: subprocess.CompletedProcess) -> None:

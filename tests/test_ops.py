@@ -1,11 +1,10 @@
 """vlmrl_fast.ops on the CPU: the references against independent float64 maths, the
-dispatch of backend="auto"/"torch", input validation, and how kernels/ is packaged."""
+dispatch of backend="auto"/"torch" and input validation (packaging: tests/test_packaging.py)."""
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from vlmrl_fast.ops.kernels.token_logprobs_reference import (
     token_logprobs_reference,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _logits(shape, vocab, dtype=torch.float32, seed=0, scale=3.0):
@@ -235,15 +233,3 @@ def test_gae_is_not_differentiable_and_ignores_requires_grad():
     values.requires_grad_(True)
     adv, ret = ops.gae(rewards, values, next_values, terminated, truncated, 0.9, 0.95)
     assert not adv.requires_grad and not ret.requires_grad
-
-
-def test_every_kernel_module_is_linked_into_the_package():
-    """kernels/*.py reach the wheel as vlmrl_fast/ops/kernels/*.py through file symlinks:
-    a module added to kernels/ without its link would be missing from installs."""
-    sources = sorted(p.name for p in (ROOT / "kernels").glob("*.py"))
-    link_dir = ROOT / "python" / "vlmrl_fast" / "ops" / "kernels"
-    links = sorted(p.name for p in link_dir.glob("*.py"))
-    assert sources == links
-    for name in links:
-        link = link_dir / name
-        assert link.is_symlink() and link.resolve() == (ROOT / "kernels" / name).resolve()

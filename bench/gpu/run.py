@@ -6,7 +6,7 @@ One command on a CUDA machine, installs nothing, needs torch and triton:
 
 It imports ``vlmrl_fast.ops`` when the package is installed (the abi3 wheel, installed
 with --no-deps) and otherwise loads the kernel modules straight from this checkout's
-kernels/ folder. It writes OUT_DIR/kernels_gpu.json, naming the device, after every
+python/vlmrl_fast/ops/kernels/. It writes OUT_DIR/kernels_gpu.json, naming the device, after every
 section, so a run cut short still leaves what it measured. ``--smoke`` runs the same
 code at toy sizes (on the CPU under TRITON_INTERPRET=1) to check the script itself.
 """
@@ -47,16 +47,16 @@ def _load_folder(name, folder):
 
 
 def load_kernels():
-    """The kernel modules: from the installed package; else its kernels/ folder loaded on
+    """The kernel modules: from the installed package; else its kernels folder loaded on
     its own (``import vlmrl_fast`` also imports the environments, whose dependencies a
-    GPU machine may lack); else this checkout's kernels/."""
+    GPU machine may lack); else this checkout's python/vlmrl_fast/ops/kernels/."""
     try:
         package = importlib.import_module("vlmrl_fast.ops.kernels")
         source = f"installed {Path(package.__file__).parent}"
     except ImportError as err:
         installed = [Path(p) / "vlmrl_fast" / "ops" / "kernels" for p in sys.path if p]
         installed = [p for p in installed if (p / "__init__.py").is_file()]
-        folder = installed[0] if installed else REPO / "kernels"
+        folder = installed[0] if installed else REPO / "python" / "vlmrl_fast" / "ops" / "kernels"
         package = _load_folder("vlmrl_kernels_src", folder)
         source = f"{folder} (import vlmrl_fast failed: {err})"
     mods = {m: importlib.import_module(f"{package.__name__}.{m}") for m in (

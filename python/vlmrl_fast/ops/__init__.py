@@ -9,8 +9,8 @@ Both functions take a ``backend``:
   interpreter (``TRITON_INTERPRET=1`` set before triton is first imported).
 - ``"torch"``: the plain-torch reference, the specification of both operations.
 
-The implementations live in ``vlmrl_fast.ops.kernels`` (the repository's ``kernels/``
-folder); triton is imported only when a Triton path runs.
+The implementations live in ``vlmrl_fast.ops.kernels`` (``python/vlmrl_fast/ops/kernels/``,
+the project's kernels folder); triton is imported only when a Triton path runs.
 """
 
 from __future__ import annotations
