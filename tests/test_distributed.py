@@ -87,9 +87,10 @@ def test_one_update_same_weights_on_both_processes(first_update):
 def test_resume_with_two_processes(first_update, model, tmp_path):
     run, dump1 = first_update
     dump2 = tmp_path / "weights_2"
-    # and: process 1's rollout takes 12 s longer than process 0's, beyond the 8 s collective time-out
-    proc = launch(model, run, "--resume", "--dist-timeout", "8",
-                  env={"VLMRL_FAST_DUMP_WEIGHTS": str(dump2), "VLMRL_FAST_INJECT_DELAY": "1:rollout:12"})
+    # and: process 1's rollout takes 20 s longer than process 0's, beyond the 15 s collective time-out
+    # (8 s was too tight for the other collectives on a loaded 2-core machine: a gloo time-out aborted one)
+    proc = launch(model, run, "--resume", "--dist-timeout", "15",
+                  env={"VLMRL_FAST_DUMP_WEIGHTS": str(dump2), "VLMRL_FAST_INJECT_DELAY": "1:rollout:20"})
     check(proc)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["updates_done"] == 2
