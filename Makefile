@@ -60,12 +60,13 @@ lock: $(UVSTAMP)
 		--python-version 3.10 -o $(LOCK_RUN)
 
 # The tests against the newest releases, in a separate venv (not in CI): upstream breakage is
-# found on purpose here rather than by a new user. Builds and installs the package (not editable).
+# found on purpose here rather than by a new user. Same tests, same editable build of this checkout.
 test-latest: $(UVSTAMP)
 	test -x $(LATEST)/bin/python || python3 -m venv $(LATEST)
-	$(UV) pip install -q --python $(LATEST)/bin/python --upgrade --reinstall-package vlmrl-fast ".[dev,alfworld]"
-	cd tests && VLMRL_REQUIRE_ALFWORLD=1 VIRTUAL_ENV=$(abspath $(LATEST)) PATH=$(abspath $(LATEST))/bin:$$PATH \
-		$(abspath $(LATEST))/bin/python -m pytest -q -c ../pyproject.toml --rootdir .. .
+	$(UV) pip install -q --python $(LATEST)/bin/python --upgrade -r pyproject.toml --extra dev --extra alfworld
+	VIRTUAL_ENV=$(abspath $(LATEST)) PATH=$(abspath $(LATEST))/bin:$$PATH $(LATEST)/bin/maturin develop --release -q
+	VIRTUAL_ENV=$(abspath $(LATEST)) PATH=$(abspath $(LATEST))/bin:$$PATH VLMRL_REQUIRE_ALFWORLD=1 \
+		$(LATEST)/bin/python -m pytest -q
 
 bench: build
 	$(PY) -m pytest bench -q --benchmark-only
