@@ -68,8 +68,34 @@ test-latest: $(UVSTAMP)
 	VIRTUAL_ENV=$(abspath $(LATEST)) PATH=$(abspath $(LATEST))/bin:$$PATH VLMRL_REQUIRE_ALFWORLD=1 \
 		$(LATEST)/bin/python -m pytest -q
 
+# Benchmarks (bench/README.md). `make bench` runs them all (about 30 min on 2 cores) and saves the run,
+# compacted (no raw timings), as one file in bench/results/; `make bench-compare` compares the newest saved
+# run with the previous one from the same machine (BENCH_NEW= / BENCH_OLD= name others) and fails when a
+# ratio_vs_* figure dropped by more than BENCH_THRESHOLD; `make bench-quick` (a few minutes) compares a
+# subset with the newest saved run; `make bench-report` writes bench/README.md's tables from the newest run.
+BENCH_RAW       := bench/.results
+BENCH_THRESHOLD := 0.2
+BENCH_QUICK     := bench/test_parser_bench.py bench/test_agent_bench.py bench/test_kernels_bench.py::test_gae \
+	"bench/test_engine_bench.py::test_engine_step_throughput[Points24-v0-64-2]" \
+	"bench/test_alfworld_bench.py::test_floor_numpy_copy" "bench/test_alfworld_bench.py::test_step_with_expert[2-ALFWorld-v0]" \
+	"bench/test_preprocess_bench.py::test_paired[pil-siglip224]"
+
 bench: build
-	$(PY) -m pytest bench -q --benchmark-only
+	mkdir -p $(BENCH_RAW)
+	$(PY) -m pytest bench -q --benchmark-only --benchmark-json=$(BENCH_RAW)/last.json; rc=$$?; \
+		$(PY) bench/track.py save $(BENCH_RAW)/last.json && exit $$rc
+
+bench-quick: build
+	mkdir -p $(BENCH_RAW)
+	$(PY) -m pytest $(BENCH_QUICK) -q --benchmark-only --benchmark-json=$(BENCH_RAW)/quick.json
+	$(PY) bench/track.py compare --new $(BENCH_RAW)/quick.json --common --threshold $(BENCH_THRESHOLD)
+
+bench-compare:
+	$(PY) bench/track.py compare $(if $(BENCH_NEW),--new $(BENCH_NEW)) $(if $(BENCH_OLD),--old $(BENCH_OLD)) \
+		--threshold $(BENCH_THRESHOLD)
+
+bench-report:
+	$(PY) bench/track.py report
 
 clean:
 	rm -rf target $(VENV) $(LATEST)

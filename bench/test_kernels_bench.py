@@ -5,9 +5,9 @@
 On the CPU this measures what runs there (the torch reference of token_logprobs, the
 Rust or torch GAE) against the straightforward torch code and torch.compile; with
 CUDA it adds the Triton kernels (bench/gpu/run.py is the full-size GPU run). Each
-benchmark's extra_info holds the peak bytes allocated beyond its inputs (the gradient
-included for forward+backward) and its time relative to the baseline of its group,
-measured in the same run.
+benchmark's extra_info holds the peak memory allocated beyond its inputs (peak_memory_mb, the
+gradient included for forward+backward) and ratio_vs_<baseline>: the baseline's mean time over
+its own (a speed-up), the baseline of its group measured in the same run.
 """
 
 from __future__ import annotations
@@ -87,13 +87,14 @@ def run(benchmark, group, name, fn, rounds, baseline):
     # On the CPU the peak is counted from torch ops; a torch.compile graph allocates its
     # buffers inside generated code, out of the counter's sight, so it is not reported.
     compiled = name.startswith("compiled")
-    benchmark.extra_info["peak_bytes"] = None if compiled and not CUDA else peak_bytes(fn)
+    peak = None if compiled and not CUDA else peak_bytes(fn)
+    benchmark.extra_info["peak_memory_mb"] = None if peak is None else round(peak / 2**20, 3)
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
     mean = benchmark.stats.stats.mean
     if name == baseline:
         BASELINE_MEANS[group] = mean
-    if group in BASELINE_MEANS:
-        benchmark.extra_info[f"time_vs_{baseline}"] = round(mean / BASELINE_MEANS[group], 3)
+    elif group in BASELINE_MEANS:  # the speed-up: the baseline's mean time over this one's
+        benchmark.extra_info[f"ratio_vs_{baseline}"] = round(BASELINE_MEANS[group] / mean, 3)
 
 
 @pytest.fixture(scope="module")
