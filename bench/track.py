@@ -216,8 +216,15 @@ def fmt_num(x) -> str:
     if ax >= 100:
         return f"{x:.0f}"
     if ax >= 1:
-        return f"{x:.2f}".rstrip("0").rstrip(".") if ax >= 10 else f"{x:.2f}"
+        return f"{x:.2f}"  # two decimals: one would print a ratio of 29.95 as 30.0
     return f"{x:.3g}"
+
+
+def fmt_mib(nbytes: float | None) -> str:
+    if nbytes is None:
+        return "n/a"
+    mib = nbytes / 2**20
+    return f"{mib:,.0f} MiB" if mib >= 100 else f"{mib:.3g} MiB"
 
 
 def fmt_time(s: float) -> str:
@@ -328,7 +335,7 @@ def gpu_table(results_dir: Path, commit: str | None = None) -> str | None:
             pk = peak.get(f"{impl}/forward_backward_beyond_grad")
             lines.append(f"| {impl} | {fmt_time(f)} | {fmt_num(t['naive/forward'] / f)}x | {fmt_time(fb)} | "
                          f"{fmt_num(t['naive/forward_backward'] / fb)}x | "
-                         f"{'n/a' if pk is None else fmt_num(pk / 2**20) + ' MiB'} |")
+                         f"{fmt_mib(pk)} |")
         lines.append("")
     g = k.get("gae") or {}
     gt = g.get("timings_s") or {}
@@ -340,7 +347,7 @@ def gpu_table(results_dir: Path, commit: str | None = None) -> str | None:
         for impl in ("python_loop", "reference", "triton", "ops.gae"):
             if impl in gt:
                 lines.append(f"| {impl} | {fmt_time(gt[impl])} | {fmt_num(gt['python_loop'] / gt[impl])}x | "
-                             f"{fmt_num(gt[impl] / empty) if empty else '-'} |")
+                             f"{fmt_num(gt[impl] / empty) if empty and impl in ('triton', 'ops.gae') else '-'} |")
         lines.append("")
     dist = d / "dist_gpu.json"
     if dist.is_file():

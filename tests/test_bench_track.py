@@ -169,9 +169,9 @@ def test_report_fills_the_readme_blocks_from_a_saved_run(tmp_path, old_new):
     assert "old table" not in text and "prose kept" in text and "## Learning\n\nsomeone's section" in text
     assert "Saved run `bench/results/20261204T100000Z_bbbbbbb.json` (2026-12-04T01:00:00+00:00, commit abcdef0" in text
     assert ("| engine_step_throughput game=Points24-v0 | 20 ms | steps_per_s 70 k | 2.00x numpy_copy |" in text)
-    assert "| qwen2vl | 400 ms | 10 ms | 40x / - / - | - | 38.5x / - |" in text
-    assert "| triton | 1 ms | 10x | 2.5 ms | 8.00x | 1.00 MiB |" in text
-    assert "| triton | 30 us | 3000x | 2.00 |" in text and "| fsdp | 1 | failed | 47 s |" in text
+    assert "| qwen2vl | 400 ms | 10 ms | 40.00x / - / - | - | 38.50x / - |" in text
+    assert "| triton | 1 ms | 10.00x | 2.5 ms | 8.00x | 1 MiB |" in text
+    assert "| triton | 30 us | 3000x | 2.00 |" in text and "| fsdp | 1 | failed | 47.00 s |" in text
     assert "GPU run" in text and "started 2026-11-26T21:00:17Z" in text
     # a second report replaces the tables again, leaving one copy of each
     track.report(new, readme, tmp_path / "gpu")
@@ -185,5 +185,5 @@ def test_cli_report_uses_the_newest_saved_run(tmp_path, old_new, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- bench-report:parser -->\n<!-- /bench-report:parser -->\n")
     assert track.main(["--results", str(tmp_path), "report", "--readme", str(readme), "--gpu", str(tmp_path / "x")]) == 0
-    assert "30x python_parser" in readme.read_text() and "bbbbbbb" in readme.read_text()
+    assert "30.00x python_parser" in readme.read_text() and "bbbbbbb" in readme.read_text()
     assert "no block for engine, trainer" in capsys.readouterr().err
