@@ -38,6 +38,18 @@ def _cmd_play(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
+    from vlmrl_fast import byo
+    from vlmrl_fast.config import ConfigError
+
+    try:
+        if byo.is_python_env(args.env):
+            if args.prompt_template:
+                byo.check_env(args.env, args.prompt_template)
+            else:
+                byo.split_spec(args.env)
+    except (ConfigError, ValueError) as e:
+        print(f"vlmrl play: error: {e}", file=sys.stderr)
+        return 2
     env = make_vec(args.env, args.num_envs, seed=args.seed, num_threads=args.num_threads)
     rng = np.random.default_rng(args.seed)
     obs, info = env.reset()
@@ -97,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_envs)
 
     p = sub.add_parser("play", help="run a built-in policy and report success rates")
-    p.add_argument("--env", default="Points24-v0", help="env id, with or without the vlmrl_fast/ namespace")
+    p.add_argument("--env", default="Points24-v0", help="env id, with or without the vlmrl_fast/ namespace, "
+                   "or MODULE:ENV_ID (a gymnasium env that importing MODULE registers)")
+    p.add_argument("--prompt-template", default="", help="prompt template TOML file of a MODULE:ENV_ID env "
+                   "(where the action names come from it)")
     p.add_argument("--policy", choices=["expert", "random"], default="expert", help="which built-in policy plays")
     p.add_argument("--episodes", type=int, default=200, help="episodes to finish before reporting")
     p.add_argument("--num-envs", type=int, default=16, help="envs stepped together")

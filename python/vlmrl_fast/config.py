@@ -50,7 +50,12 @@ class TrainConfig:
     clipping than the paper's 7B settings, which configs/*.toml ship for each game."""
 
     # -- run ---------------------------------------------------------------------------------------------
-    env: str = _f("NumberLine-v0", "environment id (see `vlmrl envs`)", group="run")
+    env: str = _f("NumberLine-v0", "environment id (see `vlmrl envs`), or MODULE:ENV_ID: a gymnasium env that "
+                  "importing MODULE registers", group="run")
+    prompt_template: str = _f("", "prompt template TOML file of a MODULE:ENV_ID env (the schema of "
+                              "envs/prompts/*.toml)", group="run")
+    env_vectorization: str = _f("sync", "gymnasium vector env of a MODULE:ENV_ID env: sync (one process) or "
+                                "async (one process per env)", group="run", choices=("sync", "async"))
     model: str = _f("tiny", "model directory, hub id, or 'tiny' for the embedded tiny VLM", group="run")
     seed: int = _f(0, "seed of everything (envs, sampling, init); each process adds its rank", group="run", min=0)
     run_dir: str = _f("", "output folder; empty means runs/<run_name>", group="run")
@@ -191,7 +196,7 @@ class TrainConfig:
         """The run folder: run_dir if set, else runs/<run_name or a name made of env, model and seed>."""
         if self.run_dir:
             return Path(self.run_dir)
-        name = self.run_name or f"{self.env}-{Path(self.model).name}-seed{self.seed}"
+        name = self.run_name or f"{self.env.replace(':', '_')}-{Path(self.model).name}-seed{self.seed}"
         return Path("runs") / name
 
     def to_dict(self) -> dict[str, Any]:

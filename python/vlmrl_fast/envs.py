@@ -222,7 +222,12 @@ def make_vec(
 ) -> VlmrlVectorEnv:
     """A vector env of ``num_envs`` copies of ``env_id`` (with or without the
     ``vlmrl_fast/`` namespace), seeded with ``seed`` (env i gets its own
-    stream), stepping in ``num_threads`` threads (default: one per core)."""
+    stream), stepping in ``num_threads`` threads (default: one per core). A Python env ``MODULE:ENV_ID``
+    gives a :class:`vlmrl_fast.byo.PythonVectorEnv` (a gymnasium sync/async vector env of it)."""
+    if ":" in env_id:
+        from vlmrl_fast.byo import PythonVectorEnv
+
+        return PythonVectorEnv(env_id, num_envs, seed=seed, autoreset_mode=autoreset_mode, **kwargs)  # type: ignore[return-value]
     return VlmrlVectorEnv(env_id, num_envs, seed=seed, num_threads=num_threads, autoreset_mode=autoreset_mode, **kwargs)
 
 

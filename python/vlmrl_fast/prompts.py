@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import numpy as np
 import string
 import sys
 from collections.abc import Mapping, Sequence
@@ -49,8 +51,78 @@ def _templates() -> dict[str, dict[str, Any]]:
     return out
 
 
+# Templates of Python envs (``MODULE:ENV_ID``, `vlmrl_fast.byo`), read from --prompt-template files, and
+# their action names (from the env, else the template's `actions`).
+_USER: dict[str, dict[str, Any]] = {}
+_USER_ACTIONS: dict[str, list[str]] = {}
+_REQUIRED = ("task", "cot_format", "action_only_format", "default_thoughts", "cot_answer", "action_only_answer")
+
+
+def load_template_file(env_key: str, path: str) -> dict[str, Any]:
+    """Read the TOML template `path` (the schema of envs/prompts/*.toml; `actions` optional) for the Python
+    env `env_key`. A missing file, bad TOML or a missing section is a one-line PromptError naming it."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise PromptError(f"prompt template {path}: no such file")
+    try:
+        t = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise PromptError(f"prompt template {path}: not valid TOML ({e})") from None
+    for name in _REQUIRED:
+        if name not in t:
+            raise PromptError(f"prompt template {path}: missing {name!r}")
+    for section in ("cot_answer", "action_only_answer"):
+        if not isinstance(t[section], dict) or not t[section] or list(t[section])[-1] != "action":
+            raise PromptError(f"prompt template {path}: the last key of [{section}] must be 'action'")
+    if "actions" in t and (not isinstance(t["actions"], list) or not all(isinstance(a, str) for a in t["actions"])):
+        raise PromptError(f"prompt template {path}: 'actions' must be a list of strings")
+    t["_path"] = str(path)
+    _USER[env_key] = t
+    return t
+
+
+def template_actions(env_key: str) -> list[str]:
+    """The `actions` list of a Python env's template (empty when it has none)."""
+    return list(_USER[env_key].get("actions", [])) if env_key in _USER else []
+
+
+def set_template_actions(env_key: str, names: list[str]) -> None:
+    """The action names of a Python env (set by `vlmrl_fast.byo.PythonVectorEnv`)."""
+    _USER_ACTIONS[env_key] = list(names)
+
+
+def _table(key: str) -> dict[str, Any]:
+    return _USER[key] if key in _USER else _templates()[key]
+
+
+def _user_names(key: str, info: Mapping[str, Any]) -> list[str]:
+    """A Python env's action names: info["admissible_commands"] where the env gives them per step."""
+    cmds = info.get("admissible_commands")
+    if cmds is not None and not isinstance(cmds, str):
+        return [str(c) for c in cmds]
+    return _USER_ACTIONS.get(key) or template_actions(key)
+
+
+def _user_fields(key: str, info: Mapping[str, Any]) -> dict[str, Any]:
+    """A Python env's fields: every info value (lists joined with ", ") and $action_choices."""
+    names = _user_names(key, info)
+    f: dict[str, Any] = {}
+    for k, v in info.items():
+        if not isinstance(k, str) or k.startswith("_"):
+            continue
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        f[k] = ", ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
+    f["action_choices"] = " or ".join(json.dumps(n) for n in names)
+    return f
+
+
 def _env_key(env_id: str) -> str:
     """Accept "NumberLine-v0" as well as "vlmrl_fast/NumberLine-v0"."""
+    if env_id in _USER:
+        return env_id
     key = env_id.rsplit("/", 1)[-1]
     if key not in _templates():
         raise PromptError(f"no prompt template for env {env_id!r}; known: {', '.join(ENV_IDS)}")
@@ -59,13 +131,15 @@ def _env_key(env_id: str) -> str:
 
 def template(env_id: str) -> dict[str, Any]:
     """The parsed TOML template of ``env_id`` (a fresh copy)."""
-    return json.loads(json.dumps(_templates()[_env_key(env_id)]))
+    return json.loads(json.dumps(_table(_env_key(env_id))))
 
 
 def action_names(env_id: str, info: Mapping[str, Any] | None = None) -> list[str]:
     """The action names of ``env_id``: the template's list, or for ALFWorld
     the admissible commands of ``info``."""
     key = _env_key(env_id)
+    if key in _USER:
+        return _user_names(key, info or {})
     if key == "ALFWorld-v0":
         cmds = _need(info or {}, "admissible_commands", key)
         if isinstance(cmds, str) or not all(isinstance(c, str) for c in cmds):
@@ -103,6 +177,8 @@ _TASK_RE = re.compile(r"Your task is to:\s*([^\n]*)")
 
 def _fields(key: str, info: Mapping[str, Any]) -> dict[str, Any]:
     """The template fields of one env, computed from its info dict."""
+    if key in _USER:
+        return _user_fields(key, info)
     names = action_names(key, info)
     f: dict[str, Any] = {"action_choices": " or ".join(json.dumps(n) for n in names)}
     if key == "NumberLine-v0":
@@ -135,19 +211,41 @@ def _fields(key: str, info: Mapping[str, Any]) -> dict[str, Any]:
     return f
 
 
-def render(env_id: str, info: Mapping[str, Any], cot: bool = True) -> str:
+_HISTORY_HEADER = "Your last steps in this episode, oldest first:"
+_HISTORY_STEP = '$step. You chose "$action". Then: $feedback'
+
+
+def _history_block(t: Mapping[str, Any], history: Sequence[tuple[str, str]]) -> str:
+    """The template's history section (``history_header``, then ``history_step`` per (action, feedback)
+    step, oldest first; defaults for templates without them)."""
+    lines = [t.get("history_header", _HISTORY_HEADER)]
+    step = string.Template(t.get("history_step", _HISTORY_STEP))
+    for i, (action, feedback) in enumerate(history, 1):
+        lines.append(step.substitute(step=i, action=action, feedback=" ".join(str(feedback).split())))
+    return "\n".join(lines)
+
+
+def render(env_id: str, info: Mapping[str, Any], cot: bool = True,
+           history: Sequence[tuple[str, str]] = ()) -> str:
     """The user message for one step of ``env_id``: task description, the
-    state from ``info`` where the template uses it, and the JSON answer format
-    (with chain-of-thought fields when ``cot``, else action only). The model's
-    chat template is applied later by the trainer."""
+    state from ``info`` where the template uses it, the episode's last steps
+    when ``history`` holds any ((action name, the env's text feedback) pairs,
+    oldest first; see `_history_block`), and the JSON answer format (with
+    chain-of-thought fields when ``cot``, else action only). The model's chat
+    template is applied later by the trainer."""
     key = _env_key(env_id)
-    t = _templates()[key]
+    t = _table(key)
     fields = _fields(key, info)
     fmt = t["cot_format"] if cot else t["action_only_format"]
     try:
-        return string.Template(t["task"]).substitute(fields) + "\n\n" + string.Template(fmt).substitute(fields)
+        parts = [string.Template(t["task"]).substitute(fields)]
+        if history:
+            parts.append(_history_block(t, history))
+        parts.append(string.Template(fmt).substitute(fields))
+        return "\n\n".join(parts)
     except KeyError as e:  # a template placeholder this module does not fill
-        raise PromptError(f"{key}: template uses ${e.args[0]}, which is not a field of this env") from None
+        raise PromptError(f"{key}: template uses ${e.args[0]}, which is not a field of this env"
+                          + (f" (its info has {sorted(fields)})" if key in _USER else "")) from None
 
 
 def answer(env_id: str, info: Mapping[str, Any], action_name: str, cot: bool = True, thoughts: str | None = None) -> str:
@@ -157,17 +255,25 @@ def answer(env_id: str, info: Mapping[str, Any], action_name: str, cot: bool = T
     or the template's neutral default. ``parse_actions`` maps it back to
     ``action_name``."""
     key = _env_key(env_id)
-    t = _templates()[key]
+    t = _table(key)
     names = action_names(key, info)
     if action_name not in names:
         raise PromptError(f"{key}: action {action_name!r} is not among the action names {names}")
     fields = _fields(key, info)
     fields["action"] = action_name
-    fields["thoughts"] = (
-        string.Template(t["default_thoughts"]).substitute(fields) if thoughts is None else str(thoughts)
-    )
+    try:
+        fields["thoughts"] = (
+            string.Template(t["default_thoughts"]).substitute(fields) if thoughts is None else str(thoughts)
+        )
+    except KeyError as e:
+        raise PromptError(f"{key}: default_thoughts uses ${e.args[0]}, which is not a field of this env"
+                          + (f" (its info has {sorted(fields)})" if key in _USER else "")) from None
     out = {}
     for k, v in t["cot_answer" if cot else "action_only_answer"].items():
         name = v[1:] if v.startswith("$") else None
-        out[k] = fields[name] if name in fields else string.Template(v).substitute(fields)
+        try:
+            out[k] = fields[name] if name in fields else string.Template(v).substitute(fields)
+        except KeyError as e:
+            raise PromptError(f"{key}: answer field {k!r} uses ${e.args[0]}, which is not a field of this env"
+                              + (f" (its info has {sorted(fields)})" if key in _USER else "")) from None
     return json.dumps(out, ensure_ascii=False)

@@ -74,7 +74,7 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
             if finished >= episodes:
                 break
             names = action_names_per_env(envs, n)
-            if actions == "expert":
+            if actions == "expert" and getattr(envs, "has_expert", True):  # else random (a Python env without one)
                 chosen = np.asarray(envs.expert_actions(), dtype=np.int64)
             else:
                 chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)

@@ -149,8 +149,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     known = {k.split("/")[-1] for k in vlmrl_fast.list_envs()}
     try:
+        from vlmrl_fast import byo
+
         for e in envs:
-            if e.split("/")[-1] not in known:
+            if byo.is_python_env(e):
+                byo.check_env(e, args.prompt_template)
+            elif e.split("/")[-1] not in known:
                 raise ConfigError(f"--envs: unknown environment {e!r}; known: {', '.join(sorted(known))}")
         if args.episodes < 1:
             raise ConfigError(f"--episodes: must be >= 1, got {args.episodes}")
@@ -192,7 +196,8 @@ def add_subcommands(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="success-rate table of a model over environments")
     p.add_argument("--model", default="tiny", help="model folder or hub id, an agent folder, or a run folder")
-    p.add_argument("--envs", default="NumberLine-v0", help="comma-separated env ids")
+    p.add_argument("--envs", default="NumberLine-v0", help="comma-separated env ids (or MODULE:ENV_ID)")
+    p.add_argument("--prompt-template", default="", help="prompt template TOML file of a MODULE:ENV_ID env")
     p.add_argument("--episodes", type=int, default=200, help="episodes per env (a fixed, seeded set)")
     p.add_argument("--seed", type=int, default=1_000_003, help="seed of the episode set")
     p.add_argument("--batch", type=int, default=64, help="episodes played at once")

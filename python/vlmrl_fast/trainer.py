@@ -34,8 +34,12 @@ def check_inputs(cfg: TrainConfig) -> None:
     import vlmrl_fast
     from vlmrl_fast.models import load_processor
 
+    from vlmrl_fast import byo
+
     known = list(vlmrl_fast.list_envs())
-    if cfg.env not in known and f"vlmrl_fast/{cfg.env}" not in known:
+    if byo.is_python_env(cfg.env):
+        byo.check_env(cfg.env, cfg.prompt_template, vectorization=cfg.env_vectorization, cot=cfg.cot)
+    elif cfg.env not in known and f"vlmrl_fast/{cfg.env}" not in known:
         short = sorted(k.split("/")[-1] for k in known)
         raise ConfigError(f"config field 'env': unknown environment {cfg.env!r}; known: {', '.join(short)}")
     resolve_device(cfg.device)

@@ -1,0 +1,1 @@
+"""Example environments of your own (see README, "Bring your own environment")."""
