@@ -1,8 +1,15 @@
-//! Blackjack-v0 (gymnasium's rules with natural=False, sab=False): infinite
+//! Blackjack-v0 (gymnasium's rules; kwargs natural=False, sab=False): infinite
 //! deck, ace counts 11 unless that busts, action 0 = "stand", 1 = "hit";
 //! hitting past 21 loses (-1); standing lets the dealer draw to 17 or more,
 //! then +1 / 0 / -1. The dealer's second card is face down until the hand
 //! ends. A drawn 10-value card shows as J, Q or K.
+//!
+//! kwargs, with gymnasium's meaning: `natural` pays 1.5 for a win with a
+//! natural (an ace and a 10-value card as the whole hand); `sab` (Sutton and
+//! Barto's rules, `natural` then ignored) makes a player's natural win +1
+//! unless the dealer has one too. gym_cards accepts both but its natural
+//! check compares (value, face, suit) tuples with [1, 10], so there they
+//! never fire; here they do what gymnasium documents.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +38,8 @@ pub struct Blackjack {
     /// Scripted next draws (from an explicit state), used before random ones.
     deck: VecDeque<Card>,
     over: bool,
+    natural: bool,
+    sab: bool,
     sprites: Arc<CardSprites>,
     dealer_row: CardRow,
     player_row: CardRow,
@@ -38,15 +47,19 @@ pub struct Blackjack {
     player_label: TextField,
 }
 
-/// Registry constructor (no kwargs: natural=False, sab=False are the rules).
+/// Registry constructor. kwargs: natural (False), sab (False).
 pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
-    kwargs::check_known(ID, kw, &[])?;
+    kwargs::check_known(ID, kw, &["natural", "sab"])?;
+    let natural = kwargs::boolean(ID, kw, "natural", false)?;
+    let sab = kwargs::boolean(ID, kw, "sab", false)?;
     let font = Font::get(Face::Bold, 22);
     Ok(Box::new(Blackjack {
         player: Vec::new(),
         dealer: Vec::new(),
         deck: VecDeque::new(),
         over: false,
+        natural,
+        sab,
         sprites: CardSprites::get(CARD_W, CARD_H, TABLE_GREEN),
         dealer_row: CardRow::new(DEALER_Y, TABLE_GREEN),
         player_row: CardRow::new(PLAYER_Y, TABLE_GREEN),
@@ -65,6 +78,13 @@ pub fn hand_total(hand: &[Card]) -> (u32, bool) {
     let sum: u32 = hand.iter().map(value).sum();
     let usable = hand.iter().any(|c| c.rank == 1) && sum + 10 <= 21;
     (if usable { sum + 10 } else { sum }, usable)
+}
+
+/// A natural: the hand is exactly an ace and a 10-value card.
+fn is_natural(hand: &[Card]) -> bool {
+    let mut v: Vec<u32> = hand.iter().map(value).collect();
+    v.sort_unstable();
+    v == [1, 10]
 }
 
 fn score(hand: &[Card]) -> u32 {
@@ -198,7 +218,12 @@ impl Env for Blackjack {
         }
         self.over = true;
         let (p, d) = (score(&self.player), score(&self.dealer));
-        let reward = (p > d) as i32 as f64 - (p < d) as i32 as f64;
+        let mut reward = (p > d) as i32 as f64 - (p < d) as i32 as f64;
+        if self.sab && is_natural(&self.player) && !is_natural(&self.dealer) {
+            reward = 1.0;
+        } else if !self.sab && self.natural && is_natural(&self.player) && reward == 1.0 {
+            reward = 1.5;
+        }
         Ok(Transition {
             reward,
             terminated: true,

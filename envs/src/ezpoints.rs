@@ -6,7 +6,7 @@ use vlmrl_core::env::Env;
 use vlmrl_core::error::EnvError;
 use vlmrl_core::rng::Rng;
 
-use crate::formula_game::{random_suit, FormulaGame, Layout, Rules};
+use crate::formula_game::{self, random_suit, FormulaGame, Layout, Rules};
 use crate::solver::Op;
 use crate::{kwargs, Kwargs};
 
@@ -34,9 +34,13 @@ fn deal(rng: &mut Rng) -> Vec<Card> {
     }
 }
 
-/// Registry constructor (no kwargs).
+/// Registry constructor. kwargs: target_points (12; as in gym_cards it sets
+/// what "=" must reach, while the deal still makes 12), scoring ("exact", or
+/// "python" to score with Python's floats as gym_cards does).
 pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
-    kwargs::check_known(ID, kw, &[])?;
+    kwargs::check_known(ID, kw, &["target_points", "scoring"])?;
+    let target = kwargs::int(ID, kw, "target_points", TARGET, -1_000_000, 1_000_000)?;
+    let python_scoring = formula_game::python_scoring(ID, kw)?;
     Ok(Box::new(FormulaGame::new(Rules {
         id: ID,
         num_cards: 2,
@@ -44,7 +48,8 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
         ops: &["+", "*", "="],
         solver_ops: &[Op::Add, Op::Mul],
         max_len: 5,
-        target: TARGET,
+        target,
+        python_scoring,
         face_cards_as_10: true,
         deal,
         layout: Layout {

@@ -5,9 +5,10 @@
 //! literals made of adjacent digit tokens, unary +/-, `**`, `*`, `/`, `//`,
 //! `+`, `-`, parentheses, spaces as separators), so every formula that
 //! Python accepts is accepted here and every one it rejects is rejected.
-//! The one deliberate difference: arithmetic is exact (rationals), where
-//! Python uses floats, so `8/(3-8/3)` equals 24 here and 23.999999999999996
-//! there. Irrational powers (`9**(1/2)` is exact, `2**(1/2)` is not) fall
+//! By default arithmetic is exact (rationals), where Python uses floats, so
+//! `8/(3-8/3)` equals 24 here and 23.999999999999996 there; the games'
+//! `scoring="python"` kwarg scores with Python's ints and floats instead
+//! ([`equals_python`]). Irrational powers (`9**(1/2)` is exact, `2**(1/2)` is not) fall
 //! back to floats as in Python; complex intermediate results and results
 //! beyond 128-bit rationals count as invalid formulas.
 
@@ -180,6 +181,8 @@ fn lex(s: &str) -> Result<Vec<Lex>, EvalError> {
 struct Parser {
     toks: Vec<Lex>,
     pos: usize,
+    /// Python's own number types (int, float) instead of exact rationals.
+    python_floats: bool,
 }
 
 impl Parser {
@@ -195,9 +198,9 @@ impl Parser {
         let mut v = self.term()?;
         loop {
             if self.eat("+") {
-                v = arith(v, self.term()?, '+')?;
+                v = arith_in(self.python_floats, v, self.term()?, '+')?;
             } else if self.eat("-") {
-                v = arith(v, self.term()?, '-')?;
+                v = arith_in(self.python_floats, v, self.term()?, '-')?;
             } else {
                 return Ok(v);
             }
@@ -207,11 +210,11 @@ impl Parser {
         let mut v = self.factor()?;
         loop {
             if self.eat("*") {
-                v = arith(v, self.factor()?, '*')?;
+                v = arith_in(self.python_floats, v, self.factor()?, '*')?;
             } else if self.eat("/") {
-                v = arith(v, self.factor()?, '/')?;
+                v = arith_in(self.python_floats, v, self.factor()?, '/')?;
             } else if self.eat("//") {
-                v = arith(v, self.factor()?, 'f')?;
+                v = arith_in(self.python_floats, v, self.factor()?, 'f')?;
             } else {
                 return Ok(v);
             }
@@ -222,7 +225,7 @@ impl Parser {
             self.factor()
         } else if self.eat("-") {
             let v = self.factor()?;
-            arith(Num::Exact(Rat::int(0)), v, '-')
+            arith_in(self.python_floats, Num::Exact(Rat::int(0)), v, '-')
         } else {
             self.power()
         }
@@ -231,7 +234,11 @@ impl Parser {
         let base = self.atom()?;
         if self.eat("**") {
             let exp = self.factor()?;
-            return power(base, exp);
+            return if self.python_floats {
+                python::power(base, exp)
+            } else {
+                power(base, exp)
+            };
         }
         Ok(base)
     }
@@ -251,6 +258,15 @@ impl Parser {
             }
             _ => Err(EvalError::Syntax),
         }
+    }
+}
+
+/// `a op b` with exact rationals, or with Python's number types.
+fn arith_in(python_floats: bool, a: Num, b: Num, op: char) -> Result<Num, EvalError> {
+    if python_floats {
+        python::arith(a, b, op)
+    } else {
+        arith(a, b, op)
     }
 }
 
@@ -331,16 +347,35 @@ fn power(base: Num, exp: Num) -> Result<Num, EvalError> {
 /// Whether the formula evaluates to `target` (Python `eval(...) == target`,
 /// with exact arithmetic). Invalid formulas are not equal to anything.
 pub fn equals(tokens: &[Token], target: i64) -> bool {
-    evaluate(&joined(tokens)).is_ok_and(|v| match v {
-        Num::Exact(r) => r == Rat::int(target as i128),
-        Num::Float(x) => x == target as f64,
-    })
+    evaluate(&joined(tokens), false).is_ok_and(|v| v.equals(target))
 }
 
-/// Evaluates a formula string; exposed for tests and the solver's checks.
-fn evaluate(s: &str) -> Result<Num, EvalError> {
+/// Whether the formula evaluates to `target` under Python's own number
+/// types, as gym_cards scores it: ints stay exact, `/` gives a float, float
+/// `//` is Python's floor division (`5/2//(1/10)` is 24.0). The one limit
+/// kept: an integer beyond 128 bits (`9**9**9`, which Python would spend
+/// minutes computing) counts as an invalid formula at once.
+pub fn equals_python(tokens: &[Token], target: i64) -> bool {
+    evaluate(&joined(tokens), true).is_ok_and(|v| v.equals(target))
+}
+
+impl Num {
+    fn equals(self, target: i64) -> bool {
+        match self {
+            Num::Exact(r) => r == Rat::int(target as i128),
+            Num::Float(x) => x == target as f64,
+        }
+    }
+}
+
+/// Evaluates a formula string, exactly or with Python's number types.
+fn evaluate(s: &str, python_floats: bool) -> Result<Num, EvalError> {
     let toks = lex(s)?;
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        python_floats,
+    };
     let v = p.expr()?;
     if p.pos != p.toks.len() {
         return Err(EvalError::Syntax);
@@ -348,10 +383,96 @@ fn evaluate(s: &str) -> Result<Num, EvalError> {
     Ok(v)
 }
 
+/// Python's arithmetic on ints (kept as integer `Rat`s) and floats.
+mod python {
+    use super::{EvalError, Num, Rat};
+
+    fn float(r: f64) -> Result<Num, EvalError> {
+        if r.is_finite() {
+            Ok(Num::Float(r))
+        } else {
+            Err(EvalError::Unsupported) // OverflowError, or inf: never the target
+        }
+    }
+
+    /// Python's float `//`: floor of the exact quotient, via fmod as CPython does.
+    fn floor_div(x: f64, y: f64) -> f64 {
+        let m = x % y;
+        let mut div = (x - m) / y;
+        if m != 0.0 && ((y < 0.0) != (m < 0.0)) {
+            div -= 1.0;
+        }
+        if div == 0.0 {
+            return 0.0f64.copysign(x / y);
+        }
+        let f = div.floor();
+        if div - f > 0.5 {
+            f + 1.0
+        } else {
+            f
+        }
+    }
+
+    pub(super) fn arith(a: Num, b: Num, op: char) -> Result<Num, EvalError> {
+        if let (Num::Exact(x), Num::Exact(y)) = (a, b) {
+            // Both Python ints (no exact fractions arise on this path).
+            let r = match op {
+                '+' => x.checked_add(y),
+                '-' => x.checked_sub(y),
+                '*' => x.checked_mul(y),
+                _ if y.n == 0 => return Err(EvalError::ZeroDivision),
+                '/' => return float(x.n as f64 / y.n as f64),
+                _ => x.checked_div(y).map(|q| Rat::int(q.floor())),
+            };
+            return r.map(Num::Exact).ok_or(EvalError::Unsupported);
+        }
+        let (x, y) = (a.f(), b.f());
+        match op {
+            '+' => float(x + y),
+            '-' => float(x - y),
+            '*' => float(x * y),
+            _ if y == 0.0 => Err(EvalError::ZeroDivision),
+            '/' => float(x / y),
+            _ => float(floor_div(x, y)),
+        }
+    }
+
+    pub(super) fn power(base: Num, exp: Num) -> Result<Num, EvalError> {
+        if let (Num::Exact(b), Num::Exact(e)) = (base, exp) {
+            if b.n == 0 && e.n < 0 {
+                return Err(EvalError::ZeroDivision);
+            }
+            if e.n < 0 {
+                return float((b.n as f64).powf(e.n as f64)); // int ** -int is a float
+            }
+            if b.n.abs() <= 1 {
+                // 0, 1 and -1 to any power, without computing it.
+                let v = if b.n == 0 {
+                    (e.n == 0) as i128
+                } else if b.n < 0 && e.n % 2 != 0 {
+                    -1
+                } else {
+                    1
+                };
+                return Ok(Num::Exact(Rat::int(v)));
+            }
+            return b.pow_int(e.n).map(Num::Exact).ok_or(EvalError::Unsupported);
+        }
+        let (b, e) = (base.f(), exp.f());
+        if b == 0.0 && e < 0.0 {
+            return Err(EvalError::ZeroDivision);
+        }
+        if b < 0.0 && e.fract() != 0.0 {
+            return Err(EvalError::Unsupported); // complex in Python: never equal
+        }
+        float(b.powf(e))
+    }
+}
+
 /// The exact value of a formula string, or why it has none (floats are
 /// reported as their nearest rational only when they are integers).
 pub fn value(s: &str) -> Result<Rat, EvalError> {
-    match evaluate(s)? {
+    match evaluate(s, false)? {
         Num::Exact(r) => Ok(r),
         Num::Float(x) if x.fract() == 0.0 && x.abs() < 1e30 => Ok(Rat::int(x as i128)),
         Num::Float(_) => Err(EvalError::Unsupported),
@@ -411,5 +532,69 @@ mod tests {
         assert_eq!(joined(&f), "8/(3-8/3)");
         assert!(equals(&f, 24));
         assert!(!equals(&f, 23));
+        assert!(!equals_python(&f, 24), "23.999999999999996 in Python");
+    }
+
+    fn py(s: &str) -> Result<Num, EvalError> {
+        evaluate(s, true)
+    }
+
+    #[test]
+    fn python_number_types() {
+        // Values as CPython prints them for eval(s).
+        assert_eq!(py("2/5*6*10"), Ok(Num::Float(24.000000000000004)));
+        assert_eq!(py("5/2//(1/10)"), Ok(Num::Float(24.0)));
+        assert_eq!(py("7//2"), Ok(Num::Exact(Rat::int(3))));
+        assert_eq!(py("-7//2"), Ok(Num::Exact(Rat::int(-4))));
+        assert_eq!(py("(0-15/2)//2"), Ok(Num::Float(-4.0)));
+        assert_eq!(py("1/3//(1/3)"), Ok(Num::Float(1.0)));
+        assert_eq!(py("6/4"), Ok(Num::Float(1.5)));
+        assert_eq!(py("2**-1"), Ok(Num::Float(0.5)));
+        assert_eq!(py("9**(1/2)"), Ok(Num::Float(3.0)));
+        assert_eq!(py("0**0"), Ok(Num::Exact(Rat::int(1))));
+        assert_eq!(py("1/(3-3)"), Err(EvalError::ZeroDivision));
+        assert_eq!(py("8/0//1"), Err(EvalError::ZeroDivision));
+        assert_eq!(py("(1-2)**(1/2)"), Err(EvalError::Unsupported));
+        let toks = |s: &str| -> Vec<Token> {
+            s.chars()
+                .map(|c| match c.to_digit(10) {
+                    Some(d) => Token::Num(d as i64),
+                    None => Token::Sym(match c {
+                        '+' => "+",
+                        '-' => "-",
+                        '*' => "*",
+                        '/' => "/",
+                        '(' => "(",
+                        _ => ")",
+                    }),
+                })
+                .collect()
+        };
+        assert!(equals(&toks("2/5*6*(9+1)"), 24));
+        assert!(!equals_python(&toks("2/5*6*(9+1)"), 24));
+        assert!(!equals(&toks("5/2//(1/(9+1))"), 24));
+        assert!(equals_python(&toks("5/2//(1/(9+1))"), 24));
+    }
+
+    #[test]
+    fn power_towers_return_at_once() {
+        let t0 = std::time::Instant::now();
+        for s in [
+            "9**9**9",
+            "10**10**10",
+            "8**8**8**8",
+            "(9**9**9)//(9**9**9)",
+        ] {
+            assert_eq!(v(s), Err(EvalError::Unsupported), "{s}");
+            assert_eq!(py(s), Err(EvalError::Unsupported), "{s}");
+        }
+        assert_eq!(
+            py("1**9**9**9"),
+            Err(EvalError::Unsupported),
+            "9**9**9 first"
+        );
+        assert_eq!(py("1**(9**9)"), Ok(Num::Exact(Rat::int(1))));
+        assert_eq!(py("(0-1)**(9**9)"), Ok(Num::Exact(Rat::int(-1))));
+        assert!(t0.elapsed().as_millis() < 100, "{:?}", t0.elapsed());
     }
 }

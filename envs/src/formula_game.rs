@@ -48,6 +48,9 @@ pub struct Rules {
     pub solver_ops: &'static [Op],
     pub max_len: usize,
     pub target: i64,
+    /// Score "=" with Python's ints and floats as gym_cards does
+    /// (`scoring="python"`), instead of exactly.
+    pub python_scoring: bool,
     pub face_cards_as_10: bool,
     pub deal: fn(&mut Rng) -> Vec<Card>,
     pub layout: Layout,
@@ -67,6 +70,20 @@ pub struct FormulaGame {
     card_row: CardRow,
     label: TextField,
     lines: Vec<TextField>,
+}
+
+/// The `scoring` kwarg: "exact" (default) or "python" (gym_cards' floats).
+pub fn python_scoring(id: &str, kw: &crate::Kwargs) -> Result<bool, EnvError> {
+    match kw.get("scoring") {
+        None => Ok(false),
+        Some(v) => match v.as_str() {
+            Some("exact") => Ok(false),
+            Some("python") => Ok(true),
+            _ => Err(EnvError::InvalidArgument(format!(
+                "{id}: scoring must be \"exact\" or \"python\", got {v}"
+            ))),
+        },
+    }
 }
 
 /// Uniform random suit.
@@ -185,8 +202,13 @@ impl FormulaGame {
         }
         let op = self.rules.ops[a - nn];
         if op == "=" {
-            let ok = self.used.len() == self.rules.num_cards
-                && formula::equals(&self.formula, self.rules.target);
+            let equals = if self.rules.python_scoring {
+                formula::equals_python
+            } else {
+                formula::equals
+            };
+            let ok =
+                self.used.len() == self.rules.num_cards && equals(&self.formula, self.rules.target);
             return Ok(Transition {
                 reward: if ok { 10.0 } else { -1.0 },
                 terminated: true,

@@ -78,6 +78,13 @@ impl Env for NumberLine {
                     }
                 };
                 let (current, target) = (get("current")?, get("target")?);
+                // gym_cards' reset never starts at the target (it moves the
+                // target instead), so such a state is not a game it plays.
+                if current == target {
+                    return Err(EnvError::InvalidState(format!(
+                        "{ID} state has current == target == {current} (an episode must start away from its target)"
+                    )));
+                }
                 self.current = current;
                 self.target = target;
             }

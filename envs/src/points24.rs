@@ -2,14 +2,15 @@
 //! formula that makes 24 with every card exactly once, then "=".
 //! kwargs: treat_face_cards_as_10 (True: J, Q, K count 10 and the number
 //! actions are 1..10; False: they count 11, 12, 13 and the actions are 1..13),
-//! target_points (24).
+//! target_points (24), scoring ("exact", or "python" to score "=" with
+//! Python's floats as gym_cards does).
 
 use vlmrl_core::card::Card;
 use vlmrl_core::env::Env;
 use vlmrl_core::error::EnvError;
 use vlmrl_core::rng::Rng;
 
-use crate::formula_game::{random_suit, FormulaGame, Layout, Rules};
+use crate::formula_game::{self, random_suit, FormulaGame, Layout, Rules};
 use crate::solver::Op;
 use crate::{kwargs, Kwargs};
 
@@ -25,7 +26,12 @@ fn deal(rng: &mut Rng) -> Vec<Card> {
 
 /// Registry constructor.
 pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
-    kwargs::check_known(ID, kw, &["treat_face_cards_as_10", "target_points"])?;
+    kwargs::check_known(
+        ID,
+        kw,
+        &["treat_face_cards_as_10", "target_points", "scoring"],
+    )?;
+    let python_scoring = formula_game::python_scoring(ID, kw)?;
     let face10 = kwargs::boolean(ID, kw, "treat_face_cards_as_10", true)?;
     let target = kwargs::int(ID, kw, "target_points", 24, -1_000_000, 1_000_000)?;
     Ok(Box::new(FormulaGame::new(Rules {
@@ -36,6 +42,7 @@ pub fn make(kw: &Kwargs) -> Result<Box<dyn Env>, EnvError> {
         solver_ops: &[Op::Add, Op::Sub, Op::Mul, Op::Div],
         max_len: 20,
         target,
+        python_scoring,
         face_cards_as_10: face10,
         deal,
         layout: Layout {
