@@ -82,8 +82,9 @@ BENCH_QUICK     := bench/test_parser_bench.py bench/test_agent_bench.py bench/te
 
 bench: build
 	mkdir -p $(BENCH_RAW)
-	$(PY) -m pytest bench -q --benchmark-only --benchmark-json=$(BENCH_RAW)/last.json; rc=$$?; \
-		$(PY) bench/track.py save $(BENCH_RAW)/last.json && exit $$rc
+	load=$$(cut -d' ' -f1-3 /proc/loadavg); \
+		$(PY) -m pytest bench -q --benchmark-only --benchmark-json=$(BENCH_RAW)/last.json; rc=$$?; \
+		$(PY) bench/track.py save $(BENCH_RAW)/last.json --load-before "$$load" && exit $$rc
 
 bench-quick: build
 	mkdir -p $(BENCH_RAW)

@@ -60,7 +60,7 @@ def compact(raw: dict) -> dict:
             "module": module_of(b["fullname"]),
             "group": b.get("group"),
             "params": b.get("params"),
-            "min_s": s["min"], "median_s": s["median"], "mean_s": s["mean"], "rounds": s["rounds"],
+            **{f"{k}_s": float(f"{s[k]:.4g}") for k in ("min", "median", "mean")}, "rounds": s["rounds"],
             "extra_info": b.get("extra_info") or {},
         })
     commit_id = (commit.get("id") or "nocommit")[:7]
@@ -78,13 +78,25 @@ def compact(raw: dict) -> dict:
     }
 
 
-def save(raw_path: Path, results: Path = RESULTS, load: str | None = None) -> Path:
+def save(raw_path: Path, results: Path = RESULTS, load: str | None = None, load_before: str | None = None) -> Path:
+    """Compact `raw_path` into `results`; `load`: the load average now (1, 5, 15 min; default: read it),
+    `load_before`: the one when the run started (`make bench` passes it)."""
     run = compact(json.loads(Path(raw_path).read_text()))
+    if load_before:
+        run["load_avg_before"] = load_before
     run["load_avg_1_5_15"] = load if load is not None else " ".join(f"{x:.2f}" for x in os.getloadavg())
     results.mkdir(parents=True, exist_ok=True)
     out = results / f"{run['run']}.json"
-    out.write_text(json.dumps(run, indent=1) + "\n")
+    out.write_text(dumps(run))
     return out
+
+
+def dumps(run: dict) -> str:
+    """JSON with one benchmark per line: small, and a diff between two runs stays readable."""
+    head = {k: v for k, v in run.items() if k != "benchmarks"}
+    lines = [json.dumps(head)[:-1] + ', "benchmarks": [']
+    lines += [json.dumps(b) + ("," if i < len(run["benchmarks"]) - 1 else "") for i, b in enumerate(run["benchmarks"])]
+    return "\n".join(lines) + "\n]}\n"
 
 
 def load_run(path: Path) -> dict:
@@ -235,10 +247,13 @@ def fmt_time(s: float) -> str:
     return f"{s * 1e6:.3g} us"
 
 
-def _label(b: dict) -> str:
-    test = b["name"].split("::", 1)[-1].split("[", 1)[0].removeprefix("test_")
-    params = b.get("params") or {}
-    return test + (" " + ", ".join(f"{k}={v}" for k, v in params.items()) if params else "")
+def _test(b: dict) -> str:
+    return b["name"].split("::", 1)[-1].split("[", 1)[0].removeprefix("test_")
+
+
+def _label(b: dict, with_test: bool = True) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in (b.get("params") or {}).items())
+    return " ".join(x for x in (_test(b) if with_test or not params else "", params) if x)
 
 
 def _figures(extra: dict) -> str:
@@ -248,15 +263,30 @@ def _figures(extra: dict) -> str:
 
 def _ratios(extra: dict) -> str:
     r = [f"{fmt_num(v)}x {k.removeprefix(RATIO_PREFIX)}" for k, v in extra.items() if k.startswith(RATIO_PREFIX)]
-    return "; ".join(r) or "(baseline)"
+    return "; ".join(r) or "-"
 
 
 def module_table(benchmarks: list[dict]) -> list[str]:
     """One row per benchmark: what, median time, figures, ratios to the baseline of the same run."""
+    with_test = len({_test(b) for b in benchmarks}) > 1
     rows = ["| benchmark | median | figures | vs baseline (same run) |", "|---|---|---|---|"]
     for b in benchmarks:
-        rows.append(f"| {_label(b)} | {fmt_time(b['median_s'])} | {_figures(b['extra_info'])} | "
+        rows.append(f"| {_label(b, with_test)} | {fmt_time(b['median_s'])} | {_figures(b['extra_info'])} | "
                     f"{_ratios(b['extra_info'])} |")
+    return rows
+
+
+def engine_table(benchmarks: list[dict]) -> list[str]:
+    """One row per game and env count, the thread counts side by side."""
+    cells: dict[tuple, dict[int, dict]] = {}
+    for b in benchmarks:
+        p = b.get("params") or {}
+        cells.setdefault((p.get("game"), p.get("num_envs")), {})[p.get("num_threads")] = b["extra_info"]
+    rows = ["| game | envs | 1 thread: steps/s (vs numpy copy) | 2 threads: steps/s (vs numpy copy) |",
+            "|---|---|---|---|"]
+    for (game, envs), by_threads in cells.items():
+        cell = lambda e: f"{fmt_num(e.get('steps_per_s'))} ({fmt_num(e.get('ratio_vs_numpy_copy'))}x)" if e else "-"  # noqa: E731
+        rows.append(f"| {game} | {envs} | {cell(by_threads.get(1))} | {cell(by_threads.get(2))} |")
     return rows
 
 
@@ -284,12 +314,14 @@ def preprocess_table(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
-TABLES = {"preprocess": preprocess_table}
+TABLES = {"engine": engine_table, "preprocess": preprocess_table}
 
 
 def run_header(run: dict) -> str:
     m = run["machine"]
     load = run.get("load_avg_1_5_15")
+    if load and run.get("load_avg_before"):
+        load = f"{run['load_avg_before']} at the start, {load} at the end"
     return (f"Saved run `bench/results/{run['run']}.json` ({run['datetime']}, commit "
             f"{(run['commit'].get('id') or '?')[:7]}{' + uncommitted changes' if run['commit'].get('dirty') else ''}; "
             f"{m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}"
@@ -410,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("save", help="compact a pytest-benchmark JSON into the results folder")
     s.add_argument("raw", type=Path)
+    s.add_argument("--load-before", help="the load average (1, 5, 15 min) when the run started")
     c = sub.add_parser("compare", help="tracked ratios of two runs side by side")
     c.add_argument("--new", help="saved run name or path (a raw pytest-benchmark JSON too); default: the newest")
     c.add_argument("--old", help="default: the newest earlier saved run from the new run's machine")
@@ -422,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "save":
-            print(f"saved {save(args.raw, args.results)}")
+            print(f"saved {save(args.raw, args.results, load_before=args.load_before)}")
             return 0
         if args.cmd == "compare":
             new_path, old_path = pick_runs(args.results, args.new, args.old)

@@ -42,7 +42,8 @@ def old_new():
         bench(AGENT, 0.5, {"steps_per_s": 30.0, "ratio_vs_one_at_a_time": 11.0}),
     ])
     new = run("20261204T100000Z_bbbbbbb", [
-        bench(ENGINE, 0.02, {"steps_per_s": 70000, "ratio_vs_numpy_copy": 2.0}, {"game": "Points24-v0"}),  # -50 %
+        bench(ENGINE, 0.02, {"steps_per_s": 70000, "ratio_vs_numpy_copy": 2.0},  # -50 %
+              {"game": "Points24-v0", "num_envs": 64, "num_threads": 2}),
         bench(PARSER, 0.001, {"answers_per_s": 22e6, "ratio_vs_python_parser": 30.0}),  # +100 %
         bench(TRAINER, 1.0, {"steps_per_s": 20.0, "ratio_vs_one_at_a_time": 9.0}),  # new benchmark
     ])
@@ -116,7 +117,7 @@ def raw_pytest_benchmark():
 def test_save_compacts_a_pytest_benchmark_json(tmp_path):
     raw = tmp_path / "raw.json"
     raw.write_text(json.dumps(raw_pytest_benchmark()))
-    out = track.save(raw, tmp_path / "results", load="0.50 0.40 0.30")
+    out = track.save(raw, tmp_path / "results", load="0.50 0.40 0.30", load_before="2.00 1.00 0.50")
     assert out.name == "20261204T010203Z_4f51c2a-dirty.json"
     saved = json.loads(out.read_text())
     assert "data" not in json.dumps(saved) and "flags" not in json.dumps(saved)  # no raw timings, no CPU flags
@@ -124,6 +125,7 @@ def test_save_compacts_a_pytest_benchmark_json(tmp_path):
     assert b["module"] == "parser" and b["median_s"] == 0.0014 and b["rounds"] == 200
     assert b["extra_info"]["ratio_vs_python_parser"] == 14.2
     assert saved["machine"]["cores"] == 2 and saved["load_avg_1_5_15"] == "0.50 0.40 0.30"
+    assert "load average 2.00 1.00 0.50 at the start, 0.50 0.40 0.30 at the end)." in track.run_header(saved)
     assert track.load_run(raw)["run"] == saved["run"]  # a raw file compares like a saved one
     with pytest.raises(ValueError, match="not a pytest-benchmark JSON"):
         track.compact({"benchmarks": []})
@@ -168,7 +170,7 @@ def test_report_fills_the_readme_blocks_from_a_saved_run(tmp_path, old_new):
     text = readme.read_text()
     assert "old table" not in text and "prose kept" in text and "## Learning\n\nsomeone's section" in text
     assert "Saved run `bench/results/20261204T100000Z_bbbbbbb.json` (2026-12-04T01:00:00+00:00, commit abcdef0" in text
-    assert ("| engine_step_throughput game=Points24-v0 | 20 ms | steps_per_s 70 k | 2.00x numpy_copy |" in text)
+    assert "| Points24-v0 | 64 | - | 70 k (2.00x) |" in text
     assert "| qwen2vl | 400 ms | 10 ms | 40.00x / - / - | - | 38.50x / - |" in text
     assert "| triton | 1 ms | 10.00x | 2.5 ms | 8.00x | 1 MiB |" in text
     assert "| triton | 30 us | 3000x | 2.00 |" in text and "| fsdp | 1 | failed | 47.00 s |" in text
@@ -185,5 +187,6 @@ def test_cli_report_uses_the_newest_saved_run(tmp_path, old_new, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- bench-report:parser -->\n<!-- /bench-report:parser -->\n")
     assert track.main(["--results", str(tmp_path), "report", "--readme", str(readme), "--gpu", str(tmp_path / "x")]) == 0
-    assert "30.00x python_parser" in readme.read_text() and "bbbbbbb" in readme.read_text()
+    text = readme.read_text()
+    assert "| rust_parse_actions | 1 ms | answers_per_s 22.00 M | 30.00x python_parser |" in text and "bbbbbbb" in text
     assert "no block for engine, trainer" in capsys.readouterr().err
