@@ -6,7 +6,7 @@ On the CPU this measures what runs there (the torch reference of token_logprobs,
 Rust or torch GAE) against the straightforward torch code and torch.compile; with
 CUDA it adds the Triton kernels (bench/gpu/run.py is the full-size GPU run). Each
 benchmark's extra_info holds the peak memory allocated beyond its inputs (peak_memory_mb, the
-gradient included for forward+backward) and ratio_vs_<baseline>: the baseline's mean time over
+gradient included for forward+backward) and ratio_vs_<baseline>: the baseline's median time over
 its own (a speed-up), the baseline of its group measured in the same run.
 """
 
@@ -30,7 +30,7 @@ CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
 ROWS, VOCAB = (8192, 152064) if CUDA else (128, 32000)
 STEPS, ENVS = 512, 64
-BASELINE_MEANS: dict[str, float] = {}
+BASELINE_MEDIANS: dict[str, float] = {}
 
 
 class _PeakBytes(TorchDispatchMode):
@@ -90,11 +90,11 @@ def run(benchmark, group, name, fn, rounds, baseline):
     peak = None if compiled and not CUDA else peak_bytes(fn)
     benchmark.extra_info["peak_memory_mb"] = None if peak is None else round(peak / 2**20, 3)
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
-    mean = benchmark.stats.stats.mean
+    median = benchmark.stats.stats.median  # medians: a preempted round on a shared machine moves a mean
     if name == baseline:
-        BASELINE_MEANS[group] = mean
-    elif group in BASELINE_MEANS:  # the speed-up: the baseline's mean time over this one's
-        benchmark.extra_info[f"ratio_vs_{baseline}"] = round(BASELINE_MEANS[group] / mean, 3)
+        BASELINE_MEDIANS[group] = median
+    elif group in BASELINE_MEDIANS:  # the speed-up: the baseline's median time over this one's
+        benchmark.extra_info[f"ratio_vs_{baseline}"] = round(BASELINE_MEDIANS[group] / median, 3)
 
 
 @pytest.fixture(scope="module")

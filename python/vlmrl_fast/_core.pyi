@@ -86,6 +86,7 @@ class VecEnv:
         states: list[Any] | None = None,
         mask: list[bool] | None = None,
         with_info: bool = True,
+        group_size: int = 1,
     ) -> dict[str, Any] | None:
         """Resets the envs (all, or where `mask` is True); returns the vector info."""
     def step(self, actions: npt.NDArray[np.int64], with_info: bool = True) -> dict[str, Any] | None:
@@ -94,6 +95,8 @@ class VecEnv:
         """The info dict of env `index`."""
     def expert_actions(self) -> npt.NDArray[np.int64]:
         """The expert's action for every env."""
+    def state_keys(self) -> npt.NDArray[np.uint64]:
+        """A hashable key of every env's current state (equal exactly for equal states)."""
     @property
     def obs(self) -> npt.NDArray[np.uint8]:
         """Observations [num_envs, 300, 300, 3]: a view of the Rust buffer."""

@@ -343,9 +343,7 @@ impl VecEnv {
             }
         }
         if let Some(seed) = seed {
-            for (i, s) in self.slots.iter_mut().enumerate() {
-                s.rng = Rng::new(env_seed(seed, i));
-            }
+            self.reseed_groups(seed, 1);
         }
         let results = self.run(|i, slot, obs| {
             if mask.is_some_and(|m| !m[i]) {
@@ -355,6 +353,17 @@ impl VecEnv {
         });
         self.publish();
         first_error(results)
+    }
+
+    /// Reseeds every env's stream from `seed`, the envs of each group of
+    /// `group_size` consecutive envs sharing ONE stream (`env_seed(seed, i /
+    /// group_size)`): a reset then starts them from the same state, and so
+    /// does every later auto-reset of games whose steps draw nothing.
+    pub fn reseed_groups(&mut self, seed: u64, group_size: usize) {
+        let g = group_size.max(1);
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            s.rng = Rng::new(env_seed(seed, i / g));
+        }
     }
 
     /// Steps every env with its action (see [`AutoReset`] for finished

@@ -211,7 +211,9 @@ impl VecEnv {
     /// `seed` when given and loading `states[i]` where it is not None.
     /// Returns the vector info.
     /// With `with_info=False` the (costly) vector info is skipped and None returned.
-    #[pyo3(signature = (seed=None, states=None, mask=None, with_info=true))]
+    /// `group_size` > 1 (with `seed`): each group of that many consecutive envs
+    /// shares one random stream, so its envs start from the same state.
+    #[pyo3(signature = (seed=None, states=None, mask=None, with_info=true, group_size=1))]
     fn reset<'py>(
         &self,
         py: Python<'py>,
@@ -219,7 +221,14 @@ impl VecEnv {
         states: Option<Vec<Bound<'py, PyAny>>>,
         mask: Option<Vec<bool>>,
         with_info: bool,
+        group_size: usize,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if group_size == 0 || self.num_envs % group_size != 0 {
+            return Err(crate::errors::EnvArgumentError::new_err(format!(
+                "group_size must divide num_envs ({}), got {group_size}",
+                self.num_envs
+            )));
+        }
         let states: Option<Vec<Option<Value>>> = states
             .map(|st| {
                 st.iter()
@@ -235,6 +244,13 @@ impl VecEnv {
             .transpose()?;
         let mut inner = self.lock(py)?;
         let engine = &mut *inner;
+        let seed = match seed {
+            Some(s) if group_size > 1 => {
+                engine.reseed_groups(s, group_size);
+                None
+            }
+            other => other,
+        };
         py.detach(|| engine.reset(seed, states.as_deref(), mask.as_deref()))
             .map_err(from_engine)?;
         with_info.then(|| self.build_info(py, &inner)).transpose()
@@ -265,6 +281,14 @@ impl VecEnv {
         self.check_index(index)?;
         let inner = self.lock(py)?;
         to_dict(py, inner.info(index))
+    }
+
+    /// A hashable key of every env's current state (uint64, equal exactly
+    /// when two envs are in the same state; see `Env::state_key`).
+    fn state_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u64>>> {
+        let inner = self.lock(py)?;
+        let keys = (0..self.num_envs).map(|i| inner.env(i).state_key()).collect();
+        Ok(PyArray1::from_vec(py, keys))
     }
 
     /// The expert's action for every env.
