@@ -107,7 +107,7 @@ class Evaluation:
 
 
 class Agent(nn.Module):
-    """A VLM policy with a value head.
+    """A VLM policy, with a value head unless `with_value_head` is False (the value-free algorithms).
 
     `model`/`processor` come from `vlmrl_fast.models.load_model`; `value_head` defaults to a fresh
     `ValueHead` sized from the model's text config, on the model's device. `temperature` is both
@@ -116,7 +116,8 @@ class Agent(nn.Module):
     """
 
     def __init__(self, model, processor, value_head: ValueHead | None = None, *,
-                 temperature: float = 0.2, max_new_tokens: int = 256, preprocess: str = "auto"):
+                 temperature: float = 0.2, max_new_tokens: int = 256, preprocess: str = "auto",
+                 with_value_head: bool = True):
         super().__init__()
         if preprocess not in PREPROCESS_MODES:
             raise ValueError(f"Agent: preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")
@@ -129,8 +130,11 @@ class Agent(nn.Module):
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         hidden = model.config.get_text_config().hidden_size
-        self.value_head = value_head if value_head is not None else ValueHead(hidden)
-        self.value_head.to(self.device)
+        self.hidden_size = int(hidden)
+        self.value_head: ValueHead | None = None
+        if with_value_head:
+            self.value_head = value_head if value_head is not None else ValueHead(hidden)
+            self.value_head.to(self.device)
         self.temperature = float(temperature)
         self.max_new_tokens = int(max_new_tokens)
         self.eos_token_id = self.tokenizer.eos_token_id
@@ -427,7 +431,8 @@ class Agent(nn.Module):
         action = (logp * (answer_mask & ~is_cot)).sum(1)
         num = answer_mask.sum(1)
         entropy = (ent * answer_mask).sum(1) / num.clamp(min=1)
-        value = self.value_head(captured["h"][:, 0])
+        h = captured["h"][:, 0]
+        value = self.value_head(h) if self.value_head is not None else h.new_zeros(n).detach()
         return Evaluation(
             logprob=lam * cot + action,
             cot_logprob=cot,
@@ -452,7 +457,7 @@ class Agent(nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         is_peft = hasattr(self.model, "peft_config")
-        head = self.value_head.state_dict()
+        head = self.value_head.state_dict() if self.value_head is not None else {}
         if state_dict is None:
             self.model.save_pretrained(out / "model")
         else:
@@ -460,13 +465,15 @@ class Agent(nn.Module):
             head = {k[len("value_head."):]: v for k, v in state_dict.items() if k.startswith("value_head.")}
             self.model.save_pretrained(out / "model", state_dict=model_part)
         self.processor.save_pretrained(out / "model")
-        state = {k: v.detach().cpu().contiguous() for k, v in head.items()}
-        save_file(state, str(out / "value_head.safetensors"))
+        if self.value_head is not None:
+            state = {k: v.detach().cpu().contiguous() for k, v in head.items()}
+            save_file(state, str(out / "value_head.safetensors"))
         meta = {
             "format": 1,
             "adapter": is_peft,
             "base_model": str(self.base_model.name_or_path) if is_peft else None,
-            "hidden_size": self.value_head.hidden_size,
+            "hidden_size": self.hidden_size,
+            "value_head": self.value_head is not None,
             "temperature": self.temperature,
             "max_new_tokens": self.max_new_tokens,
             "preprocess": self.preprocess,
@@ -500,7 +507,10 @@ class Agent(nn.Module):
             from dataclasses import replace
 
             model, processor = load_model(src / "model", replace(settings, lora=False))
-        head = ValueHead(meta["hidden_size"])
-        head.load_state_dict(load_file(str(src / "value_head.safetensors")))
+        head = None
+        if meta.get("value_head", True):  # agents saved before value-free training always had one
+            head = ValueHead(meta["hidden_size"])
+            head.load_state_dict(load_file(str(src / "value_head.safetensors")))
         return cls(model, processor, head, temperature=meta["temperature"],
-                   max_new_tokens=meta["max_new_tokens"], preprocess=meta.get("preprocess", "auto"))
+                   max_new_tokens=meta["max_new_tokens"], preprocess=meta.get("preprocess", "auto"),
+                   with_value_head=head is not None)

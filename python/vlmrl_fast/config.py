@@ -87,8 +87,18 @@ class TrainConfig:
     fallback_action: int = _f(0, "action index used when invalid_fallback = 'fixed'", group="rollout", min=0)
     invalid_penalty: float = _f(1.0, "subtracted from the reward of a step whose answer was invalid",
                                 group="rollout", min=0.0)
+    group_size: int = _f(1, "envs per group: each group of this many envs starts every rollout from one "
+                         "state (the group methods compare their episodes); num_envs must be a multiple",
+                         group="rollout", min=1)
+    history_steps: int = _f(0, "the prompt carries the last k steps of the episode (action taken and the env's "
+                            "text feedback; past images are not re-sent)", group="rollout", min=0)
 
     # -- ppo ---------------------------------------------------------------------------------------------
+    algorithm: str = _f("ppo", "advantages: ppo (GAE with a value head), grpo, rloo or gigpo (value-free, "
+                        "from group_size groups; see vlmrl_fast.advantages)", group="ppo",
+                        choices=("ppo", "grpo", "rloo", "gigpo"))
+    gigpo_step_coef: float = _f(1.0, "GiGPO: weight of the step-level (same-state) advantage", group="ppo",
+                                min=0.0)
     learning_rate: float = _f(3e-5, "peak learning rate (cosine schedule over the updates)", group="ppo",
                               min=0.0, max=1.0)
     min_learning_rate: float = _f(1e-5, "learning rate at the end of the cosine schedule", group="ppo",
@@ -104,6 +114,8 @@ class TrainConfig:
     ent_coef: float = _f(0.0, "entropy bonus coefficient", group="ppo", min=0.0)
     kl_coef: float = _f(0.0, "KL penalty to the initial policy (0: off, no reference model kept)", group="ppo",
                         min=0.0)
+    kl_estimator: str = _f("k3", "estimator of that KL on the sampled answers: k1 (log-ratio) or k3 "
+                           "(low-variance, non-negative)", group="ppo", choices=("k1", "k3"))
     target_kl: float = _f(0.3, "stop the update's epochs early once an epoch's mean approx KL exceeds this (0: off)",
                           group="ppo", min=0.0)
     max_grad_norm: float = _f(1.0, "gradient clipping norm", group="ppo", min=0.0)
@@ -192,6 +204,12 @@ class TrainConfig:
         """Samples per update and process: num_envs * num_steps."""
         return self.num_envs * self.num_steps
 
+        if self.num_envs % self.group_size:
+            raise ConfigError(f"config field 'group_size': num_envs = {self.num_envs} must be a multiple of "
+                              f"group_size = {self.group_size}{where}")
+        if self.algorithm != "ppo" and self.group_size < 2:
+            raise ConfigError(f"config field 'group_size': algorithm {self.algorithm} compares episodes within "
+                              f"groups, so group_size must be >= 2, got {self.group_size}{where}")
     def resolved_run_dir(self) -> Path:
         """The run folder: run_dir if set, else runs/<run_name or a name made of env, model and seed>."""
         if self.run_dir:

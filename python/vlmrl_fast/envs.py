@@ -177,19 +177,30 @@ class VlmrlVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Resets every env (or those in ``options["reset_mask"]``), from
-        ``options["states"]`` (one state or None per env) where given."""
+        ``options["states"]`` (one state or None per env) where given.
+        ``options["group_size"]`` = G (with ``seed``): each group of G
+        consecutive envs shares one random stream, so it starts from one state."""
         options = options or {}
-        unknown = set(options) - {"states", "reset_mask"}
+        unknown = set(options) - {"states", "reset_mask", "group_size"}
         if unknown:
-            raise EnvArgumentError(f"unknown reset options {sorted(unknown)}; accepted: 'states', 'reset_mask'")
+            raise EnvArgumentError(f"unknown reset options {sorted(unknown)}; accepted: 'states', 'reset_mask', 'group_size'")
+        group_size = options.get("group_size", 1)
+        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+            raise EnvArgumentError(f"group_size must be a positive integer, got {group_size!r}")
         states = options.get("states")
         if states is not None:
             states = list(states)
         mask = options.get("reset_mask")
         if mask is not None:
             mask = [bool(m) for m in np.asarray(mask, dtype=bool).reshape(-1)]
-        info = self._core.reset(seed=None if seed is None else _seed(seed), states=states, mask=mask)
+        info = self._core.reset(seed=None if seed is None else _seed(seed), states=states, mask=mask,
+                                group_size=int(group_size))
         return self._obs, info
+
+    def state_keys(self) -> np.ndarray:
+        """A key (uint64) of every env's current state, from the engine: equal exactly when two envs are
+        in the same state (GiGPO's step groups)."""
+        return self._core.state_keys()
 
     def step(self, actions: Any):
         """Steps all envs; ``actions`` holds one integer per env."""

@@ -1,5 +1,6 @@
 """PPO for VLM agents, read top to bottom: `train_update` is one iteration (a batched rollout, advantages
-by GAE, `ppo_update`'s epochs of minibatches with the clipped objective, the metrics record); the job
+(`vlmrl_fast.advantages`: GAE, or value-free GRPO / RLOO / GiGPO over groups of envs), `ppo_update`'s
+epochs of minibatches with the clipped objective, the metrics record); the job
 around it (input checks, warm start, evaluations, checkpoints, artifacts) is vlmrl_fast.trainer.
 
 Design choices worth knowing:
@@ -20,8 +21,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vlmrl_fast.advantages import compute_advantages, diagnostics
 from vlmrl_fast.config import TrainConfig
-from vlmrl_fast.ppo_math import compute_gae, cosine_lr, explained_variance, normalize_advantages, ppo_losses
+from vlmrl_fast.ppo_math import cosine_lr, explained_variance, normalize_advantages, ppo_losses
 from vlmrl_fast.rollout import Rollout, collect_rollout, select_rows
 
 
@@ -85,11 +87,12 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                 batch = select_rows(ro.batches, ro.num_envs, idx, agent.pad_token_id)
                 ev = evaluate(batch, [ro.answer_ids[i] for i in idx], [ro.action_starts[i] for i in idx],
                               lam=cfg.thought_coef)
-                out = ppo_losses(ev.logprob.float(), b_logprobs[idx], b_adv[idx], ev.value.float(),
+                value = ev.value.float() if agent.value_head is not None else None  # value-free: no value loss
+                out = ppo_losses(ev.logprob.float(), b_logprobs[idx], b_adv[idx], value,
                                  b_values[idx], b_ret[idx], clip_coef=cfg.clip_coef, clip_vloss=cfg.clip_vloss,
                                  vf_coef=cfg.vf_coef, ratio_guard=cfg.ratio_guard, entropy=ev.entropy.float(),
                                  ent_coef=cfg.ent_coef, ref_logprob=None if b_ref is None else b_ref[idx],
-                                 kl_coef=cfg.kl_coef)
+                                 kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator)
                 if torch.isfinite(out.loss):
                     accelerator.backward(out.loss)
                     for k in stats:
@@ -137,27 +140,29 @@ def rollout_metrics(accelerator: Any, ro: Rollout) -> dict[str, float]:
 def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, envs: Any, cfg: TrainConfig,
                  update: int, rank: int = 0, ref_evaluate: Callable[..., Any] | None = None,
                  wrapped: Any = None) -> dict[str, Any]:
-    """One PPO iteration: rollout -> GAE -> update. Returns the metrics record of this update."""
+    """One iteration: rollout -> advantages (cfg.algorithm) -> clipped update. Returns its metrics record."""
     t_start = time.perf_counter()
     lr = cosine_lr(update, cfg.updates, cfg.learning_rate, cfg.min_learning_rate)
     for group in optimizer.param_groups:
         group["lr"] = lr
 
-    # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update)
-    obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0))
+    # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update); each
+    #    group of group_size envs starts from one state
+    options = {"group_size": cfg.group_size} if cfg.group_size > 1 else None
+    obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0), options=options)
     agent.eval()
     from vlmrl_fast.distributed import rollout_context, wait_for_all
     with rollout_context(accelerator, agent, wrapped):  # sharded weights (FSDP, ZeRO-3) gathered meanwhile
         ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=cfg.cot,
                              state_text=cfg.state_text, lam=cfg.thought_coef, fallback=cfg.invalid_fallback,
                              fallback_action=cfg.fallback_action, invalid_penalty=cfg.invalid_penalty,
-                             seed=derive_seed(cfg.seed, rank, update, 1), ref_evaluate=ref_evaluate)
+                             seed=derive_seed(cfg.seed, rank, update, 1), ref_evaluate=ref_evaluate,
+                             history_steps=cfg.history_steps)
         # every process finishes its rollout before the update's collectives (unequal durations: no time-out)
         wait_for_all(accelerator, "rollout", update)
 
-    # 2. advantages (GAE over [T, N] through vlmrl_fast.ops: the Rust path for these CPU arrays)
-    advantages, returns = compute_gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
-                                      cfg.gamma, cfg.gae_lambda)
+    # 2. advantages [T, N] of cfg.algorithm (vlmrl_fast.advantages; PPO's GAE runs in Rust)
+    advantages, returns = compute_advantages(ro, cfg)
 
     # 3. PPO epochs over minibatches
     t_update = time.perf_counter()
@@ -181,7 +186,8 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
         "losses/clipfrac": stats["clipfrac"],
         "losses/kl_ref": stats["kl_ref"],
         "losses/ratio_guarded": stats["ratio_guarded"],
-        "losses/explained_variance": explained_variance(ro.values.reshape(-1), returns.reshape(-1)),
+        "losses/explained_variance": (explained_variance(ro.values.reshape(-1), returns.reshape(-1))
+                                      if agent.value_head is not None else float("nan")),
         "losses/nonfinite_skipped": stats["nonfinite_skipped"],
         "losses/dropped_steps": stats["dropped_steps"],
         "losses/epochs": stats["epochs"],
@@ -197,6 +203,7 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
     return record
 
 
+    record.update(diagnostics(cfg.algorithm, advantages, ro, cfg.group_size))
 # -- the whole job ---------------------------------------------------------------------------------------
 def build_agent(cfg: TrainConfig, device: str) -> Any:
     """Load the model named by cfg.model with cfg's LoRA/dtype options and wrap it in an Agent."""
@@ -214,5 +221,5 @@ def build_agent(cfg: TrainConfig, device: str) -> Any:
         torch.manual_seed(cfg.seed)  # the value head's initialisation, the same on every process
         model, processor = load_model(cfg.model, settings)
         agent = Agent(model, processor, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                      preprocess=cfg.preprocess)
+                      preprocess=cfg.preprocess, with_value_head=cfg.algorithm == "ppo")
     return agent.eval()

@@ -57,19 +57,33 @@ class PPOLosses:
     ratio_guarded: bool
 
 
+def kl_to_reference(new_logprob: torch.Tensor, ref_logprob: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Mean estimate of KL(policy || reference) from log-probs of answers sampled by the policy:
+    k1 = new - ref (unbiased, can be negative); k3 = exp(ref - new) - (ref - new) - 1 (unbiased,
+    non-negative, low variance)."""
+    d = ref_logprob - new_logprob
+    if estimator == "k1":
+        return (-d).mean()
+    if estimator == "k3":
+        return (d.exp() - d - 1).mean()
+    raise ValueError(f"kl estimator must be k1 or k3, got {estimator!r}")
+
+
 def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, *,
                clip_coef: float, clip_vloss: bool = True, vf_coef: float = 0.5, ratio_guard: float = 10.0,
                entropy: torch.Tensor | None = None, ent_coef: float = 0.0,
-               ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0) -> PPOLosses:
+               ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0,
+               kl_estimator: str = "k3") -> PPOLosses:
     """Clipped PPO objective for one minibatch (all inputs [B]).
 
     Policy: max(-A * r, -A * clip(r, 1 - c, 1 + c)), except that when any ratio of the minibatch exceeds
     `ratio_guard` only the clipped term is used (the paper's guard against exploding ratios, which would
     otherwise let one token sequence dominate the step).
     Value: 0.5 * max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2) when clip_vloss, else 0.5 * (v - R)^2.
-    KL to the initial policy (optional): the non-negative k3 estimator exp(ref - new) - (ref - new) - 1 on
-    the sampled answers.
+    Without a value head (new_value None: the value-free algorithms) there is no value loss (0).
+    KL to the initial policy (optional): `kl_to_reference` with `kl_estimator` (k1 or k3) on the sampled
+    answers.
     """
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
@@ -83,8 +97,10 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     guarded = bool((ratio.detach() > ratio_guard).any())
     policy_loss = pg_clipped.mean() if guarded else torch.max(pg_unclipped, pg_clipped).mean()
 
-    v_unclipped = (new_value - returns) ** 2
-    if clip_vloss:
+    if new_value is None:
+        value_loss = new_logprob.new_zeros(())
+    elif clip_vloss:
+        v_unclipped = (new_value - returns) ** 2
         v_clipped = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
         value_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
     else:
@@ -93,8 +109,7 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     zero = new_logprob.new_zeros(())
     ent = entropy.mean() if entropy is not None else zero
     if ref_logprob is not None and kl_coef > 0:
-        d = ref_logprob - new_logprob
-        kl_ref = (d.exp() - d - 1).mean()
+        kl_ref = kl_to_reference(new_logprob, ref_logprob, kl_estimator)
     else:
         kl_ref = zero
     loss = policy_loss + vf_coef * value_loss - ent_coef * ent + kl_coef * kl_ref

@@ -80,12 +80,39 @@ def choose_actions(texts: list[str], names: list[list[str]], fallback: str, fall
     return actions, valid, np.asarray(parsed.key_start, dtype=np.int64)
 
 
-def render_prompts(env_id: str, infos: list[dict[str, Any]], cot: bool, state_text: bool = False) -> list[str]:
-    """User messages of every env from its info (`vlmrl_fast.prompts.render`); with `state_text` the env's
-    one-line text description of the image (info["text"]) is appended."""
+class EpisodeHistory:
+    """The last `k` steps (action name, the env's text feedback after it) of every env's current episode,
+    for the prompt's history window (`history_steps`); emptied when an episode ends."""
+
+    def __init__(self, num_envs: int, k: int):
+        self.k = int(k)
+        self.steps: list[list[tuple[str, str]]] = [[] for _ in range(num_envs)]
+
+    def window(self, i: int) -> list[tuple[str, str]]:
+        """Env i's last k steps, oldest first (none when k = 0)."""
+        return self.steps[i][-self.k:] if self.k else []
+
+    def record(self, action_names: Sequence[str], infos: list[dict[str, Any]], done: np.ndarray) -> None:
+        """After a step: append each env's action and feedback (info["text"] of the state it led to); an env
+        whose episode ended starts its next one with an empty history."""
+        if not self.k:
+            return
+        for i, name in enumerate(action_names):
+            if done[i]:
+                self.steps[i] = []
+            else:
+                self.steps[i] = (self.steps[i] + [(str(name), str(infos[i].get("text", "")))])[-self.k:]
+
+
+def render_prompts(env_id: str, infos: list[dict[str, Any]], cot: bool, state_text: bool = False,
+                   histories: Sequence[Sequence[tuple[str, str]]] | None = None) -> list[str]:
+    """User messages of every env from its info (`vlmrl_fast.prompts.render`, with each env's history
+    window when `histories` is given); with `state_text` the env's one-line text description of the image
+    (info["text"]) is appended."""
     from vlmrl_fast import prompts
 
-    out = [prompts.render(env_id, info, cot=cot) for info in infos]
+    hist = histories if histories is not None else [()] * len(infos)
+    out = [prompts.render(env_id, info, cot=cot, history=h) for info, h in zip(infos, hist)]
     if state_text:
         out = [f"{p}\nThe image shows: {info.get('text', '')}" for p, info in zip(out, infos)]
     return out
@@ -137,8 +164,8 @@ def select_rows(batches: Sequence[Any], num_envs: int, flat_indices: Sequence[in
 def values_of(agent: Any, images: np.ndarray, prompts: list[str]) -> np.ndarray:
     """V(s) of observations: the value head on the last prompt token (the answer does not enter it, so a
     one-token dummy answer is evaluated)."""
-    if len(prompts) == 0:
-        return np.zeros(0, np.float32)
+    if len(prompts) == 0 or getattr(agent, "value_head", True) is None:  # no value head: V = 0
+        return np.zeros(len(prompts), np.float32)
     batch = prompt_batch(agent, images, prompts)
     eos = agent.processor.tokenizer.eos_token_id
     ev = agent.evaluate(batch, [[eos]] * len(prompts), [1] * len(prompts), lam=1.0)
@@ -166,6 +193,7 @@ class Rollout:
     valid: np.ndarray = None  # type: ignore[assignment]
     ref_logprobs: np.ndarray | None = None
     batches: list[Any] = field(default_factory=list)  # [T] PromptBatch of each step, reused by the update
+    state_keys: np.ndarray | None = None  # [T, N] uint64: the engine's key of the state each action was taken in
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
@@ -208,11 +236,14 @@ class Rollout:
 
 def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: dict[str, Any], *,
                     num_steps: int, cot: bool, lam: float, state_text: bool = False, fallback: str, fallback_action: int,
-                    invalid_penalty: float, seed: int, ref_evaluate: Any = None) -> Rollout:
+                    invalid_penalty: float, seed: int, ref_evaluate: Any = None, history_steps: int = 0
+                    ) -> Rollout:
     """Play num_steps steps of every env from (obs, infos), storing what the PPO update needs.
 
     `seed` drives generation sampling and the fallback actions, one derived seed per step, so a rollout
     does not depend on global RNG state. `ref_evaluate`, when given, evaluates the initial policy (the KL
+    The prompts carry each env's last `history_steps` steps of its episode (`EpisodeHistory`); the state
+    key of every step is stored when the envs offer `state_keys()` (GiGPO's step groups).
     penalty's reference) with agent.evaluate's signature.
     """
     n = obs.shape[0]
@@ -226,7 +257,12 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
     env_infos = split_infos(infos, n)
     for t in range(num_steps):
         t0 = time.perf_counter()
-        prompts = render_prompts(env_id, env_infos, cot, state_text)
+    history = EpisodeHistory(n, history_steps)
+    if hasattr(envs, "state_keys"):
+        ro.state_keys = np.zeros((num_steps, n), np.uint64)
+        if ro.state_keys is not None:
+            ro.state_keys[t] = envs.state_keys()
+        prompts = render_prompts(env_id, env_infos, cot, state_text, [history.window(i) for i in range(n)])
         batch = prompt_batch(agent, obs, prompts)
         t1 = time.perf_counter()
         gen = agent.generate(batch, seed=int(rng.integers(2**31)))
@@ -267,7 +303,9 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         need = np.flatnonzero(trunc & ~term)
         if len(need):
             frames, fin_infos = final_observations(infos, done, obs, n)
-            fin_prompts = render_prompts(env_id, [fin_infos[i] for i in need], cot, state_text)
+            fin_hist = [(history.window(i) + [(names[i][actions[i]], str(fin_infos[i].get("text", "")))])
+                        [-history_steps:] if history_steps else [] for i in need]
+            fin_prompts = render_prompts(env_id, [fin_infos[i] for i in need], cot, state_text, fin_hist)
             ro.next_values[t, need] = values_of(agent, frames[need], fin_prompts)
         if t > 0:
             running = ~(ro.terminated[t - 1] | ro.truncated[t - 1])
@@ -277,11 +315,13 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         secs["generate"] += t2 - t1
         secs["logprob"] += t3 - t2
         secs["env"] += t4 - t3
+        history.record([names[i][a] for i, a in enumerate(actions)], env_infos, done)
     # bootstrap the last step from the state the rollout stops in
     running = ~(ro.terminated[-1] | ro.truncated[-1])
     if running.any():
         t0 = time.perf_counter()
-        boot = values_of(agent, obs[running], [p for p, r in zip(render_prompts(env_id, env_infos, cot, state_text), running) if r])
+        last = render_prompts(env_id, env_infos, cot, state_text, [history.window(i) for i in range(n)])
+        boot = values_of(agent, obs[running], [p for p, r in zip(last, running) if r])
         ro.next_values[-1, running] = boot
         secs["logprob"] += time.perf_counter() - t0
     ro.seconds = secs
@@ -305,8 +345,8 @@ class EvalResult:
 def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: int, cot: bool = True,
                    state_text: bool = False,
                    fallback: str = "random", fallback_action: int = 0, record: int = 0,
-                   max_steps: int = 1000, make_vec: Any = None, progress: Any = None, **env_kwargs: Any
-                   ) -> EvalResult:
+                   max_steps: int = 1000, make_vec: Any = None, progress: Any = None, history_steps: int = 0,
+                   **env_kwargs: Any) -> EvalResult:
     """Play `episodes` episodes: chunks of `batch` envs, each env plays the first episode of its seeded
     reset only, so the set of episodes is fixed by `seed` whatever the policy does. Returns the success
     rate and records the first `record` episodes (frames, prompts, answers) for the HTML report."""
@@ -333,9 +373,11 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                     break
                 idx = np.flatnonzero(active)
                 env_infos = split_infos(infos, size)
-                prompts = render_prompts(env_id, [env_infos[i] for i in idx], cot, state_text)
+                prompts = render_prompts(env_id, [env_infos[i] for i in idx], cot, state_text,
+                                         [history.window(i) for i in idx])
                 gen = agent.generate(prompt_batch(agent, np.asarray(obs)[idx], prompts),
                                      seed=int(rng.integers(2**31)))
+            history = EpisodeHistory(size, history_steps)
                 names = action_names_per_env(envs, size)
                 acts, valid, _ = choose_actions(gen.texts, [names[i] for i in idx], fallback, fallback_action, rng)
                 actions = np.zeros(size, np.int64)
@@ -354,6 +396,8 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                         returns.append(float(ret[i]))
                         if progress is not None:
                             progress.update(1)
+                history.record([names[i][a] for i, a in enumerate(actions)], split_infos(infos, size),
+                               np.asarray(term, bool) | np.asarray(trunc, bool))
             else:
                 returns.extend(float(ret[i]) for i in np.flatnonzero(active))
             recorded.extend(eps[i] for i in sorted(eps))

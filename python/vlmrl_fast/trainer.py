@@ -76,7 +76,8 @@ def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, re
     with _bar(cfg.eval_episodes, desc, cfg.progress and accelerator.is_main_process) as bar:
         res = evaluate_agent(agent, cfg.env, episodes=share, seed=cfg.eval_seed + offset, batch=cfg.eval_batch,
                              cot=cfg.cot, state_text=cfg.state_text, fallback=cfg.invalid_fallback,
-                             fallback_action=cfg.fallback_action, record=record if rank == 0 else 0, progress=bar)
+                             fallback_action=cfg.fallback_action, record=record if rank == 0 else 0, progress=bar,
+                             history_steps=cfg.history_steps)
     distributed.wait_for_all(accelerator, "eval")  # evaluations of unequal duration end outside collectives
     r = np.array(res.returns)
     t = torch.tensor([len(r), float((r > 0).sum()), float(r.sum()), res.invalid_rate * len(r)],
@@ -217,6 +218,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 def _fmt(x: float) -> str:
     return "-" if x is None or x != x else f"{x:.2f}"
 
+                               "algorithm": cfg.algorithm, "group_size": cfg.group_size,
 
 def print_summary(summary: dict[str, Any]) -> None:
     """One readable block of the headline figures."""
