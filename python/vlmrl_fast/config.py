@@ -193,6 +193,12 @@ class TrainConfig:
         if batch % per_step:
             raise ConfigError(f"config field 'grad_accum_steps': num_envs * num_steps = {batch} samples must be "
                               f"a multiple of minibatch_size * grad_accum_steps = {per_step}{where}")
+        if self.num_envs % self.group_size:
+            raise ConfigError(f"config field 'group_size': num_envs = {self.num_envs} must be a multiple of "
+                              f"group_size = {self.group_size}{where}")
+        if self.algorithm != "ppo" and self.group_size < 2:
+            raise ConfigError(f"config field 'group_size': algorithm {self.algorithm} compares episodes within "
+                              f"groups, so group_size must be >= 2, got {self.group_size}{where}")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"config field 'device': {self.device!r} is not cpu, cuda, cuda:N or auto{where}")
         if self.quantization != "none" and self.device == "cpu":
@@ -204,12 +210,6 @@ class TrainConfig:
         """Samples per update and process: num_envs * num_steps."""
         return self.num_envs * self.num_steps
 
-        if self.num_envs % self.group_size:
-            raise ConfigError(f"config field 'group_size': num_envs = {self.num_envs} must be a multiple of "
-                              f"group_size = {self.group_size}{where}")
-        if self.algorithm != "ppo" and self.group_size < 2:
-            raise ConfigError(f"config field 'group_size': algorithm {self.algorithm} compares episodes within "
-                              f"groups, so group_size must be >= 2, got {self.group_size}{where}")
     def resolved_run_dir(self) -> Path:
         """The run folder: run_dir if set, else runs/<run_name or a name made of env, model and seed>."""
         if self.run_dir:

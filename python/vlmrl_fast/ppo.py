@@ -200,10 +200,10 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
         "time/update_s": update_s,
         "time/iteration_s": wall,
     })
+    record.update(diagnostics(cfg.algorithm, advantages, ro, cfg.group_size))
     return record
 
 
-    record.update(diagnostics(cfg.algorithm, advantages, ro, cfg.group_size))
 # -- the whole job ---------------------------------------------------------------------------------------
 def build_agent(cfg: TrainConfig, device: str) -> Any:
     """Load the model named by cfg.model with cfg's LoRA/dtype options and wrap it in an Agent."""

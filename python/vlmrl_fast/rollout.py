@@ -192,8 +192,8 @@ class Rollout:
     action_starts: list[int] = field(default_factory=list)
     valid: np.ndarray = None  # type: ignore[assignment]
     ref_logprobs: np.ndarray | None = None
-    batches: list[Any] = field(default_factory=list)  # [T] PromptBatch of each step, reused by the update
     state_keys: np.ndarray | None = None  # [T, N] uint64: the engine's key of the state each action was taken in
+    batches: list[Any] = field(default_factory=list)  # [T] PromptBatch of each step, reused by the update
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
@@ -240,10 +240,10 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
                     ) -> Rollout:
     """Play num_steps steps of every env from (obs, infos), storing what the PPO update needs.
 
-    `seed` drives generation sampling and the fallback actions, one derived seed per step, so a rollout
-    does not depend on global RNG state. `ref_evaluate`, when given, evaluates the initial policy (the KL
     The prompts carry each env's last `history_steps` steps of its episode (`EpisodeHistory`); the state
     key of every step is stored when the envs offer `state_keys()` (GiGPO's step groups).
+    `seed` drives generation sampling and the fallback actions, one derived seed per step, so a rollout
+    does not depend on global RNG state. `ref_evaluate`, when given, evaluates the initial policy (the KL
     penalty's reference) with agent.evaluate's signature.
     """
     n = obs.shape[0]
@@ -255,11 +255,11 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
     running_return = np.zeros(n, np.float64)
     running_len = np.zeros(n, np.int64)
     env_infos = split_infos(infos, n)
-    for t in range(num_steps):
-        t0 = time.perf_counter()
     history = EpisodeHistory(n, history_steps)
     if hasattr(envs, "state_keys"):
         ro.state_keys = np.zeros((num_steps, n), np.uint64)
+    for t in range(num_steps):
+        t0 = time.perf_counter()
         if ro.state_keys is not None:
             ro.state_keys[t] = envs.state_keys()
         prompts = render_prompts(env_id, env_infos, cot, state_text, [history.window(i) for i in range(n)])
@@ -311,11 +311,11 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
             running = ~(ro.terminated[t - 1] | ro.truncated[t - 1])
             ro.next_values[t - 1, running] = ro.values[t, running]
         env_infos = split_infos(infos, n)
+        history.record([names[i][a] for i, a in enumerate(actions)], env_infos, done)
         secs["prompt"] += t1 - t0
         secs["generate"] += t2 - t1
         secs["logprob"] += t3 - t2
         secs["env"] += t4 - t3
-        history.record([names[i][a] for i, a in enumerate(actions)], env_infos, done)
     # bootstrap the last step from the state the rollout stops in
     running = ~(ro.terminated[-1] | ro.truncated[-1])
     if running.any():
@@ -368,6 +368,7 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
             active[:m] = True
             ret = np.zeros(size)
             eps = {i: Episode() for i in range(m) if start + i < record}
+            history = EpisodeHistory(size, history_steps)
             for _ in range(max_steps):
                 if not active.any():
                     break
@@ -377,13 +378,14 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                                          [history.window(i) for i in idx])
                 gen = agent.generate(prompt_batch(agent, np.asarray(obs)[idx], prompts),
                                      seed=int(rng.integers(2**31)))
-            history = EpisodeHistory(size, history_steps)
                 names = action_names_per_env(envs, size)
                 acts, valid, _ = choose_actions(gen.texts, [names[i] for i in idx], fallback, fallback_action, rng)
                 actions = np.zeros(size, np.int64)
                 actions[idx] = acts
                 frames = np.array(obs)[idx] if eps else None
                 obs, reward, term, trunc, infos = envs.step(actions)
+                history.record([names[i][a] for i, a in enumerate(actions)], split_infos(infos, size),
+                               np.asarray(term, bool) | np.asarray(trunc, bool))
                 invalid += int((~valid).sum())
                 steps += len(idx)
                 for j, i in enumerate(idx):
@@ -396,8 +398,6 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                         returns.append(float(ret[i]))
                         if progress is not None:
                             progress.update(1)
-                history.record([names[i][a] for i, a in enumerate(actions)], split_infos(infos, size),
-                               np.asarray(term, bool) | np.asarray(trunc, bool))
             else:
                 returns.extend(float(ret[i]) for i in np.flatnonzero(active))
             recorded.extend(eps[i] for i in sorted(eps))

@@ -188,6 +188,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if logger is not None:
         logger.close()
     summary: dict[str, Any] = {"env_id": cfg.env, "model": cfg.model, "world_size": accelerator.num_processes,
+                               "algorithm": cfg.algorithm, "group_size": cfg.group_size,
                                "updates_done": done, "stopped_early": stopped}
     if stopped:
         return summary
@@ -218,7 +219,6 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 def _fmt(x: float) -> str:
     return "-" if x is None or x != x else f"{x:.2f}"
 
-                               "algorithm": cfg.algorithm, "group_size": cfg.group_size,
 
 def print_summary(summary: dict[str, Any]) -> None:
     """One readable block of the headline figures."""
