@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vlmrl_fast.train_cli import add_subcommands  # train, sft, eval
 
     add_subcommands(sub)
+    from vlmrl_fast.table import add_subcommand as add_table  # table
+
+    add_table(sub)
     return parser
 
 
