@@ -498,6 +498,7 @@ def parse_args(argv=None):
     p.add_argument("--num-steps", type=int, default=2, help="rollout steps per env in the PPO iteration")
     p.add_argument("--max-new-tokens", type=int, default=256, help="forced answer length (min = max)")
     p.add_argument("--serial-envs", type=int, default=4, help="envs rolled out one answer at a time")
+    p.add_argument("--serial-steps", type=int, default=1, help="steps of each of those envs")
     p.add_argument("--update-epochs", type=int, default=4)
     p.add_argument("--minibatch-size", type=int, default=4)
     p.add_argument("--grad-accum-steps", type=int, default=8)
@@ -507,7 +508,7 @@ def parse_args(argv=None):
     if args.smoke:
         args.device = args.device or "cpu"
         args.num_envs, args.num_steps, args.max_new_tokens = 2, 1, 6
-        args.serial_envs, args.minibatch_size, args.grad_accum_steps, args.update_epochs = 1, 1, 2, 1
+        args.serial_envs, args.serial_steps, args.minibatch_size, args.grad_accum_steps, args.update_epochs = 1, 1, 1, 2, 1
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for name in args.models.split(","):
         if name not in MODELS:
@@ -544,7 +545,8 @@ def main(argv=None) -> int:
                      "minibatch_size": cfg.minibatch_size, "grad_accum_steps": cfg.grad_accum_steps,
                      "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
                      "gradient_checkpointing": cfg.gradient_checkpointing, "dtype": cfg.dtype,
-                     "serial_envs": args.serial_envs, "weights": "random (published architectures)"},
+                     "serial_envs": args.serial_envs,
+                     "serial_steps": args.serial_steps, "weights": "random (published architectures)"},
         "rows": [], "errors": [], "complete": False,
     }
 
@@ -558,37 +560,26 @@ def main(argv=None) -> int:
         return args.budget_s - (time.perf_counter() - t_start)
 
     save()
-    for name in args.models.split(","):
+
+    def with_model(name: str, row: dict, stage: Callable[[Any], None]) -> None:
+        """Build `name`, run `stage` on its agent, free it; an exception becomes the row's error."""
         spec = toy(MODELS[name]) if args.smoke else MODELS[name]
-        row: dict[str, Any] = {"model": name, "hub_config": spec["hub_id"], "num_envs": cfg.num_envs,
-                               "num_steps": cfg.num_steps, "seconds": None, "tokens_per_s": None,
-                               "peak_memory_gb": None, "batched_vs_one_at_a_time": None,
-                               "generation_variants": {}, "errors": []}
-        result["rows"].append(row)
         agent = None
         try:
             t0 = time.perf_counter()
             agent = build_agent(spec, cfg, args.device)
             _sync()
-            row["build_s"] = time.perf_counter() - t0
+            row.setdefault("build_s", time.perf_counter() - t0)
             row["parameters_b"] = sum(p.numel() for p in agent.base_model.parameters()) / 1e9
             row["trainable_parameters_m"] = sum(p.numel() for p in agent.parameters() if p.requires_grad) / 1e6
-            row["memory_after_build_gb"] = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                row["memory_after_build_gb"] = torch.cuda.memory_allocated() / 2**30
             warm = _variant_batch(agent, cfg).select([0])  # CUDA/cuBLAS start-up outside the timings
             with GenerationOverrides(agent, max_new_tokens=2):
                 agent.generate(warm, seed=0)
             row["prompt_tokens_one_env"] = int(warm.input_ids.shape[1])
             save()
-            ppo_iteration(agent, cfg, args.device, row)
-            save()
-            if time_left() > 60 or args.smoke:
-                row["one_at_a_time"] = one_at_a_time(agent, cfg, args.serial_envs)
-                row["batched_vs_one_at_a_time"] = row["env_steps_per_s"] / row["one_at_a_time"]["env_steps_per_s"]
-            else:
-                row["one_at_a_time"] = {"skipped": f"time budget: {time_left():.0f} s left"}
-            save()
-            names = [v for v in args.variants.split(",") if v]
-            generation_variants(agent, cfg, args.device, names, row, save, time_left)
+            stage(agent)
         except Exception as exc:
             row["errors"].append(_error(exc))
             print(f"scale.py: {name}: {row['errors'][-1]['error']}", file=sys.stderr)
@@ -599,8 +590,42 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         save()
+
+    # 1. what the targets need first, model by model: the PPO iteration and the one-at-a-time rollout
+    names = args.models.split(",")
+    for name in names:
+        row: dict[str, Any] = {"model": name, "hub_config": MODELS[name]["hub_id"], "num_envs": cfg.num_envs,
+                               "num_steps": cfg.num_steps, "seconds": None, "tokens_per_s": None,
+                               "peak_memory_gb": None, "batched_vs_one_at_a_time": None,
+                               "generation_variants": {}, "errors": []}
+        result["rows"].append(row)
+
+        def iteration(agent, row=row) -> None:
+            ppo_iteration(agent, cfg, args.device, row)
+            save()
+            if time_left() < 60 and not args.smoke:
+                row["one_at_a_time"] = {"skipped": f"time budget: {time_left():.0f} s left"}
+                return
+            serial = dataclasses.replace(cfg, num_steps=args.serial_steps)
+            row["one_at_a_time"] = one_at_a_time(agent, serial, args.serial_envs)
+            row["batched_vs_one_at_a_time"] = row["env_steps_per_s"] / row["one_at_a_time"]["env_steps_per_s"]
+
+        with_model(name, row, iteration)
         print(f"{name}: seconds {row.get('seconds')} tokens/s {row.get('tokens_per_s')} "
               f"peak {row.get('peak_memory_gb')} GB batched/one-at-a-time {row.get('batched_vs_one_at_a_time')}",
+              flush=True)
+    # 2. the generation variants, as far as the budget goes
+    variants = [v for v in args.variants.split(",") if v]
+    for name, row in zip(names, result["rows"]):
+        if not variants:
+            break
+        if time_left() < 45 and not args.smoke:
+            row["generation_variants"] = {"skipped": f"time budget: {time_left():.0f} s left"}
+            save()
+            continue
+        with_model(name, row, lambda agent, row=row: generation_variants(agent, cfg, args.device, variants, row,
+                                                                         save, time_left))
+        print(f"{name}: generation variants {json.dumps({k: v.get('vs_plain_generate', v.get('skipped', v.get('error'))) for k, v in row['generation_variants'].items() if isinstance(v, dict)}, default=float)}",
               flush=True)
     result["complete"] = True
     save()
