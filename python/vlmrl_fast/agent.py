@@ -30,6 +30,8 @@ from vlmrl_fast.ops import token_logprobs
 from vlmrl_fast.parser import first_action_token
 
 _VISION_KEYS_NOT_BATCHED = ("pixel_values", "pixel_values_videos")
+TOKEN_ROW_KEYS = ("mm_token_type_ids", "token_type_ids")
+"""Vision inputs with one entry per prompt token (Qwen's mm_token_type_ids, Gemma 3's token_type_ids)."""
 
 
 @dataclass
@@ -74,7 +76,7 @@ class PromptBatch:
                 vision[key] = torch.cat([chunks[i] for i in idx.tolist()]) if idx.numel() else value[:0]
             elif value.shape[0] == n:
                 vision[key] = value[idx]
-                if key == "mm_token_type_ids":
+                if key in TOKEN_ROW_KEYS:
                     vision[key] = vision[key][:, first:]
             else:
                 raise ValueError(f"PromptBatch.select: vision input {key!r} has no per-row layout")
@@ -144,6 +146,9 @@ class Agent(nn.Module):
         self.suppressed_token_ids = self._placeholder_token_ids()
         self.preprocess = preprocess
         self.image_pipeline = self._image_pipeline(preprocess)
+        from vlmrl_fast.models.loading import is_text_only
+
+        self.text_only = is_text_only(processor)  # a causal LM: prompts only, images are ignored
 
     def _placeholder_token_ids(self) -> list[int]:
         # Image/video placeholder ids must never be generated: the model would take a sampled one
@@ -168,6 +173,8 @@ class Agent(nn.Module):
         proc = self.processor
         why = None
         if getattr(proc, "image_processor", None) is None:
+        if self.text_only:
+            return None
             why = f"{type(proc).__name__} holds no image processor"
         elif not (hasattr(proc, "replace_image_token") and hasattr(proc, "get_text_with_replacements")):
             why = f"{type(proc).__name__} cannot expand image placeholders from precomputed inputs"
@@ -198,6 +205,9 @@ class Agent(nn.Module):
         """One user message (an image, then `prompt`) through the model's chat template, ready
         for generation."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        if self.text_only:
+            messages = [{"role": "user", "content": prompt}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def prompt_batch(self, images, prompts: list[str], *, vision=None) -> PromptBatch:
@@ -214,6 +224,9 @@ class Agent(nn.Module):
             raise ValueError("prompt_batch: empty batch")
         texts = [self.chat_text(p) for p in prompts]
         if vision is not None:
+        if self.text_only:  # the images (the blank frames of text envs, or any frame) are not read
+            enc = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+            return PromptBatch(enc["input_ids"], enc["attention_mask"], {}).to(self.device)
             return self._prompt_batch_with_vision(texts, dict(vision))
         if len(images) != n:
             raise ValueError(f"prompt_batch: {len(images)} images but {n} prompts")
@@ -225,7 +238,10 @@ class Agent(nn.Module):
         for i, im in enumerate(imgs):
             if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
                 raise ValueError(f"prompt_batch: image {i} must be uint8 [H, W, 3], got {im.dtype} {im.shape}")
-        enc = self.processor(images=imgs, text=texts, padding=True, return_tensors="pt")
+        # Gemma 3's processor takes the images of each prompt as a list of their own
+        per_prompt = type(self.processor).__name__.startswith("Gemma3")
+        enc = self.processor(images=[[im] for im in imgs] if per_prompt else imgs, text=texts, padding=True,
+                             return_tensors="pt")
         vision = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
         return PromptBatch(enc["input_ids"], enc["attention_mask"], vision).to(self.device)
 
@@ -241,15 +257,20 @@ class Agent(nn.Module):
         shapes = {k: torch.zeros((), dtype=torch.float32).expand(v.shape)
                   if isinstance(v, torch.Tensor) and v.dtype == torch.bfloat16 else v for k, v in vision.items()}
         try:
+        unused = list(getattr(proc, "unused_input_names", None) or [])
+        if "num_crops" in unused and "num_crops" not in shapes:  # Gemma 3 without pan-and-scan: no crops
+            shapes["num_crops"] = [0] * len(texts)
             repl = [proc.replace_image_token(shapes, image_idx=i) for i in range(len(texts))]
         except (NotImplementedError, KeyError, IndexError) as exc:
             raise ValueError(f"prompt_batch: cannot expand image placeholders of {type(proc).__name__} from "
                              f"the given vision inputs {sorted(vision)} ({exc!r})") from None
         expanded, _ = proc.get_text_with_replacements(list(texts), repl)
         enc = self.tokenizer(expanded, padding=True, return_tensors="pt")
-        vision = {k: torch.as_tensor(v) for k, v in vision.items()}
+        vision = {k: torch.as_tensor(v) for k, v in vision.items() if k not in unused}
         if getattr(proc, "return_mm_token_type_ids", False):
-            vision["mm_token_type_ids"] = torch.as_tensor(proc.create_mm_token_type_ids(enc["input_ids"]))
+            # Gemma 3's processor returns them as token_type_ids
+            key = "token_type_ids" if type(proc).__name__.startswith("Gemma3") else "mm_token_type_ids"
+            vision[key] = torch.as_tensor(proc.create_mm_token_type_ids(enc["input_ids"]))
         return PromptBatch(enc["input_ids"], enc["attention_mask"], vision).to(self.device)
 
     # ------------------------------------------------------------------ generation
@@ -397,9 +418,9 @@ class Agent(nn.Module):
         input_ids = torch.cat([batch.input_ids, answers], 1)
         attention_mask = torch.cat([batch.attention_mask, answer_mask.to(batch.attention_mask.dtype)], 1)
         vision = dict(batch.vision)
-        if "mm_token_type_ids" in vision:  # answer tokens are text
-            mm = vision["mm_token_type_ids"]
-            vision["mm_token_type_ids"] = torch.cat([mm, mm.new_zeros(n, width)], 1)
+        for key in TOKEN_ROW_KEYS:  # answer tokens are text
+            if key in vision:
+                vision[key] = torch.cat([vision[key], vision[key].new_zeros(n, width)], 1)
 
         captured: dict[str, torch.Tensor] = {}
         head = self.model.get_output_embeddings()

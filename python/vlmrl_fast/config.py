@@ -214,7 +214,7 @@ class TrainConfig:
         """The run folder: run_dir if set, else runs/<run_name or a name made of env, model and seed>."""
         if self.run_dir:
             return Path(self.run_dir)
-        name = self.run_name or f"{self.env.replace(':', '_')}-{Path(self.model).name}-seed{self.seed}"
+        name = self.run_name or f"{self.env.replace(':', '_')}-{Path(self.model).name.replace(':', '_')}-seed{self.seed}"
         return Path("runs") / name
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ backend classes): processors that run the generic resize -> center crop ->
 rescale -> normalize path (CLIP / LLaVA-1.5, SigLIP, ViT-like),
 Qwen2-VL / Qwen2.5-VL's `Qwen2VLImageProcessor`, and LLaVA-NeXT's
 `LlavaNextImageProcessor` ("anyres" tiling: ``pixel_values`` [N, 1 + tiles,
-3, tile, tile] plus ``image_sizes``). Every other processor falls back to
+3, tile, tile] plus ``image_sizes``), Qwen3-VL's (a `Qwen2VLImageProcessor` with 16 px
+patches) and Gemma 3's `Gemma3ImageProcessor` without pan-and-scan (SigLIP's path). Every other processor falls back to
 calling the Hugging Face processor itself, with a one-time warning.
 """
 
@@ -111,6 +112,13 @@ def _llava_next_classes() -> tuple[type, ...]:
     )
 
 
+def _gemma3_classes() -> tuple[type, ...]:
+    return _classes(
+        ("transformers.models.gemma3.image_processing_gemma3", "Gemma3ImageProcessor"),
+        ("transformers.models.gemma3.image_processing_pil_gemma3", "Gemma3ImageProcessorPil"),
+    )
+
+
 def _llava_next_settings(ip: Any) -> dict[str, Any] | str:
     """The tiling of a LLaVA-NeXT processor when the native pipeline computes it exactly.
 
@@ -191,8 +199,13 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
         return kwargs, backend
 
     # The generic path: the class must run its backend's own steps unchanged,
-    # then what the native pipeline computes is exactly what it computes.
-    for method in ("preprocess", "_preprocess", "resize", "center_crop", "rescale_and_normalize"):
+    # then what the native pipeline computes is exactly what it computes. Gemma 3's
+    # processor without pan-and-scan is SigLIP's: resize to a square, rescale, normalize.
+    gemma3 = cls in _gemma3_classes()
+    if gemma3 and getattr(ip, "do_pan_and_scan", False):
+        return "Gemma 3's pan-and-scan crops are not supported"
+    for method in ("resize", "center_crop", "rescale_and_normalize") if gemma3 else (
+            "preprocess", "_preprocess", "resize", "center_crop", "rescale_and_normalize"):
         mine, theirs = getattr(cls, method, None), getattr(base, method, None)
         if mine is not theirs:
             return f"{cls.__name__} overrides {method}"
@@ -204,7 +217,7 @@ def _native_settings(ip: Any) -> tuple[dict[str, Any], str] | str:
             kwargs.update(height=int(size.height), width=int(size.width))
         else:
             return f"size {dict(size.items()) if hasattr(size, 'items') else size} is not supported"
-    if getattr(ip, "do_center_crop", False):
+    if getattr(ip, "do_center_crop", False) and not gemma3:  # Gemma 3's steps have no crop
         crop = ip.crop_size
         kwargs.update(crop_height=int(crop.height), crop_width=int(crop.width))
     return kwargs, backend

@@ -138,7 +138,7 @@ def concat_prompt_batches(parts: Sequence[Any], pad_token_id: int) -> Any:
     mask = torch.cat([left_pad(p.attention_mask, 0) for p in parts])
     vision = {}
     for key in parts[0].vision:
-        if key == "mm_token_type_ids":
+        if key in ("mm_token_type_ids", "token_type_ids"):  # one entry per token (agent.TOKEN_ROW_KEYS)
             vision[key] = torch.cat([left_pad(p.vision[key], 0) for p in parts])
         else:
             vision[key] = torch.cat([p.vision[key] for p in parts])

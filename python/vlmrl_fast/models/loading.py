@@ -32,6 +32,10 @@ def resolve_model_path(name_or_path: str | os.PathLike, *, require_config: bool 
     name = os.fspath(name_or_path)
     if name in TINY_ALIASES:
         return str(default_model_path())
+    if name.startswith("tiny:"):  # the test-size tiny model of a family (models/families.py)
+        from vlmrl_fast.models.families import tiny_model_path
+
+        return str(tiny_model_path(name.removeprefix("tiny:")))
     path = Path(name).expanduser()
     if path.is_dir():
         if require_config and not (path / "config.json").is_file():
@@ -56,6 +60,30 @@ def _has_chat_template(processor) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+class TextProcessor:
+    """The processor of a text-only causal LM: its tokenizer (with the chat template), no image side."""
+
+    image_processor = None
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    @property
+    def chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None)
+
+    def apply_chat_template(self, messages: list[dict], **kwargs: Any) -> Any:
+        return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        self.tokenizer.save_pretrained(directory)
+
+
+def is_text_only(processor: Any) -> bool:
+    """Whether `processor` belongs to a text-only causal LM (a `TextProcessor`)."""
+    return isinstance(processor, TextProcessor)
+
+
 def load_processor(name_or_path: str | os.PathLike, *, require_config: bool = True):
     """AutoProcessor of a model, left padding, checked for a chat template.
 
@@ -69,7 +97,11 @@ def load_processor(name_or_path: str | os.PathLike, *, require_config: bool = Tr
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"model {path}: cannot load its processor ({first})") from None
-    if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+    from transformers import PreTrainedTokenizerBase
+
+    if isinstance(processor, PreTrainedTokenizerBase):  # a causal LM's folder: tokenizer only
+        processor = TextProcessor(processor)
+    elif not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
         raise ValueError(f"model {path}: AutoProcessor gave {type(processor).__name__}, not an image+text processor")
     if not _has_chat_template(processor):
         raise ValueError(
@@ -166,12 +198,13 @@ def _enable_checkpointing(model) -> None:
 
 
 def load_model(name_or_path: str | os.PathLike, settings: ModelSettings | None = None):
-    """Load a VLM and its processor: `(model, processor)`.
+    """Load a VLM (or a text-only causal LM) and its processor: `(model, processor)`.
 
     `name_or_path` is a local Hugging Face folder, a hub id (where the machine has a network) or
     "tiny" (the embedded tiny VLM, built on first use). The model is an
     `AutoModelForImageTextToText`, in `settings.dtype` on `settings.device`, optionally quantized
-    (bitsandbytes, CUDA only), with gradient checkpointing and LoRA adapters (peft) as set. Without
+    (bitsandbytes, CUDA only); a folder with a tokenizer and no image processor is a text-only model,
+    loaded as an `AutoModelForCausalLM` with a `TextProcessor`; "tiny:FAMILY" a test-size tiny model, with gradient checkpointing and LoRA adapters (peft) as set. Without
     LoRA every weight is trainable; with it only the adapters are.
     """
     from transformers import AutoModelForImageTextToText
@@ -188,11 +221,16 @@ def load_model(name_or_path: str | os.PathLike, settings: ModelSettings | None =
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": torch.device(settings.device).index or 0}
     model: Any
+    auto: Any = AutoModelForImageTextToText
+    if is_text_only(processor):  # a text-only agent: any causal LM with a chat template
+        from transformers import AutoModelForCausalLM
+
+        auto = AutoModelForCausalLM
     try:
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"model {path}: cannot load it with AutoModelForImageTextToText ({first})") from None
+        raise ValueError(f"model {path}: cannot load it with {auto.__name__} ({first})") from None
     if quant is None:
         model.to(settings.device)
     if model.generation_config.pad_token_id is None:
