@@ -38,6 +38,7 @@ def launch(model: Path, run_dir: Path, *extra: str, env: dict[str, str] | None =
            "--update-epochs", "1", "--minibatch-size", "2", "--grad-accum-steps", "1",
            "--learning-rate", "1e-2", "--min-learning-rate", "1e-2", "--max-grad-norm", "1.0",
            "--warm-start", "none", "--eval-episodes", "4", "--eval-batch", "2", "--no-progress",
+           "--eval-every", "1", "--eval-every-episodes", "3",
            "--updates", "2", "--seed", "2", *extra]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMRL_FAST_")}
     full_env.update(PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1", **(env or {}))
@@ -82,6 +83,9 @@ def test_one_update_same_weights_on_both_processes(first_update):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in records] == [1]
     assert records[0]["global_step"] == 2 * 2 * 2  # num_envs * num_steps * 2 processes
+    # the periodic evaluation after update 1: 3 held-out episodes split 2 + 1 over the processes
+    assert records[0]["eval/success_rate"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert 0.0 <= records[0]["eval/invalid_rate"] <= 1.0
 
 
 def test_resume_with_two_processes(first_update, model, tmp_path):
@@ -99,6 +103,7 @@ def test_resume_with_two_processes(first_update, model, tmp_path):
     assert summary["env_steps"] == 2 * 2 * 2 * 2
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in records] == [1, 2]
+    assert "eval/success_rate" in records[0] and "eval/success_rate" not in records[1]  # the last: eval after RL
     assert summary["train_episodes_this_invocation"] == records[1]["charts/episodes"]
     w0, w1 = load_file(str(dump2 / "weights_rank0.safetensors")), load_file(str(dump2 / "weights_rank1.safetensors"))
     first = load_file(str(dump1 / "weights_rank0.safetensors"))

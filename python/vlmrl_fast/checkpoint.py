@@ -10,7 +10,13 @@ Layout of one checkpoint, ``<run>/checkpoints/update_000012/``::
 
 A checkpoint is written into a temporary sibling folder and renamed into place in one `os.replace`, and
 ``<run>/checkpoints/latest`` (a one-line file naming the folder) is replaced the same way afterwards, so a
-crash at any moment leaves either the previous or the new checkpoint, never a half-written one.
+crash at any moment leaves either the previous or the new checkpoint, never a half-written one. The
+temporary folders and files a killed process leaves behind (names starting with ``.``) are removed by the
+next checkpoint write.
+
+Test switch: ``VLMRL_FAST_INJECT_KILL=POINT[:UPDATE]`` makes the process SIGKILL itself at a named point
+(`maybe_kill`), e.g. ``checkpoint_files:2`` half-way through writing checkpoint 2; tests/test_crash_resume.py
+kills runs there and at timed moments and checks that `--resume` ends where an uninterrupted run ends.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +36,25 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+INJECT_KILL_ENV = "VLMRL_FAST_INJECT_KILL"
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not fit the model it is loaded into."""
+
+
+def maybe_kill(point: str, update: int | None = None) -> None:
+    """SIGKILL this process when VLMRL_FAST_INJECT_KILL names this point (and update, when it gives one).
+    Points: checkpoint_files (the temporary folder holds the weights), checkpoint_rename (the folder is in
+    place, `latest` not yet), metrics_write (report.py: half of a metrics line is written)."""
+    spec = os.environ.get(INJECT_KILL_ENV, "")
+    if not spec:
+        return
+    name, _, at = spec.partition(":")
+    if name != point or (at and update is not None and int(at) != update):
+        return
+    print(f"[vlmrl_fast] killing myself at {spec}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state() -> dict[str, Any]:
@@ -88,10 +113,12 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
         torch.save(rng_state(), tmp_rng)
         os.replace(tmp_rng, root / f"{name}.rng_{rank}.pt")
         return final
+    _remove_leftovers(root)  # of a process killed while writing (the other ranks have written theirs)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.tmp-"))
     try:
         torch.save(rng_state(), tmp / "rng_0.pt")
         save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
+        maybe_kill("checkpoint_files", update)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "update": update}, indent=1))
@@ -102,6 +129,7 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    maybe_kill("checkpoint_rename", update)
     write_file_atomic(root / "latest", name + "\n")
     # update_000000 (where RL starts, after the warm start) is kept: the KL reference of a resumed run
     done = sorted(p for p in root.glob("update_*") if p.is_dir() and p.name != "update_000000")
@@ -110,6 +138,15 @@ def save_checkpoint(run_dir: str | Path, update: int, module: torch.nn.Module,
         for f in root.glob(f"{old.name}.rng_*.pt"):
             f.unlink(missing_ok=True)
     return final
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete the temporary folders/files (".update_*", ".latest.*") a killed writer left in `root`."""
+    for p in root.glob(".*"):
+        if p.name.startswith((".update_", ".latest.")) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith((".update_", ".latest.")):
+            p.unlink(missing_ok=True)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path:

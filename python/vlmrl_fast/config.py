@@ -159,6 +159,10 @@ class TrainConfig:
                             min=0)
     eval_seed: int = _f(1_000_003, "seed of the fixed evaluation set", group="eval", min=0)
     eval_batch: int = _f(100, "evaluation episodes played at once", group="eval", min=1)
+    eval_every: int = _f(10, "evaluate on a fixed held-out set every so many updates during RL (0: off); logged "
+                         "as eval/success_rate, drawn on the learning curve", group="eval", min=0)
+    eval_every_episodes: int = _f(50, "episodes of that periodic evaluation (a fixed set seeded by "
+                                  "eval_seed, like the evaluations before and after RL)", group="eval", min=1)
     report_episodes: int = _f(4, "evaluation episodes shown in report.html", group="eval", min=0)
 
     # -- several processes (accelerate launch / torchrun) ------------------------------------------------

@@ -8,6 +8,7 @@ import html
 import io
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmrl_fast.checkpoint import write_file_atomic
+from vlmrl_fast.checkpoint import INJECT_KILL_ENV, maybe_kill, write_file_atomic
 
 
 def _jsonable(v: Any) -> Any:
@@ -36,9 +37,10 @@ class MetricsLogger:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_from_step is not None and self.path.exists():
-            # a resumed run drops the records written after its checkpoint, so the file has no duplicates
-            kept = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("update", 0) <= resume_from_step]
+            # a resumed run drops the records written after its checkpoint, so the file has no duplicates,
+            # and a last line cut short by a kill
+            kept = [json.dumps(r) for r in _records(self.path.read_text(), partial_last=True)
+                    if r.get("update", 0) <= resume_from_step]
             write_file_atomic(self.path, "".join(k + "\n" for k in kept))
         elif resume_from_step is None and self.path.exists():
             self.path.unlink()
@@ -63,8 +65,13 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         """Write one record (must hold 'update'); numbers go to the enabled trackers too."""
         clean = {k: _jsonable(v) for k, v in record.items()}
+        line = json.dumps(clean) + "\n"
         with self.path.open("a") as fh:
-            fh.write(json.dumps(clean) + "\n")
+            if os.environ.get(INJECT_KILL_ENV, "").startswith("metrics_write"):  # test switch: half a line
+                fh.write(line[: len(line) // 2])
+                fh.flush()
+                maybe_kill("metrics_write", int(record.get("update", 0)))
+            fh.write(line)
         step = int(record.get("update", 0))
         scalars = {k: float(v) for k, v in clean.items() if isinstance(v, (int, float)) and k != "update"}
         if self._tb is not None:
@@ -82,12 +89,27 @@ class MetricsLogger:
             self._wandb.finish()
 
 
+def _records(text: str, *, partial_last: bool = False) -> list[dict[str, Any]]:
+    """The JSON records of metrics.jsonl text; with partial_last, a last line that does not parse (a write
+    cut short by a kill) is left out. Any other bad line is a ValueError naming its line number."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    out = []
+    for i, ln in enumerate(lines):
+        try:
+            out.append(json.loads(ln))
+        except json.JSONDecodeError as e:
+            if partial_last and i == len(lines) - 1 and not text.endswith("\n"):
+                break
+            raise ValueError(f"metrics.jsonl line {i + 1} is not JSON: {e}") from None
+    return out
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of metrics.jsonl, in order."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return _records(path.read_text())
 
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
@@ -97,10 +119,12 @@ def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def plot_learning_curve(run_dir: str | Path, *, before: float | None = None, after: float | None = None
-                        ) -> Path | None:
-    """learning_curve.png: rollout success rate and episode return per update, with the evaluation before and
-    after RL as dashed lines. Returns the path, or None when there is nothing to plot."""
+def plot_learning_curve(run_dir: str | Path, *, before: float | None = None, after: float | None = None,
+                        eval_episodes: tuple[int, int] | None = None) -> Path | None:
+    """learning_curve.png: rollout success rate and episode return per update, the held-out evaluation's
+    success rate (before RL at update 0, the periodic `eval/success_rate` records, after RL at the last update)
+    as a separate line, and the evaluations before and after RL as dashed lines. `eval_episodes` (periodic,
+    before/after) only labels the legend. Returns the path, or None when there is nothing to plot."""
     records = read_metrics(run_dir)
     if not records:
         return None
@@ -115,7 +139,17 @@ def plot_learning_curve(run_dir: str | Path, *, before: float | None = None, aft
         return [np.nan if r.get(key) is None else r[key] for r in records]
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(x, series("charts/success_rate"), marker="o", label="rollout success rate")
+    axes[0].plot(x, series("charts/success_rate"), marker="o", alpha=0.6,
+                 label="rollout success (episodes ending in the rollout)")
+    ex = [r["update"] for r in records if r.get("eval/success_rate") is not None]
+    ey = [r["eval/success_rate"] for r in records if r.get("eval/success_rate") is not None]
+    if before is not None and before == before:
+        ex, ey = [0, *ex], [before, *ey]
+    if after is not None and after == after:
+        ex, ey = [*ex, x[-1]], [*ey, after]
+    if ex:
+        sizes = f" ({eval_episodes[0]} ep.; {eval_episodes[1]} before/after RL)" if eval_episodes else ""
+        axes[0].plot(ex, ey, marker="s", c="black", lw=2, label="held-out eval success" + sizes)
     if before is not None:
         axes[0].axhline(before, ls="--", c="gray", label=f"eval before RL ({before:.2f})")
     if after is not None:

@@ -65,15 +65,17 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=True)
 
 
-def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, record: int = 0
-                   ) -> tuple[dict[str, float], EvalResult | None]:
-    """The fixed evaluation set (cfg.eval_episodes episodes, seeded by cfg.eval_seed), split over processes."""
-    if cfg.eval_episodes == 0:
+def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, record: int = 0,
+                   episodes: int | None = None) -> tuple[dict[str, float], EvalResult | None]:
+    """The fixed evaluation set (`episodes` episodes, by default cfg.eval_episodes, seeded by cfg.eval_seed),
+    split over processes."""
+    total = cfg.eval_episodes if episodes is None else episodes
+    if total == 0:
         return {"success_rate": float("nan"), "mean_return": float("nan"), "invalid_rate": float("nan")}, None
     world, rank = accelerator.num_processes, accelerator.process_index
-    share = cfg.eval_episodes // world + (1 if rank < cfg.eval_episodes % world else 0)
-    offset = rank * (cfg.eval_episodes // world) + min(rank, cfg.eval_episodes % world)
-    with _bar(cfg.eval_episodes, desc, cfg.progress and accelerator.is_main_process) as bar:
+    share = total // world + (1 if rank < total % world else 0)
+    offset = rank * (total // world) + min(rank, total % world)
+    with _bar(total, desc, cfg.progress and accelerator.is_main_process) as bar:
         res = evaluate_agent(agent, cfg.env, episodes=share, seed=cfg.eval_seed + offset, batch=cfg.eval_batch,
                              cot=cfg.cot, state_text=cfg.state_text, fallback=cfg.invalid_fallback,
                              fallback_action=cfg.fallback_action, record=record if rank == 0 else 0, progress=bar,
@@ -169,11 +171,16 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             record = train_update(agent, optimizer, accelerator, envs, cfg, update, rank, ref_evaluate, wrapped)
             record = distributed.mean_over_processes(accelerator, record)
             train_episodes += record["charts/episodes"]
+            if periodic_eval_due(cfg, update + 1):  # in the update's record: a resume drops or keeps both
+                with distributed.rollout_context(accelerator, agent, wrapped):
+                    ev, _ = run_evaluation(agent, cfg, accelerator, f"eval at update {update + 1}",
+                                           episodes=cfg.eval_every_episodes)
+                record.update({f"eval/{k}": ev[k] for k in ("success_rate", "mean_return", "invalid_rate")})
+                state["eval_last"] = {"update": update + 1, "success_rate": ev["success_rate"]}
             if logger is not None:
                 logger.log(record)
             bar.update(1)
-            bar.set_postfix(success=_fmt(record["charts/success_rate"]), ret=_fmt(record["charts/episodic_return"]),
-                            invalid=_fmt(record["charts/invalid_rate"]))
+            bar.set_postfix_str(live_figures(record, state), refresh=False)
             done = update + 1
             last = done == cfg.updates or (cfg.stop_after and done - start >= cfg.stop_after)
             if done % cfg.checkpoint_every == 0 or last:
@@ -210,10 +217,26 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     if main:
         agent.save(run_dir / "agent", state_dict=full)
         write_summary(run_dir, summary)
-        plot_learning_curve(run_dir, before=before["success_rate"], after=after["success_rate"])
+        plot_learning_curve(run_dir, before=before["success_rate"], after=after["success_rate"],
+                            eval_episodes=(cfg.eval_every_episodes, cfg.eval_episodes))
         if res is not None and res.recorded:
             write_episode_report(run_dir, res.recorded, title=f"{cfg.env}: evaluation episodes after RL")
     return summary
+
+
+def periodic_eval_due(cfg: TrainConfig, done: int) -> bool:
+    """Whether the periodic held-out evaluation runs after update `done` (not after the last update: the
+    evaluation after RL, on the full set, measures that one)."""
+    return cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < cfg.updates
+
+
+def live_figures(record: dict[str, Any], state: dict[str, Any]) -> str:
+    """The progress bar's figures, each labelled with where it comes from: rollout_succ is this update's
+    rollout (short successful episodes are over-represented), eval_succ@N the latest held-out evaluation
+    (the one before RL until the first periodic one)."""
+    last = state.get("eval_last") or {"update": 0, "success_rate": state["eval_before_rl"]["success_rate"]}
+    return (f"rollout_succ={_fmt(record['charts/success_rate'])} ret={_fmt(record['charts/episodic_return'])} "
+            f"invalid={_fmt(record['charts/invalid_rate'])} eval_succ@{last['update']}={_fmt(last['success_rate'])}")
 
 
 def _fmt(x: float) -> str:
