@@ -224,12 +224,13 @@ class AnswerLengths:
 
 
 class LayerCalls:
-    """Forward calls of the first decoder layer while grad is on: 2 per minibatch when gradient
-    checkpointing recomputes it in the backward pass, 1 when it does not."""
+    """Forward calls inside the first decoder layer while grad is on: 2 per minibatch when gradient
+    checkpointing recomputes it in the backward pass, 1 when it does not. The hook sits on the layer's
+    first sub-module: transformers checkpoints the layer's `forward`, so the layer's own hooks run once."""
 
     def __init__(self, agent):
         layers = [m for m in agent.base_model.modules() if type(m).__name__.endswith("DecoderLayer")]
-        self.layer, self.calls, self.handle = layers[0], 0, None
+        self.layer, self.calls, self.handle = next(layers[0].children()), 0, None
 
     def __enter__(self):
         def count(_m, _a):
