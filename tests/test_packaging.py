@@ -42,7 +42,7 @@ def test_transformers_hub_kernels_and_vlmrl_fast_import_from_the_repo_root():
         "print(kernels.__file__)")
     assert proc.returncode == 0, proc.stderr
     kernels_file = Path(proc.stdout.strip().splitlines()[-1])
-    assert REPO not in kernels_file.parents or ".venv" in kernels_file.parts, kernels_file
+    assert "site-packages" in kernels_file.parts, kernels_file  # Hugging Face's, not a folder of this repo
 
 
 def test_cli_runs_from_the_repo_root():
