@@ -1,5 +1,9 @@
 """Side-by-side benchmark of the advantage estimators (issue 20): PPO, GRPO, RLOO and GiGPO from the same
-start (the `tiny` model as built at the time, no SFT), with the same env-step budget and seeds, on one game.
+warm start, with the same env-step budget and seeds, on one game.
+
+The warm start is made once: the trainer's SFT warm start (its default recipe) of the `tiny` model as built
+at the time, saved as a plain model folder (out/warm_start); every run starts from it with warm_start none
+(the PPO runs add a freshly seeded value head).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/algorithms.py --out /tmp/algs --seeds 0 1 2 --updates 6
 
@@ -23,7 +27,7 @@ ALGORITHMS = ("ppo", "grpo", "rloo", "gigpo")
 
 
 def config_values(args: argparse.Namespace, algorithm: str, seed: int, run_dir: Path) -> dict:
-    return dict(env=args.env, model="tiny", algorithm=algorithm, group_size=args.group_size, seed=seed,
+    return dict(env=args.env, model=str(Path(args.out) / "warm_start"), algorithm=algorithm, group_size=args.group_size, seed=seed,
                 num_envs=args.num_envs, num_steps=args.num_steps, updates=args.updates,
                 minibatch_size=args.minibatch_size, update_epochs=args.update_epochs, warm_start="none",
                 eval_episodes=args.eval_episodes, eval_batch=args.eval_episodes, eval_every=args.eval_every,
@@ -46,6 +50,26 @@ def run_one(spec: str) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"summary": summary, "peak_rss_mb": peak_mb, "wall_s": time.perf_counter() - t0}),
           flush=True)
+
+
+def make_warm_start(args: argparse.Namespace) -> None:
+    """Child process: SFT the tiny model on args.env once and save it as a plain model folder."""
+    import torch
+    from accelerate import Accelerator
+
+    torch.set_num_threads(1)
+    from vlmrl_fast.config import load_config
+    from vlmrl_fast.ppo import build_agent
+    from vlmrl_fast.trainer import warm_start
+
+    cfg = load_config(None, dict(env=args.env, model="tiny", progress=False, seed=12345,
+                                 sft_episodes=args.sft_episodes))
+    agent = build_agent(cfg, "cpu")
+    stats = warm_start(agent, cfg, Accelerator(cpu=True))
+    dest = Path(args.out) / "warm_start"
+    agent.model.save_pretrained(dest)
+    agent.processor.save_pretrained(dest)
+    print("RESULT " + json.dumps({k: v for k, v in stats.items() if isinstance(v, (int, float, str))}), flush=True)
 
 
 def curve(run_dir: Path, before: float) -> list[tuple[int, float]]:
@@ -92,7 +116,7 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
-    p.add_argument("--env", default="EZPoints-v0")
+    p.add_argument("--env", default="NumberLine-v0")
     p.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--updates", type=int, default=6)
@@ -104,13 +128,25 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=3e-4)
     p.add_argument("--eval-episodes", type=int, default=24)
     p.add_argument("--eval-every", type=int, default=2)
+    p.add_argument("--sft-episodes", type=int, default=40)
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--warm-start-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         run_one(args.child)
         return
+    if args.warm_start_child:
+        make_warm_start(args)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / "warm_start" / "config.json").is_file():
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--out", str(out), "--env", args.env, "--sft-episodes",
+                               str(args.sft_episodes), "--warm-start-child"], capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"warm start failed:\n{proc.stderr[-3000:]}")
+        print(f"warm start: {time.perf_counter() - t0:.0f} s", proc.stdout.splitlines()[-1], flush=True)
     rows_path = out / "runs.json"
     rows: list[dict] = json.loads(rows_path.read_text()) if rows_path.exists() else []
     done = {(r["algorithm"], r["seed"]) for r in rows}

@@ -211,3 +211,13 @@ def test_one_update_of_each_algorithm(tiny_dirs, family, algorithm, tmp_path):
         assert meta["value_head"] == (algorithm == "ppo")
         assert (tmp_path / "agent" / "value_head.safetensors").exists() == (algorithm == "ppo")
         assert (Agent.load(tmp_path / "agent").value_head is None) == (algorithm != "ppo")
+
+
+def test_kl_estimators_hand_computed():
+    from vlmrl_fast.ppo_math import kl_to_reference
+
+    new, ref = torch.tensor([0.0, -1.0]), torch.tensor([-1.0, 0.0])  # ref - new = (-1, 1)
+    assert float(kl_to_reference(new, ref, "k1")) == pytest.approx(0.0, abs=1e-7)
+    assert float(kl_to_reference(new, ref, "k3")) == pytest.approx((math.exp(-1) + math.e - 2) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="k2"):
+        kl_to_reference(new, ref, "k2")
