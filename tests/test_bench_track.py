@@ -190,3 +190,17 @@ def test_cli_report_uses_the_newest_saved_run(tmp_path, old_new, capsys):
     text = readme.read_text()
     assert "| rust_parse_actions | 1 ms | answers_per_s 22.00 M | 30.00x python_parser |" in text and "bbbbbbb" in text
     assert "no block for engine, trainer" in capsys.readouterr().err
+
+
+def test_bench_readme_tables_are_those_of_the_newest_saved_run(tmp_path):
+    """bench/README.md's generated tables are what `make bench-report` writes from the newest saved run
+    (run it after `make bench`; never edit the tables by hand)."""
+    runs = track.saved_runs()
+    if not runs:
+        pytest.skip("no saved run in bench/results/")
+    if track._git_commit_of(track.GPU_RESULTS) is None:
+        pytest.skip("no git history: the GPU table names the commit of its results")
+    readme = tmp_path / "README.md"
+    readme.write_text(track.README.read_text())
+    track.report(track.load_run(runs[-1]), readme, track.GPU_RESULTS)
+    assert readme.read_text() == track.README.read_text(), "bench/README.md is stale: run `make bench-report`"

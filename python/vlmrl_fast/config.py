@@ -153,6 +153,13 @@ class TrainConfig:
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(2e-3, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)
+    perception_steps: int = _f(0, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
+                               "answers on frames of the env plus auxiliary classifiers of the state fields on "
+                               "the image features; teaches the model to read the image); 0: off", group="sft",
+                               min=0)
+    perception_frames: int = _f(2048, "frames (random play) the perception stage trains on", group="sft", min=1)
+    perception_learning_rate: float = _f(3e-4, "perception stage learning rate (warm-up, cosine to zero)",
+                                         group="sft", min=0.0, max=1.0)
 
     # -- evaluation --------------------------------------------------------------------------------------
     eval_episodes: int = _f(200, "episodes of the fixed evaluation set (before and after RL)", group="eval",

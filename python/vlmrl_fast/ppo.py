@@ -127,13 +127,16 @@ def rollout_metrics(accelerator: Any, ro: Rollout) -> dict[str, float]:
     r = np.array(ro.episode_returns)
     sums = _sum_over_processes(accelerator, [float(len(r)), float((r > 0).sum()), float(r.sum()),
                                              float((~ro.valid).sum()), float(ro.valid.size),
-                                             float(sum(ro.episode_lengths))])
-    episodes, successes, ret, invalid, steps, length = sums
+                                             float(sum(ro.episode_lengths)),
+                                             float(len(ro.perception)), float(np.sum(ro.perception))])
+    episodes, successes, ret, invalid, steps, length, perceived, perceived_right = sums
     nan = float("nan")
     return {"charts/episodes": episodes,
             "charts/success_rate": successes / episodes if episodes else nan,
             "charts/episodic_return": ret / episodes if episodes else nan,
             "charts/episodic_length": length / episodes if episodes else nan,
+            # share of this rollout's answers whose state fields equal the truth (vlmrl_fast.perception)
+            "charts/perception_accuracy": perceived_right / perceived if perceived else nan,
             "charts/invalid_rate": invalid / steps}
 
 

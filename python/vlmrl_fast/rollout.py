@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vlmrl_fast.buffer import TrajectoryBuffer
+from vlmrl_fast.perception import has_fields, perception_correct, thought_consistency
 from vlmrl_fast.report import Episode, EpisodeStep
 
 
@@ -197,6 +198,7 @@ class Rollout:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     tokens_generated: int = 0
+    perception: list[float] = field(default_factory=list)  # per answer: state fields all true (1/0)
     seconds: dict[str, float] = field(default_factory=dict)
     buffer: TrajectoryBuffer = None  # type: ignore[assignment]
 
@@ -280,6 +282,8 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         ro.batches.append(batch)
         ro.prompts.extend(prompts)
         ro.answers.extend(gen.texts)
+        if has_fields(env_id):
+            ro.perception.extend(perception_correct(env_id, gen.texts, env_infos).tolist())
         ro.action_starts.extend(int(s) for s in starts)
         ro.tokens_generated += sum(len(a) for a in gen.answer_ids)
 
@@ -340,6 +344,8 @@ class EvalResult:
     invalid_rate: float
     returns: list[float]
     recorded: list[Episode]
+    perception_accuracy: float = float("nan")  # share of answers whose state fields equal the truth
+    thought_consistency: float = float("nan")  # NumberLine: thoughts state the true comparison
 
 
 def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: int, cot: bool = True,
@@ -357,6 +363,8 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
     returns: list[float] = []
     recorded: list[Episode] = []
     invalid = steps = 0
+    perceived: list[float] = []
+    consistent: list[float] = []
     rng = np.random.default_rng([seed, 0xE7A1])
     size = min(batch, episodes)
     envs = make_vec(env_id, size, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
@@ -379,6 +387,10 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                 gen = agent.generate(prompt_batch(agent, np.asarray(obs)[idx], prompts),
                                      seed=int(rng.integers(2**31)))
                 names = action_names_per_env(envs, size)
+                if has_fields(env_id):
+                    seen = [env_infos[i] for i in idx]
+                    perceived.extend(perception_correct(env_id, gen.texts, seen))
+                    consistent.append(thought_consistency(env_id, gen.texts, seen) * len(idx))
                 acts, valid, _ = choose_actions(gen.texts, [names[i] for i in idx], fallback, fallback_action, rng)
                 actions = np.zeros(size, np.int64)
                 actions[idx] = acts
@@ -405,4 +417,10 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
         envs.close()
     r = np.array(returns)
     return EvalResult(len(r), float((r > 0).mean()) if len(r) else float("nan"),
-                      float(r.mean()) if len(r) else float("nan"), invalid / max(steps, 1), returns, recorded)
+                      float(r.mean()) if len(r) else float("nan"), invalid / max(steps, 1), returns, recorded,
+                      float(np.mean(perceived)) if perceived else float("nan"),
+                      sum(consistent) / len(perceived) if perceived and _key_is_numberline(env_id) else float("nan"))
+
+
+def _key_is_numberline(env_id: str) -> bool:
+    return env_id.rsplit("/", 1)[-1] == "NumberLine-v0"

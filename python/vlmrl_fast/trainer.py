@@ -82,10 +82,13 @@ def run_evaluation(agent: Any, cfg: TrainConfig, accelerator: Any, desc: str, re
                              history_steps=cfg.history_steps)
     distributed.wait_for_all(accelerator, "eval")  # evaluations of unequal duration end outside collectives
     r = np.array(res.returns)
-    t = torch.tensor([len(r), float((r > 0).sum()), float(r.sum()), res.invalid_rate * len(r)],
+    # perception figures: NaN (no state fields) stays NaN through the episode-weighted sum
+    t = torch.tensor([len(r), float((r > 0).sum()), float(r.sum()), res.invalid_rate * len(r),
+                      res.perception_accuracy * len(r), res.thought_consistency * len(r)],
                      dtype=torch.float64, device=accelerator.device)
-    n, succ, total, inv = (float(x) for x in accelerator.reduce(t, reduction="sum").cpu())
-    return {"success_rate": succ / n, "mean_return": total / n, "invalid_rate": inv / n, "episodes": n}, res
+    n, succ, total, inv, perc, cons = (float(x) for x in accelerator.reduce(t, reduction="sum").cpu())
+    return {"success_rate": succ / n, "mean_return": total / n, "invalid_rate": inv / n, "episodes": n,
+            "perception_accuracy": perc / n, "thought_consistency": cons / n}, res
 
 
 def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]:
@@ -94,6 +97,9 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
 
     t0 = time.perf_counter()
     rank = accelerator.process_index
+    stats: dict[str, Any] = {}
+    if cfg.perception_steps > 0:
+        stats.update(perception_warm_start(agent, cfg, accelerator))
     demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
                                  seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
                                  state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
@@ -108,8 +114,25 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
                            learning_rate=cfg.sft_learning_rate, accelerator=accelerator,
                            seed=derive_seed(cfg.seed, rank, 0xD4), on_step=on_step)
     agent.eval()
-    return {"sft_demonstrations": len(demos), "sft_first_loss": losses[0] if losses else None,
+    return {**stats, "sft_demonstrations": len(demos), "sft_first_loss": losses[0] if losses else None,
             "sft_last_loss": losses[-1] if losses else None, "sft_seconds": time.perf_counter() - t0}
+
+
+def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]:
+    """The perception stage on frames of cfg.env (cfg.perception_steps steps), before the SFT warm start."""
+    from vlmrl_fast.perception import perception_frames, train_perception
+
+    t0 = time.perf_counter()
+    rank = accelerator.process_index
+    data = perception_frames(cfg.env, cfg.perception_frames, seed=derive_seed(cfg.seed, rank, 0xF1), cot=cfg.cot)
+    with _bar(cfg.perception_steps, f"perception stage ({len(data)} frames)",
+              cfg.progress and accelerator.is_main_process) as bar:
+        losses = train_perception(agent, [data], steps=cfg.perception_steps, batch_size=cfg.sft_batch_size,
+                                  learning_rate=cfg.perception_learning_rate,
+                                  seed=derive_seed(cfg.seed, rank, 0xF2), device=accelerator.device,
+                                  on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+    return {"perception_last_loss": losses[-1] if losses else None,
+            "perception_seconds": time.perf_counter() - t0}
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -209,6 +232,10 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "success_rate_before_rl": before["success_rate"], "success_rate_after_rl": after["success_rate"],
         "mean_return_before_rl": before["mean_return"], "mean_return_after_rl": after["mean_return"],
         "invalid_rate_before_rl": before["invalid_rate"], "invalid_rate_after_rl": after["invalid_rate"],
+        "perception_accuracy_before_rl": before.get("perception_accuracy"),
+        "perception_accuracy_after_rl": after.get("perception_accuracy"),
+        "thought_consistency_before_rl": before.get("thought_consistency"),
+        "thought_consistency_after_rl": after.get("thought_consistency"),
         "env_steps": cfg.updates * cfg.batch_size * accelerator.num_processes,
         "eval_episodes_played": after.get("episodes"), "train_episodes_this_invocation": train_episodes,
         "wall_seconds": wall, "sft_seconds": state.get("sft_seconds"), "run_dir": str(run_dir),
