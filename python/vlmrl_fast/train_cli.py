@@ -92,6 +92,15 @@ def cmd_sft(args: argparse.Namespace) -> int:
         return _fail("sft", e)
     from tqdm.auto import tqdm
 
+    extra: dict[str, Any] = {}
+    if cfg.perception_steps > 0:  # --perception-steps N: read the image first (vlmrl_fast.perception)
+        from vlmrl_fast.perception import has_fields, held_out_accuracy, perception_frames
+        from vlmrl_fast.trainer import perception_warm_start
+
+        extra.update(perception_warm_start(agent, cfg, accelerator))
+        if has_fields(cfg.env):
+            held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot)
+            extra["perception_accuracy_held_out"] = held_out_accuracy(agent, held)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with tqdm(total=steps, desc=f"SFT on {len(demos)} demonstration steps", disable=not cfg.progress) as bar:
         losses = train_sft(agent, demos, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
@@ -105,7 +114,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     agent.save(run_dir / "agent")
     summary = {"env_id": cfg.env, "model": cfg.model, "demonstrations": len(demos), "first_loss": losses[0],
-               "last_loss": losses[-1], "valid_answer_rate": valid, "agent": str(run_dir / "agent")}
+               "last_loss": losses[-1], "valid_answer_rate": valid, "agent": str(run_dir / "agent"), **extra}
     (run_dir / "sft_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
@@ -166,11 +175,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         res = evaluate_agent(agent, env_id, episodes=args.episodes, seed=args.seed, batch=args.batch,
                              cot=not args.action_only, state_text=args.state_text)
         rows.append({"env": env_id, "episodes": res.episodes, "success_rate": res.success_rate,
-                     "mean_return": res.mean_return, "invalid_rate": res.invalid_rate})
-    print(f"| env | episodes | success % | mean return | invalid answers % |\n|---|---|---|---|---|")
+                     "mean_return": res.mean_return, "invalid_rate": res.invalid_rate,
+                     "perception_accuracy": res.perception_accuracy})
+    print("| env | episodes | success % | mean return | invalid answers % | perception % |\n|---|---|---|---|---|---|")
     for r in rows:
+        perc = "-" if r["perception_accuracy"] != r["perception_accuracy"] else f"{100 * r['perception_accuracy']:.1f}"
         print(f"| {r['env']} | {r['episodes']} | {100 * r['success_rate']:.1f} | {r['mean_return']:.2f} | "
-              f"{100 * r['invalid_rate']:.1f} |")
+              f"{100 * r['invalid_rate']:.1f} | {perc} |")
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     return 0
