@@ -1,1 +1,0 @@
-"""Example environments of your own (see README, "Bring your own environment")."""
