@@ -129,6 +129,7 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=24)
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--sft-episodes", type=int, default=40)
+    p.add_argument("--report-only", action="store_true", help="only write table.md and the figure from runs.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--warm-start-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -149,6 +150,9 @@ def main() -> None:
         print(f"warm start: {time.perf_counter() - t0:.0f} s", proc.stdout.splitlines()[-1], flush=True)
     rows_path = out / "runs.json"
     rows: list[dict] = json.loads(rows_path.read_text()) if rows_path.exists() else []
+    if args.report_only:
+        write_outputs(rows, out, args)
+        return
     done = {(r["algorithm"], r["seed"]) for r in rows}
     for seed in args.seeds:  # seed-major: an interrupted benchmark still has every algorithm side by side
         for alg in args.algorithms:

@@ -221,3 +221,26 @@ def test_kl_estimators_hand_computed():
     assert float(kl_to_reference(new, ref, "k3")) == pytest.approx((math.exp(-1) + math.e - 2) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="k2"):
         kl_to_reference(new, ref, "k2")
+
+
+@pytest.mark.parametrize("env_id", ["NumberLine-v0", "EZPoints-v0"])
+def test_group_members_start_their_kth_episodes_in_one_state(env_id):
+    # games whose steps draw nothing: the k-th auto-reset of each group member starts from the same state,
+    # however long its earlier episodes were (member 1 plays worse than the expert half of the time)
+    envs = vlmrl_fast.make_vec(env_id, 2, seed=0, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs.reset(seed=3, options={"group_size": 2})
+    starts = {0: [], 1: []}
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        a = envs.expert_actions()
+        if rng.random() < 0.5:
+            a[1] = rng.integers(envs.single_action_space.n)
+        _, _, term, trunc, _ = envs.step(a)
+        keys = envs.state_keys()
+        for i in (0, 1):
+            if term[i] or trunc[i]:
+                starts[i].append(int(keys[i]))
+    k = min(len(starts[0]), len(starts[1]))
+    assert k >= 5 and starts[0][:k] == starts[1][:k]
+    assert len(set(starts[0][:k])) > 1  # and they are different states from episode to episode
+    envs.close()

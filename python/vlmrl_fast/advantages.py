@@ -8,7 +8,9 @@
 - ``gigpo``: GRPO's episode advantage plus a step advantage from groups of identical states.
 
 Groups and episodes (the value-free methods): env n belongs to group ``n // group_size``; the envs of a
-group start the rollout from one state (`VlmrlVectorEnv.reset(options={"group_size": G})`). Episodes
+group start the rollout from one state (`VlmrlVectorEnv.reset(options={"group_size": G})`: one shared
+random stream, so in games whose steps draw nothing, NumberLine, EZPoints and Points24 but not Blackjack,
+their later episodes start in step too). Episodes
 auto-reset on the same step (SAME_STEP), so one env plays several episodes in a rollout: the k-th
 episode of env n (k = 0, 1, ... counted from the rollout's first step) is compared with the k-th
 episodes of the other envs of its group. An episode's return R is the sum of its rewards; an episode
