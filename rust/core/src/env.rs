@@ -111,11 +111,17 @@ pub trait Env: Send {
     /// describe the state of every game here; stable across runs and threads.
     fn state_key(&self) -> u64 {
         let info = Value::Object(self.info()).to_string();
-        fnv1a64([self.id(), "\0", &info, "\0", &self.text()].concat().as_bytes())
+        fnv1a64(
+            [self.id(), "\0", &info, "\0", &self.text()]
+                .concat()
+                .as_bytes(),
+        )
     }
 }
 
 /// 64-bit FNV-1a hash (deterministic, no per-process random key).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -287,7 +287,9 @@ impl VecEnv {
     /// when two envs are in the same state; see `Env::state_key`).
     fn state_keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let inner = self.lock(py)?;
-        let keys = (0..self.num_envs).map(|i| inner.env(i).state_key()).collect();
+        let keys = (0..self.num_envs)
+            .map(|i| inner.env(i).state_key())
+            .collect();
         Ok(PyArray1::from_vec(py, keys))
     }
 
