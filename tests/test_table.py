@@ -109,6 +109,6 @@ def test_table_end_to_end_at_toy_size(capsys, tmp_path, toy_recipes):
     md = (out / "table.md").read_text()
     assert "action only" in md and "cited from the paper, different model class" in md.lower()
     assert "| LLaVA-7B SFT + RL (the paper) (cited from the paper) | 89.4 |" in md
-    assert f"| tiny VLM, after RL (min) | {100 * min(after):.1f} |" in md
+    assert f"| ours, after RL (min) | {100 * min(after):.1f} |" in md
     assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "table.md" in printed

@@ -127,14 +127,14 @@ def table_markdown(table: dict[str, Any]) -> str:
     head = "| | " + " | ".join(envs) + " |\n|---|" + "---|" * len(envs) + "\n"
     by_env = {s["env"]: s for s in table["summary"]}
     lines = [f"# Success rate % ({mode}), seeds {','.join(map(str, table['seeds']))}", "",
-             "Ours: the embedded tiny VLM, each env's recipe (configs/tiny/<env id>.toml), success on the "
+             "Ours: each env's recipe (configs/tiny/<env id>.toml), success on the "
              "fixed evaluation episodes after RL; mean and min over seeds, and before RL (after the warm "
              "start).", "", head.rstrip("\n")]
-    lines.append("| tiny VLM, after RL (mean) | " + " | ".join(_pct(by_env[e]["success_after_rl_mean"]) for e in envs)
+    lines.append("| ours, after RL (mean) | " + " | ".join(_pct(by_env[e]["success_after_rl_mean"]) for e in envs)
                  + " |")
-    lines.append("| tiny VLM, after RL (min) | " + " | ".join(_pct(by_env[e]["success_after_rl_min"]) for e in envs)
+    lines.append("| ours, after RL (min) | " + " | ".join(_pct(by_env[e]["success_after_rl_min"]) for e in envs)
                  + " |")
-    lines.append("| tiny VLM, before RL (mean) | "
+    lines.append("| ours, before RL (mean) | "
                  + " | ".join(_pct(by_env[e]["success_before_rl_mean"]) for e in envs) + " |")
     lines += ["", f"Cited from the paper, different model class: {PAPER_SOURCE}; with chain of thought"
               + (" (the paper gives lower figures without it, not restated here)" if table["action_only"] else "")
