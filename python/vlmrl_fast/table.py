@@ -34,8 +34,9 @@ ROW_KEYS = ("env", "seed", "success_before_rl", "success_after_rl", "mean_return
 SUMMARY_KEYS = ("env", "seeds", "success_after_rl_mean", "success_after_rl_min", "success_before_rl_mean",
                 "invalid_rate_after_rl_mean", "wall_seconds_mean")
 
-PAPER_SOURCE = ("Zhai et al. 2024 (RL4VLM), Table 1, success rate %, as cited in METHOD.md "
-                "(LLaVA-1.6-Mistral-7B and API models: a different model class)")
+PAPER_SOURCE = ("Zhai et al. 2024 (RL4VLM), Table 1, success rate %, as cited in the project's METHOD.md, "
+                "which notes them as not yet re-checked against the paper (LLaVA-1.6-Mistral-7B and API "
+                "models: a different model class)")
 PAPER_ROWS: dict[str, dict[str, float]] = {
     "GPT-4V": {"NumberLine-v0": 65.5, "EZPoints-v0": 10.5, "Points24-v0": 0.0, "Blackjack-v0": 25.5,
                "ALFWorld-v0": 19.4},
