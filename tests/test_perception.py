@@ -84,6 +84,35 @@ def tiny(tmp_path_factory):
     return build_tiny_vlm("llava", tmp_path_factory.mktemp("perception") / "llava", seed=5)
 
 
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    """The llava family at the default model's size (128 px images in 32 px patches): its vision side is
+    the one the perception stage is measured on (the test size's 14 px patches learn far slower)."""
+    from vlmrl_fast.models import build_tiny_vlm
+
+    return build_tiny_vlm("llava", tmp_path_factory.mktemp("perception") / "reader", seed=0, size="default")
+
+
+def test_stage_makes_the_image_features_carry_the_numbers(reader):
+    """NumberLine: before the stage the image features do not tell the numbers apart (fresh heads on them:
+    chance); after its vision phase the auxiliary heads read both numbers of held-out frames."""
+    import torch
+
+    from vlmrl_fast.config import load_config
+    from vlmrl_fast.ppo import build_agent
+
+    torch.manual_seed(0)
+    agent = build_agent(load_config(None, dict(model=str(reader), lora=False, max_new_tokens=48)), "cpu")
+    train = P.perception_frames("NumberLine-v0", 2048, seed=1)
+    held = P.perception_frames("NumberLine-v0", 96, seed=2)
+    untrained = P.train_perception(agent, [train], steps=1, learning_rate=0.0)  # heads on, nothing learned
+    before = P.probe_accuracy(agent, untrained, held)
+    stage = P.train_perception(agent, [train], steps=0, vision_steps=150, batch_size=16, learning_rate=3e-4)
+    after = P.probe_accuracy(agent, stage, held)
+    assert stage.aux_losses[-1] < 0.2 * stage.aux_losses[0], stage.aux_losses[::20]
+    assert before < 0.2 and after >= 0.9, (before, after)
+
+
 def test_train_reports_perception(tmp_path, tiny):
     from vlmrl_fast.config import load_config
     from vlmrl_fast.report import read_metrics

@@ -158,6 +158,9 @@ class TrainConfig:
                                "the image features; teaches the model to read the image); 0: off", group="sft",
                                min=0)
     perception_frames: int = _f(2048, "frames (random play) the perception stage trains on", group="sft", min=1)
+    perception_vision_steps: int = _f(150, "first steps of the perception stage that train only the vision tower, "
+                                      "projector and the auxiliary field classifiers (4x larger batches)",
+                                      group="sft", min=0)
     perception_learning_rate: float = _f(3e-4, "perception stage learning rate (warm-up, cosine to zero)",
                                          group="sft", min=0.0, max=1.0)
 

@@ -261,22 +261,58 @@ def held_out_accuracy(agent: Any, data: PerceptionSet, *, batch: int = 64) -> fl
         agent.train(was)
 
 
+@dataclass
+class StageResult:
+    """What the perception stage did: the loss of every joint step, the auxiliary loss of every step (vision
+    phase first) and the auxiliary heads per env (not part of the model; `probe_accuracy` reads them)."""
+
+    losses: list[float]
+    aux_losses: list[float]
+    heads: dict[str, AuxHeads]
+    labels_width: dict[str, dict[str, int]]
+
+
+def probe_accuracy(agent: Any, stage: StageResult, data: PerceptionSet, *, batch: int = 64) -> float:
+    """Share of frames of `data` whose every field slot the stage's auxiliary heads classify right from the
+    model's image features: whether the image tokens carry the state (independent of the language model)."""
+    heads = stage.heads[data.env_id]
+    feat_mod = _feature_module(agent.model)
+    captured: list[torch.Tensor] = []
+    hook = feat_mod.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    right = 0
+    try:
+        with torch.no_grad():
+            for s in range(0, len(data), batch):
+                frames = data.frames[s:s + batch]
+                b = agent.prompt_batch(frames, [data.prompts[0]] * len(frames)).to(agent.device)
+                captured.clear()
+                _image_features(agent, b.vision)
+                rows = [_slots(data.env_id, info, stage.labels_width[data.env_id]) for info in data.infos[s:s + batch]]
+                preds = [lg.argmax(-1).tolist() for lg in heads(captured[-1].reshape(len(frames), -1).float())]
+                for j, row in enumerate(rows):
+                    right += all(heads.classes[n][preds[k][j]] == row[n] for k, n in enumerate(heads.names))
+    finally:
+        hook.remove()
+    return right / len(data)
+
+
 def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, batch_size: int = 32,
                      learning_rate: float = 3e-4, vision_lr_scale: float = 3.0, aux_weight: float = 1.0,
                      vision_steps: int = 0,
                      seed: int = 0, max_grad_norm: float = 1.0, device: torch.device | str | None = None,
-                     on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
+                     on_step: Callable[[int, int, float], None] | None = None) -> StageResult:
     """The perception stage: `steps` AdamW steps (warm-up then cosine to 0) on batches drawn from the frame
     sets (round robin over envs), after `vision_steps` steps that train only the vision tower, projector and
     auxiliary heads (batches 4x larger: the vision side alone is cheap) - a curriculum: first make the image
     features carry the fields, then teach the language model to read them. Loss: answer-token NLL + `aux_weight` x the mean cross-entropy of the
     auxiliary field classifiers on the image features. The vision tower and projector learn at
     `vision_lr_scale` x `learning_rate`. The heads are dropped afterwards (the saved model is unchanged in
-    architecture). Returns the loss of every step."""
+    architecture). Returns a `StageResult` (losses, auxiliary losses, the heads)."""
     from vlmrl_fast.sft import answer_token_ids, answer_token_loss
 
-    if steps < 1:
-        raise ValueError(f"train_perception: steps must be >= 1, got {steps}")
+    if steps < 0 or vision_steps < 0 or steps + vision_steps < 1:
+        raise ValueError(f"train_perception: steps and vision_steps must be >= 0 and not both 0, got {steps} "
+                         f"and {vision_steps}")
     if not data:
         raise ValueError("train_perception: no frame sets")
     device = device if device is not None else agent.device
@@ -286,12 +322,14 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
     try:
         # sizes of the image features and the label vocabularies, per env
         heads: dict[str, AuxHeads] = {}
+        widths: dict[str, dict[str, int]] = {}
         labels: dict[str, list[dict[str, str]]] = {}
         for d in data:
             truths = [truth_fields(d.env_id, info) for info in d.infos]
             if truths[0] is None:
                 continue
             width = {k: max(len(t[k]) for t in truths) for k, v in truths[0].items() if isinstance(v, list)}
+            widths[d.env_id] = width
             labels[d.env_id] = [_slots(d.env_id, info, width) for info in d.infos]
             classes: dict[str, list[str]] = {}
             for row in labels[d.env_id]:
@@ -312,7 +350,6 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=0.0)
         aux_losses: list[float] = []
-        train_perception.last_aux_losses = aux_losses  # type: ignore[attr-defined]
         answer_ids = {d.env_id: answer_token_ids(agent, d.answers) for d in data}
         rng = np.random.default_rng([seed, 0xAE5C])
         if vision_steps > 0 and heads:
@@ -347,7 +384,7 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
     finally:
         hook.remove()
         agent.eval()
-    return losses
+    return StageResult(losses, aux_losses, heads, widths)
 
 
 def _aux_loss(heads: AuxHeads, feats: torch.Tensor, rows: list[dict[str, str]]) -> torch.Tensor:

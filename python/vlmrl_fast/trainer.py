@@ -127,11 +127,12 @@ def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dic
     data = perception_frames(cfg.env, cfg.perception_frames, seed=derive_seed(cfg.seed, rank, 0xF1), cot=cfg.cot)
     with _bar(cfg.perception_steps, f"perception stage ({len(data)} frames)",
               cfg.progress and accelerator.is_main_process) as bar:
-        losses = train_perception(agent, [data], steps=cfg.perception_steps, batch_size=cfg.sft_batch_size,
+        stage = train_perception(agent, [data], steps=cfg.perception_steps, batch_size=cfg.sft_batch_size,
                                   learning_rate=cfg.perception_learning_rate,
+                                  vision_steps=cfg.perception_vision_steps,
                                   seed=derive_seed(cfg.seed, rank, 0xF2), device=accelerator.device,
                                   on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-    return {"perception_last_loss": losses[-1] if losses else None,
+    return {"perception_last_loss": stage.losses[-1] if stage.losses else None,
             "perception_seconds": time.perf_counter() - t0}
 
 
