@@ -121,8 +121,8 @@ def test_train_reports_perception(tmp_path, tiny):
     cfg = load_config(None, dict(
         model=str(tiny), run_dir=str(tmp_path / "run"), lora=False, num_envs=2, num_steps=2, max_new_tokens=8,
         update_epochs=1, minibatch_size=2, grad_accum_steps=1, updates=2, warm_start="sft", sft_episodes=2,
-        sft_epochs=1, perception_steps=2, perception_frames=8, state_text=False, eval_episodes=2, eval_batch=2,
-        eval_every=0, report_episodes=0, progress=False))
+        sft_epochs=1, perception_steps=2, perception_vision_steps=2, perception_frames=8, state_text=False,
+        eval_episodes=2, eval_batch=2, eval_every=0, report_episodes=0, progress=False))
     summary = train(cfg)
     for key in ("perception_accuracy_before_rl", "perception_accuracy_after_rl",
                 "thought_consistency_before_rl", "thought_consistency_after_rl"):
