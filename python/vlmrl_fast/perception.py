@@ -213,6 +213,13 @@ class AuxHeads(nn.Module):
         return [h(feats) for h in self.heads]
 
 
+def _capture(store: list[torch.Tensor]) -> Callable[..., None]:
+    """A forward hook appending the module's output (its first element when a tuple) to `store`."""
+    def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        store.append(out[0] if isinstance(out, tuple) else out)
+    return hook
+
+
 def _feature_module(model: Any) -> nn.Module:
     """The module whose output is the image features the language model sees (projector / merger)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -278,7 +285,7 @@ def probe_accuracy(agent: Any, stage: StageResult, data: PerceptionSet, *, batch
     heads = stage.heads[data.env_id]
     feat_mod = _feature_module(agent.model)
     captured: list[torch.Tensor] = []
-    hook = feat_mod.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    hook = feat_mod.register_forward_hook(_capture(captured))
     right = 0
     try:
         with torch.no_grad():
@@ -304,8 +311,10 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
     """The perception stage: `steps` AdamW steps (warm-up then cosine to 0) on batches drawn from the frame
     sets (round robin over envs), after `vision_steps` steps that train only the vision tower, projector and
     auxiliary heads (batches 4x larger: the vision side alone is cheap) - a curriculum: first make the image
-    features carry the fields, then teach the language model to read them. Loss: answer-token NLL + `aux_weight` x the mean cross-entropy of the
-    auxiliary field classifiers on the image features. The vision tower and projector learn at
+    features carry the fields, then teach the language model to read them. Loss: answer-token NLL +
+    `aux_weight` x the mean cross-entropy of the auxiliary field classifiers on the image features (the
+    joint phase warms up over steps // 20: a fresh Adam's first full step would scramble the features the
+    vision phase made). The vision tower and projector learn at
     `vision_lr_scale` x `learning_rate`. The heads are dropped afterwards (the saved model is unchanged in
     architecture). Returns a `StageResult` (losses, auxiliary losses, the heads)."""
     from vlmrl_fast.sft import answer_token_ids, answer_token_loss
@@ -318,7 +327,7 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
     device = device if device is not None else agent.device
     feat_mod = _feature_module(agent.model)
     captured: list[torch.Tensor] = []
-    hook = feat_mod.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+    hook = feat_mod.register_forward_hook(_capture(captured))
     try:
         # sizes of the image features and the label vocabularies, per env
         heads: dict[str, AuxHeads] = {}
@@ -361,7 +370,8 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
         for step in range(steps):
             d = data[step % len(data)]
             idx = rng.choice(len(d), size=min(batch_size, len(d)), replace=False)
-            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+            progress = (step - warmup) / max(steps - warmup, 1)
+            factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * progress))
             for g in optimizer.param_groups:
                 g["lr"] = learning_rate * g["scale"] * factor
             captured.clear()
