@@ -97,7 +97,9 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for alg in ALGORITHMS:
-        runs = [r["curve"] for r in rows if r["algorithm"] == alg]
+        # the periodic evaluations, then the evaluation after RL at the run's last env step
+        runs = [r["curve"] + ([[r["env_steps"], r["success_after"]]] if r["curve"][-1][0] < r["env_steps"] else [])
+                for r in rows if r["algorithm"] == alg]
         if not runs:
             continue
         steps = [s for s, _ in runs[0]]
@@ -192,7 +194,7 @@ def write_outputs(rows: list[dict], out: Path, args: argparse.Namespace) -> None
                      f"{after.min():.3f} | {np.mean([r['update_s'] for r in rs]):.1f} | "
                      f"{np.mean([r['wall_s'] for r in rs]):.0f} | {max(r['peak_rss_mb'] for r in rs):.0f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    title = (f"{args.env}, tiny model, {args.num_envs} envs x {args.num_steps} steps x {args.updates} updates, "
+    title = (f"{args.env}, SFT warm start of the tiny model,\n{args.num_envs} envs x {args.num_steps} steps x {args.updates} updates, "
              f"group_size {args.group_size}, eval {args.eval_episodes} episodes")
     plot(rows, out / "algorithms.png", title)
     print("\n".join(lines))
