@@ -112,7 +112,8 @@ class Agent(nn.Module):
     """A VLM policy, with a value head unless `with_value_head` is False (the value-free algorithms).
 
     `model`/`processor` come from `vlmrl_fast.models.load_model`; `value_head` defaults to a fresh
-    `ValueHead` sized from the model's text config, on the model's device. `temperature` is both
+    `ValueHead` sized from the model's text config, on the model's device; without one,
+    `evaluate` reports values of 0 (no gradient). `temperature` is both
     the sampling temperature and the one log-probs are evaluated at (0 = greedy; log-probs then use
     temperature 1). `preprocess` picks how images become `pixel_values` (see `PREPROCESS_MODES`).
     """
@@ -145,10 +146,10 @@ class Agent(nn.Module):
             self.pad_token_id = self.eos_token_id
         self.suppressed_token_ids = self._placeholder_token_ids()
         self.preprocess = preprocess
-        self.image_pipeline = self._image_pipeline(preprocess)
         from vlmrl_fast.models.loading import is_text_only
 
         self.text_only = is_text_only(processor)  # a causal LM: prompts only, images are ignored
+        self.image_pipeline = self._image_pipeline(preprocess)
 
     def _placeholder_token_ids(self) -> list[int]:
         # Image/video placeholder ids must never be generated: the model would take a sampled one
@@ -172,9 +173,9 @@ class Agent(nn.Module):
 
         proc = self.processor
         why = None
-        if getattr(proc, "image_processor", None) is None:
         if self.text_only:
             return None
+        if getattr(proc, "image_processor", None) is None:
             why = f"{type(proc).__name__} holds no image processor"
         elif not (hasattr(proc, "replace_image_token") and hasattr(proc, "get_text_with_replacements")):
             why = f"{type(proc).__name__} cannot expand image placeholders from precomputed inputs"
@@ -204,10 +205,10 @@ class Agent(nn.Module):
     def chat_text(self, prompt: str) -> str:
         """One user message (an image, then `prompt`) through the model's chat template, ready
         for generation."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         if self.text_only:
             messages = [{"role": "user", "content": prompt}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def prompt_batch(self, images, prompts: list[str], *, vision=None) -> PromptBatch:
@@ -223,10 +224,10 @@ class Agent(nn.Module):
         if n == 0:
             raise ValueError("prompt_batch: empty batch")
         texts = [self.chat_text(p) for p in prompts]
-        if vision is not None:
         if self.text_only:  # the images (the blank frames of text envs, or any frame) are not read
             enc = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
             return PromptBatch(enc["input_ids"], enc["attention_mask"], {}).to(self.device)
+        if vision is not None:
             return self._prompt_batch_with_vision(texts, dict(vision))
         if len(images) != n:
             raise ValueError(f"prompt_batch: {len(images)} images but {n} prompts")
@@ -256,10 +257,10 @@ class Agent(nn.Module):
         # bfloat16: they get a zero-stride float32 stand-in of each bfloat16 tensor's shape.
         shapes = {k: torch.zeros((), dtype=torch.float32).expand(v.shape)
                   if isinstance(v, torch.Tensor) and v.dtype == torch.bfloat16 else v for k, v in vision.items()}
-        try:
         unused = list(getattr(proc, "unused_input_names", None) or [])
         if "num_crops" in unused and "num_crops" not in shapes:  # Gemma 3 without pan-and-scan: no crops
             shapes["num_crops"] = [0] * len(texts)
+        try:
             repl = [proc.replace_image_token(shapes, image_idx=i) for i in range(len(texts))]
         except (NotImplementedError, KeyError, IndexError) as exc:
             raise ValueError(f"prompt_batch: cannot expand image placeholders of {type(proc).__name__} from "

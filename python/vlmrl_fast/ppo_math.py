@@ -70,7 +70,7 @@ def kl_to_reference(new_logprob: torch.Tensor, ref_logprob: torch.Tensor, estima
 
 
 def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-               new_value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, *,
+               new_value: torch.Tensor | None, old_value: torch.Tensor | None, returns: torch.Tensor, *,
                clip_coef: float, clip_vloss: bool = True, vf_coef: float = 0.5, ratio_guard: float = 10.0,
                entropy: torch.Tensor | None = None, ent_coef: float = 0.0,
                ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0,
@@ -104,7 +104,7 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
         v_clipped = old_value + torch.clamp(new_value - old_value, -clip_coef, clip_coef)
         value_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
     else:
-        value_loss = 0.5 * v_unclipped.mean()
+        value_loss = 0.5 * ((new_value - returns) ** 2).mean()
 
     zero = new_logprob.new_zeros(())
     ent = entropy.mean() if entropy is not None else zero
