@@ -298,3 +298,29 @@ def test_bad_input_is_rejected(tiny_dirs):
     with pytest.raises(ValueError, match="temperature"):
         Agent(agent.model, agent.processor, temperature=-1.0)
     assert isinstance(batch.select([1]), PromptBatch)
+
+
+def test_gradient_checkpointing_recomputes_layers_in_the_eval_mode_update(tiny_dirs):
+    """The policy stays in eval mode in the update; transformers checkpoints a layer only in train mode,
+    so Agent.evaluate switches the checkpointed layers (and only them) to train mode while gradients are
+    recorded: each decoder layer then runs twice (forward + recompute), the gradients are unchanged."""
+    results = []
+    for gc in (False, True):
+        torch.manual_seed(0)
+        agent = make_agent(tiny_dirs["llava"], lora_r=4, lora_dropout=0.0, gradient_checkpointing=gc)
+        agent.eval()
+        batch = agent.prompt_batch(images(2), PROMPTS[:2])
+        gen = agent.generate(batch, seed=3)
+        layers = [m for m in agent.model.modules() if type(m).__name__ == "LlamaDecoderLayer"]
+        calls = []
+        hook = layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
+        ev = agent.evaluate(batch, gen.answer_ids, [0, 0], lam=0.5)
+        ev.logprob.sum().backward()
+        hook.remove()
+        assert not any(m.training for m in agent.model.modules())  # eval mode restored everywhere
+        grads = {n: p.grad.clone() for n, p in agent.model.named_parameters() if p.grad is not None}
+        results.append((len(calls), grads))
+    assert results[0][0] == 1 and results[1][0] == 2
+    assert results[0][1].keys() == results[1][1].keys() and results[0][1]
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][name], atol=1e-6, rtol=1e-4)

@@ -15,6 +15,8 @@ the action part is 0.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -427,14 +429,15 @@ class Agent(nn.Module):
         head = self.model.get_output_embeddings()
         hook = head.register_forward_hook(lambda _m, args, _o: captured.__setitem__("h", args[0]))
         try:
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=self._position_ids(input_ids, attention_mask, vision),
-                **vision,
-                logits_to_keep=width + 1,  # the last prompt token and every answer token
-                use_cache=False,
-            )
+            with _checkpointed_layers_in_train_mode(self.model):
+                out = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=self._position_ids(input_ids, attention_mask, vision),
+                    **vision,
+                    logits_to_keep=width + 1,  # the last prompt token and every answer token
+                    use_cache=False,
+                )
         finally:
             hook.remove()
         logits = out.logits[:, :-1]  # position t predicts answer token t
@@ -536,3 +539,32 @@ class Agent(nn.Module):
         return cls(model, processor, head, temperature=meta["temperature"],
                    max_new_tokens=meta["max_new_tokens"], preprocess=meta.get("preprocess", "auto"),
                    with_value_head=head is not None)
+
+
+@contextlib.contextmanager
+def _checkpointed_layers_in_train_mode(model: nn.Module):
+    """transformers checkpoints a layer (GradientCheckpointingLayer) only when the layer is in train mode,
+    and the policy stays in eval mode (no dropout) through rollout and update: without this,
+    `gradient_checkpointing` would keep every layer's activations. While gradients are recorded, only the
+    checkpointed layers' own flag is set (their sub-modules, dropout included, stay in eval mode), so the
+    result is the same and the layers are recomputed in the backward pass instead of stored."""
+    if not torch.is_grad_enabled():
+        yield
+        return
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True
+              and not m.training and _is_checkpointing_layer(m)]
+    for m in layers:
+        m.training = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.training = False
+
+
+def _is_checkpointing_layer(module: nn.Module) -> bool:
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:  # pragma: no cover - older transformers
+        return False
+    return isinstance(module, GradientCheckpointingLayer)
