@@ -14,8 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from vlmrl_fast.models import tiny
 from vlmrl_fast.models.corpus import corpus, corpus_digest
 
@@ -183,17 +181,7 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike, *, seed: int = 0) 
         return tiny.build_tiny_vlm(family, out_dir, seed=seed)
     if family not in _BUILDERS:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_MODEL_FAMILIES)}")
-    out = Path(out_dir)
-    tokenizer = tiny.train_tokenizer(corpus())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model, processor = _BUILDERS[family](tokenizer, "test")
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    return tiny.build_and_save(_BUILDERS[family], "test", out_dir, seed=seed)
 
 
 def tiny_model_path(family: str, seed: int = 0) -> Path:

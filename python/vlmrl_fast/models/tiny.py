@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -291,11 +292,17 @@ def build_tiny_vlm(family: str, out_dir: str | os.PathLike, *, seed: int = 0, si
         raise ValueError(f"unknown tiny VLM family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
     if size not in ("test", "default"):
         raise ValueError(f"unknown tiny VLM size {size!r}; choose 'test' or 'default'")
+    return build_and_save(_BUILDERS[family], size, out_dir, seed=seed)
+
+
+def build_and_save(builder: Any, size: str, out_dir: str | os.PathLike, *, seed: int) -> Path:
+    """Train the tokenizer on the prompt corpus, build `builder(tokenizer, size)` from `seed` (the
+    global RNG left alone), set its generation ids and save model and processor to `out_dir`."""
     out = Path(out_dir)
     tokenizer = train_tokenizer(corpus())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor = _BUILDERS[family](tokenizer, size)
+        model, processor = builder(tokenizer, size)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
