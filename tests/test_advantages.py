@@ -169,6 +169,8 @@ def test_config_checks_group_size_and_algorithm():
         load_config(None, {"algorithm": "grpo"})
     with pytest.raises(ConfigError, match="algorithm"):
         load_config(None, {"algorithm": "dpo"})
+    with pytest.raises(ConfigError, match="group resets need the engine's games"):
+        load_config(None, {"env": "examples.frog_fly:FrogFly-v0", "algorithm": "grpo", "group_size": 2})
 
 
 # -- one update of each algorithm on each tiny family ---------------------------------------------------------

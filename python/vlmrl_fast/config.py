@@ -213,6 +213,9 @@ class TrainConfig:
         if self.algorithm != "ppo" and self.group_size < 2:
             raise ConfigError(f"config field 'group_size': algorithm {self.algorithm} compares episodes within "
                               f"groups, so group_size must be >= 2, got {self.group_size}{where}")
+        if self.group_size > 1 and ":" in self.env:  # MODULE:ENV_ID: a gymnasium env of the user's
+            raise ConfigError(f"config field 'group_size': group resets need the engine's games; env {self.env} "
+                              f"is a Python env (group_size must be 1){where}")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise ConfigError(f"config field 'device': {self.device!r} is not cpu, cuda, cuda:N or auto{where}")
         if self.quantization != "none" and self.device == "cpu":

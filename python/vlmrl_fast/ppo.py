@@ -151,8 +151,6 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
 
     # 1. rollout: num_steps batched steps of all envs, from a reset seeded by (seed, rank, update); each
     #    group of group_size envs starts from one state
-    if cfg.group_size > 1 and not hasattr(envs, "state_keys"):
-        raise ValueError(f"group_size {cfg.group_size}: group resets need the engine's games; env {cfg.env} is not one")
     options = {"group_size": cfg.group_size} if cfg.group_size > 1 else None
     obs, infos = envs.reset(seed=derive_seed(cfg.seed, rank, update, 0), options=options)
     agent.eval()
