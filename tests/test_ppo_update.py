@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode
 import vlmrl_fast
 from vlmrl_fast.config import load_config
 from vlmrl_fast.models import TINY_FAMILIES, build_tiny_vlm
-from vlmrl_fast.ppo import build_agent, ppo_update, train_update
+from vlmrl_fast.ppo import build_agent, ppo_update, reference_evaluator, train_update
 from vlmrl_fast.ppo_math import compute_gae
 from vlmrl_fast.rollout import collect_rollout, select_rows
 
@@ -109,4 +109,26 @@ def test_nonfinite_loss_is_skipped_counted_and_logged(tiny_dirs):
     assert math.isfinite(record["losses/policy_loss"])
     assert all(torch.isfinite(p).all() for p in params)
     assert calls["grad"] == cfg.num_envs * cfg.num_steps
+    envs.close()
+
+
+def test_kl_reference_of_a_fully_fine_tuned_agent_is_a_frozen_copy(tiny_dirs):
+    """Full fine-tuning after a warm start keeps a frozen copy as the KL reference: it shares the processor and
+    the Rust image pipeline (which cannot be copied) and keeps the weights RL started from."""
+    cfg = small_config(tiny_dirs["llava"], lora=False, warm_start="sft", kl_coef=0.1, learning_rate=1e-3,
+                       min_learning_rate=1e-3)
+    agent = build_agent(cfg, "cpu")
+    ref = reference_evaluator(agent, cfg)
+    frozen = ref.__self__
+    assert frozen is not agent and frozen.image_pipeline is agent.image_pipeline
+    assert all(not p.requires_grad for p in frozen.parameters())
+    start = {n: p.detach().clone() for n, p in agent.named_parameters()}
+    envs = vlmrl_fast.make_vec(cfg.env, cfg.num_envs, seed=0, autoreset_mode=AutoresetMode.SAME_STEP)
+    params = [p for p in agent.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    record = train_update(agent, opt, Accelerator(cpu=True), envs, cfg, 0, 0, ref)
+    assert math.isfinite(record["losses/kl_ref"]) and record["losses/kl_ref"] >= 0
+    moved = [n for n, p in agent.named_parameters() if not torch.equal(p, start[n])]
+    assert moved, "the update changed no weight"
+    assert all(torch.equal(p, start[n]) for n, p in frozen.named_parameters())
     envs.close()

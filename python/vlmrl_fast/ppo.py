@@ -44,7 +44,10 @@ def reference_evaluator(agent: Any, cfg: TrainConfig) -> Callable[..., Any] | No
             with model.disable_adapter():
                 return agent.evaluate(*args, **kwargs)
         return evaluate
-    frozen = copy.deepcopy(agent).eval()
+    # the frozen copy shares what is not weights (processor, tokenizer, the Rust image pipeline, which
+    # cannot be copied); nn.Module keeps its submodules and tensors in underscore dicts, which are copied
+    shared = {id(v): v for k, v in vars(agent).items() if not k.startswith("_")}
+    frozen = copy.deepcopy(agent, memo=shared).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen.evaluate
