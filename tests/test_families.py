@@ -118,6 +118,8 @@ def test_tiny_text_agent_trains_on_a_text_env(tmp_path, capsys):
     assert code == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["updates_done"] == 2 and summary["model"] == "tiny:text"
+    # the perception stage (on by default) needs state fields and images: skipped, saying why
+    assert summary["perception_stage"].startswith("skipped: ") and "state fields" in summary["perception_stage"]
     agent = Agent.load(run_dir / "agent", ModelSettings(lora=False))
     assert agent.text_only and type(agent.model).__name__ == "LlamaForCausalLM"
 

@@ -127,6 +127,7 @@ def test_train_reports_perception(tmp_path, tiny):
     for key in ("perception_accuracy_before_rl", "perception_accuracy_after_rl",
                 "thought_consistency_before_rl", "thought_consistency_after_rl"):
         assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
+    assert summary["perception_stage"] == "ran"
     records = read_metrics(tmp_path / "run")
     assert len(records) == 2 and all(0.0 <= r["charts/perception_accuracy"] <= 1.0 for r in records)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["perception_accuracy_after_rl"] \

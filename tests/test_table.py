@@ -24,6 +24,25 @@ def test_recipe_loads_validates_and_is_image_only_with_cot(env_id):
     assert cfg.validate() is cfg
 
 
+def test_numberline_recipe_is_the_main_job():
+    """`vlmrl table`'s NumberLine row trains exactly what `make train` trains (checkpoint spacing aside)."""
+    recipe = load_config(RECIPES / "NumberLine-v0.toml").to_dict()
+    main_job = load_config(None).to_dict()
+    differ = {k for k in recipe if recipe[k] != main_job[k]}
+    assert differ == {"checkpoint_every"}, differ
+
+
+@pytest.mark.parametrize("env_id", TABLE_ENVS)
+def test_recipe_keeps_what_the_perception_stage_teaches(env_id):
+    """A recipe with the perception stage warm-starts with SFT at a learning rate that keeps it (2e-3 erased
+    it: held-out perception 1.0 -> 0.045) and keeps the thoughts near the warm start during RL (KL)."""
+    cfg = load_config(RECIPES / f"{env_id}.toml")
+    if cfg.perception_steps == 0:
+        assert env_id == "ALFWorld-v0"  # no state field in its format
+        return
+    assert cfg.sft_learning_rate <= 3e-4 and cfg.kl_coef > 0
+
+
 @pytest.mark.parametrize("env_id", TABLE_ENVS)
 def test_recipe_demonstrations_parse_back_to_the_expert_action(env_id):
     cfg = load_config(RECIPES / f"{env_id}.toml")
@@ -76,7 +95,8 @@ def toy_recipes(tmp_path_factory):
     model = build_tiny_vlm("llava", d / "llava", seed=0)
     cfg = load_config(RECIPES / "NumberLine-v0.toml", dict(
         model=str(model), num_envs=2, num_steps=2, max_new_tokens=8, update_epochs=1, minibatch_size=2,
-        sft_episodes=2, sft_epochs=1, sft_batch_size=4, eval_episodes=3, eval_batch=3, report_episodes=1))
+        sft_episodes=2, sft_epochs=1, sft_batch_size=4, eval_episodes=3, eval_batch=3, report_episodes=1,
+        perception_steps=2, perception_vision_steps=1, perception_frames=8))
     (d / "NumberLine-v0.toml").write_text(cfg.to_toml())
     return d
 

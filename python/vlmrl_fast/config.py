@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of everything (envs, sampling, init); each process adds its rank", group="run", min=0)
     run_dir: str = _f("", "output folder; empty means runs/<run_name>", group="run")
     run_name: str = _f("", "name of the run folder under runs/; empty means <env>-<model>-seed<seed>", group="run")
-    updates: int = _f(30, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
+    updates: int = _f(45, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
     stop_after: int = _f(0, "stop this invocation after so many updates (0: never); continue with --resume",
                          group="run", min=0)
     checkpoint_every: int = _f(5, "write a checkpoint every so many updates (and always at the end)",
@@ -78,7 +78,7 @@ class TrainConfig:
                             group="rollout", min=1e-4, max=10.0)
     max_new_tokens: int = _f(32, "longest answer the model may generate", group="rollout", min=1)
     cot: bool = _f(True, "prompt for chain-of-thought answers (False: action-only prompts)", group="rollout")
-    state_text: bool = _f(True, "append the env's text description of the image (info['text']) to the prompt",
+    state_text: bool = _f(False, "append the env's text description of the image (info['text']) to the prompt",
                           group="rollout")
     thought_coef: float = _f(0.5, "lambda: weight of chain-of-thought token log-probs in the action log-prob",
                              group="rollout", min=0.0, max=1.0)
@@ -112,7 +112,8 @@ class TrainConfig:
     clip_vloss: bool = _f(True, "clip the value loss around the old values", group="ppo")
     vf_coef: float = _f(0.5, "value loss coefficient", group="ppo", min=0.0)
     ent_coef: float = _f(0.0, "entropy bonus coefficient", group="ppo", min=0.0)
-    kl_coef: float = _f(0.0, "KL penalty to the initial policy (0: off, no reference model kept)", group="ppo",
+    kl_coef: float = _f(0.1, "KL penalty to the initial policy (0: off, no reference model kept; the main job's 0.1 keeps "
+                        "its thoughts reading the image during RL)", group="ppo",
                         min=0.0)
     kl_estimator: str = _f("k3", "estimator of that KL on the sampled answers: k1 (log-ratio) or k3 "
                            "(low-variance, non-negative)", group="ppo", choices=("k1", "k3"))
@@ -152,8 +153,8 @@ class TrainConfig:
                            choices=("template", "state"))
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
-    sft_learning_rate: float = _f(2e-3, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)
-    perception_steps: int = _f(0, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
+    sft_learning_rate: float = _f(3e-4, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)
+    perception_steps: int = _f(300, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
                                "answers on frames of the env plus auxiliary classifiers of the state fields on "
                                "the image features; teaches the model to read the image); 0: off", group="sft",
                                min=0)

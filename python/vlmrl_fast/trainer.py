@@ -99,7 +99,13 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
     rank = accelerator.process_index
     stats: dict[str, Any] = {}
     if cfg.perception_steps > 0:
-        stats.update(perception_warm_start(agent, cfg, accelerator))
+        skipped = perception_skipped(agent, cfg)
+        if skipped is None:
+            stats.update(perception_warm_start(agent, cfg, accelerator), perception_stage="ran")
+        else:
+            stats["perception_stage"] = f"skipped: {skipped}"
+            if accelerator.is_main_process:
+                print(f"perception stage skipped: {skipped}", flush=True)
     demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
                                  seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
                                  state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
@@ -116,6 +122,18 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
     agent.eval()
     return {**stats, "sft_demonstrations": len(demos), "sft_first_loss": losses[0] if losses else None,
             "sft_last_loss": losses[-1] if losses else None, "sft_seconds": time.perf_counter() - t0}
+
+
+def perception_skipped(agent: Any, cfg: TrainConfig) -> str | None:
+    """Why the perception stage (on by default) cannot run for this env and model, or None when it can: it
+    needs an answer format with state fields to supervise and a model that sees images."""
+    from vlmrl_fast.perception import has_fields
+
+    if not has_fields(cfg.env):
+        return f"the answer format of {cfg.env!r} has no state fields (vlmrl_fast.perception.FIELDS)"
+    if agent.text_only:
+        return f"{cfg.model!r} is a text-only model"
+    return None
 
 
 def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]:
@@ -240,6 +258,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "env_steps": cfg.updates * cfg.batch_size * accelerator.num_processes,
         "eval_episodes_played": after.get("episodes"), "train_episodes_this_invocation": train_episodes,
         "wall_seconds": wall, "sft_seconds": state.get("sft_seconds"), "run_dir": str(run_dir),
+        "perception_stage": state.get("perception_stage", "off"),
     })
     full = distributed.full_state_dict(accelerator, agent, wrapped)  # sharded weights: a collective
     if main:
