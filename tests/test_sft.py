@@ -47,3 +47,35 @@ def test_sft_lowers_loss_and_answers_parse(tiny):
     assert after < 0.2 * before, (before, after, losses[-5:])
     valid = valid_answer_rate(agent, ["-", "+"], held_out, limit=64, seed=0)
     assert valid >= 0.95, (valid, losses[-5:])
+
+
+SMALL_SFT = ["--sft-episodes", "2", "--sft-epochs", "1", "--max-new-tokens", "8", "--no-progress"]
+
+
+def test_sft_command_runs_the_perception_stage_first(tiny, tmp_path, capsys):
+    import json
+
+    from vlmrl_fast.cli import main
+
+    run = tmp_path / "run"
+    code = main(["sft", "--env", "NumberLine-v0", "--model", str(tiny), "--perception-steps", "2",
+                 "--perception-vision-steps", "1", "--perception-frames", "8", "--run-dir", str(run), *SMALL_SFT])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((run / "sft_summary.json").read_text())
+    assert summary["perception_stage"] == "ran" and 0.0 <= summary["perception_accuracy_held_out"] <= 1.0
+    assert (run / "agent").is_dir() and summary["demonstrations"] > 0
+
+
+def test_sft_command_skips_the_perception_stage_where_it_cannot_run(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from vlmrl_fast.cli import main
+
+    template = Path(__file__).resolve().parent / "count_to.toml"
+    run = tmp_path / "run"
+    code = main(["sft", "--env", "byo_envs:CountTo-v0", "--prompt-template", str(template), "--model", "tiny:text",
+                 "--sft-actions", "expert", "--run-dir", str(run), *SMALL_SFT])  # perception_steps: default 300
+    assert code == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((run / "sft_summary.json").read_text())
+    assert summary["perception_stage"].startswith("skipped: ") and "perception_accuracy_held_out" not in summary

@@ -93,14 +93,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     extra: dict[str, Any] = {}
-    if cfg.perception_steps > 0:  # --perception-steps N: read the image first (vlmrl_fast.perception)
-        from vlmrl_fast.perception import has_fields, held_out_accuracy, perception_frames
-        from vlmrl_fast.trainer import perception_warm_start
+    if cfg.perception_steps > 0:  # the perception stage first (vlmrl_fast.perception), where it applies
+        from vlmrl_fast.perception import held_out_accuracy, perception_frames
+        from vlmrl_fast.trainer import perception_skipped, perception_warm_start
 
-        extra.update(perception_warm_start(agent, cfg, accelerator))
-        if has_fields(cfg.env):
+        skipped = perception_skipped(agent, cfg)
+        if skipped is None:
+            extra.update(perception_warm_start(agent, cfg, accelerator), perception_stage="ran")
             held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot)
             extra["perception_accuracy_held_out"] = held_out_accuracy(agent, held)
+        else:
+            extra["perception_stage"] = f"skipped: {skipped}"
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with tqdm(total=steps, desc=f"SFT on {len(demos)} demonstration steps", disable=not cfg.progress) as bar:
         losses = train_sft(agent, demos, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
