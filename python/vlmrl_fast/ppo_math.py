@@ -57,20 +57,15 @@ class PPOLosses:
     ratio_guarded: bool
 
 
-K3_CAP = 10.0  # cap of one answer's k3 estimate (kl_to_reference)
-
-
 def kl_to_reference(new_logprob: torch.Tensor, ref_logprob: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
     """Mean estimate of KL(policy || reference) from log-probs of answers sampled by the policy:
     k1 = new - ref (unbiased, can be negative); k3 = exp(ref - new) - (ref - new) - 1 (unbiased,
-    non-negative, low variance). The log-probs are whole answers' (tens of tokens), so a sampled answer the
-    reference finds far likelier than the policy does (ref - new = 11: k3 = 6e4, gradient 6e4) would swamp
-    the minibatch: each answer's k3 is capped at K3_CAP, where its gradient is zero (as verl caps it)."""
+    non-negative, low variance)."""
     d = ref_logprob - new_logprob
     if estimator == "k1":
         return (-d).mean()
     if estimator == "k3":
-        return (d.exp() - d - 1).clamp(max=K3_CAP).mean()
+        return (d.exp() - d - 1).mean()
     raise ValueError(f"kl estimator must be k1 or k3, got {estimator!r}")
 
 
