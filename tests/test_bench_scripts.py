@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from vlmrl_fast.models import build_tiny_vlm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +41,14 @@ def test_seeds_benchmark_writes_rows_mean_and_min(tmp_path, capsys):
         assert math.isclose(r["gain"], r["success_rate_after_rl"] - r["success_rate_before_rl"])
         assert (tmp_path / "out" / f"seed{r['seed']}" / "summary.json").is_file()
     assert "| mean |" in capsys.readouterr().out
+    # --collect rebuilds the same figures from the run folders (seeds run by separate invocations)
+    (tmp_path / "out" / "seeds.json").unlink()
+    assert seeds.main(["--seeds", "0,1", "--out", str(tmp_path / "out"), "--collect"]) == 0
+    again = json.loads((tmp_path / "out" / "seeds.json").read_text())
+    for key in seeds.FIGURES:
+        assert again["mean"][key] == res["mean"][key] and again["min"][key] == res["min"][key], key
+    with pytest.raises(SystemExit, match="seed7"):
+        seeds.main(["--seeds", "0,7", "--out", str(tmp_path / "out"), "--collect"])
 
 
 def test_perception_benchmark_writes_accuracy_per_env(tmp_path, capsys):
