@@ -154,37 +154,22 @@ def perception_frames(env_id: str, count: int, *, seed: int = 0, num_envs: int =
                       **env_kwargs: Any) -> PerceptionSet:
     """`count` frames from random play of `env_id` (seeded), each with its info and a truthful answer whose
     action is uniformly random and whose thoughts state the state (`sft.state_thoughts`)."""
-    from gymnasium.vector import AutoresetMode
-
-    from vlmrl_fast import make_vec
-    from vlmrl_fast.rollout import action_names_per_env, render_prompts, split_infos
-    from vlmrl_fast.sft import state_thoughts
+    from vlmrl_fast.sft import record_play
 
     if count < 1:
         raise ValueError(f"perception_frames: count must be >= 1, got {count}")
     n = max(1, min(num_envs, count))
-    envs = make_vec(env_id, n, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
-    rng = np.random.default_rng([seed, 0x9E4C])
-    frames: list[np.ndarray] = []
-    ps: list[str] = []
-    ans: list[str] = []
-    infos_out: list[dict[str, Any]] = []
+    steps = []
+    play = record_play(env_id, n, seed=seed, salt=0x9E4C, actions="random", cot=cot, state_text=False,
+                       thoughts="state", **env_kwargs)
     try:
-        obs, infos = envs.reset(seed=seed)
-        while len(ps) < count:
-            names = action_names_per_env(envs, n)
-            env_infos = split_infos(infos, n)
-            chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
-            ps.extend(render_prompts(env_id, env_infos, cot, False))
-            for i, info in enumerate(env_infos):
-                frames.append(np.array(obs[i], copy=True))
-                name = names[i][chosen[i]]
-                ans.append(prompts.answer(env_id, info, name, cot=cot, thoughts=state_thoughts(env_id, info, name)))
-                infos_out.append(info)
-            obs, _, _, _, infos = envs.step(chosen)
+        while len(steps) < count:
+            steps.extend(next(play)[0])
     finally:
-        envs.close()
-    return PerceptionSet(env_id, np.stack(frames[:count]), ps[:count], ans[:count], infos_out[:count])
+        play.close()
+    steps = steps[:count]
+    return PerceptionSet(env_id, np.stack([s.frame for s in steps]), [s.prompt for s in steps],
+                         [s.answer for s in steps], [s.info for s in steps])
 
 
 # -- auxiliary labels -------------------------------------------------------------------------------------

@@ -10,9 +10,8 @@ good, so any improvement after it is RL's doing (the main job uses it).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -47,6 +46,51 @@ def state_thoughts(env_id: str, info: dict[str, Any], action_name: str) -> str |
     return None
 
 
+@dataclass
+class PlayedStep:
+    """One env's step of recorded play: its frame, prompt, answer (action as played), action and info."""
+
+    frame: np.ndarray
+    prompt: str
+    answer: str
+    action: int
+    info: dict[str, Any]
+
+
+def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: str, cot: bool,
+                state_text: bool, thoughts: str, **env_kwargs: Any) -> Iterator[tuple[list[PlayedStep], int]]:
+    """Play `num_envs` envs of `env_id` with the expert's (`actions="expert"`, where the env has one) or
+    uniformly random actions (drawn from the stream (seed, salt)) and yield, per vector step, that step's
+    `PlayedStep`s and the number of episodes it ended. The envs close when the generator is closed."""
+    from gymnasium.vector import AutoresetMode
+
+    from vlmrl_fast import make_vec, prompts
+
+    envs = make_vec(env_id, num_envs, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
+    rng = np.random.default_rng([seed, salt])
+    try:
+        obs, infos = envs.reset(seed=seed)
+        while True:
+            names = action_names_per_env(envs, num_envs)
+            if actions == "expert" and getattr(envs, "has_expert", True):  # else random (a Python env without one)
+                chosen = np.asarray(envs.expert_actions(), dtype=np.int64)
+            else:
+                chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
+            env_infos = split_infos(infos, num_envs)
+            texts = render_prompts(env_id, env_infos, cot, state_text)
+            rows = []
+            for i, info in enumerate(env_infos):
+                name = names[i][chosen[i]]
+                extra = state_thoughts(env_id, info, name) if thoughts == "state" else None
+                rows.append(PlayedStep(np.array(obs[i], copy=True), texts[i],
+                                       prompts.answer(env_id, info, name, cot=cot, thoughts=extra),
+                                       int(chosen[i]), info))
+            obs, _, term, trunc, infos = envs.step(chosen)
+            yield rows, int(np.sum(np.asarray(term) | np.asarray(trunc)))
+    finally:
+        envs.close()
+
+
 def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert", seed: int = 0,
                          cot: bool = True, state_text: bool = False, thoughts: str = "template",
                          num_envs: int = 16,
@@ -54,43 +98,24 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
                          **env_kwargs: Any) -> Demonstrations:
     """Play `episodes` episodes with the expert's (or random) actions and record every step. `thoughts`:
     "template" (the prompt template's default thoughts) or "state" (`state_thoughts`)."""
-    from gymnasium.vector import AutoresetMode
-
-    from vlmrl_fast import make_vec, prompts
-
     if actions not in ("expert", "random"):
         raise ValueError(f"sft actions must be 'expert' or 'random', got {actions!r}")
     n = max(1, min(num_envs, episodes))
-    envs = make_vec(env_id, n, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
-    rng = np.random.default_rng([seed, 0xDE70])
-    frames: list[np.ndarray] = []
-    texts_p: list[str] = []
-    texts_a: list[str] = []
-    acts: list[int] = []
+    steps: list[PlayedStep] = []
     finished = 0
+    play = record_play(env_id, n, seed=seed, salt=0xDE70, actions=actions, cot=cot, state_text=state_text,
+                       thoughts=thoughts, **env_kwargs)
     try:
-        obs, infos = envs.reset(seed=seed)
         for _ in range(max_steps):
             if finished >= episodes:
                 break
-            names = action_names_per_env(envs, n)
-            if actions == "expert" and getattr(envs, "has_expert", True):  # else random (a Python env without one)
-                chosen = np.asarray(envs.expert_actions(), dtype=np.int64)
-            else:
-                chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
-            env_infos = split_infos(infos, n)
-            texts_p.extend(render_prompts(env_id, env_infos, cot, state_text))
-            for i, info in enumerate(env_infos):
-                frames.append(np.array(obs[i], copy=True))
-                name = names[i][chosen[i]]
-                extra = state_thoughts(env_id, info, name) if thoughts == "state" else None
-                texts_a.append(prompts.answer(env_id, info, name, cot=cot, thoughts=extra))
-                acts.append(int(chosen[i]))
-            obs, _, term, trunc, infos = envs.step(chosen)
-            finished += int(np.sum(np.asarray(term) | np.asarray(trunc)))
+            rows, ended = next(play)
+            steps.extend(rows)
+            finished += ended
     finally:
-        envs.close()
-    return Demonstrations(np.stack(frames), texts_p, texts_a, acts)
+        play.close()
+    return Demonstrations(np.stack([s.frame for s in steps]), [s.prompt for s in steps],
+                          [s.answer for s in steps], [s.action for s in steps])
 
 
 def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
