@@ -419,8 +419,4 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
     return EvalResult(len(r), float((r > 0).mean()) if len(r) else float("nan"),
                       float(r.mean()) if len(r) else float("nan"), invalid / max(steps, 1), returns, recorded,
                       float(np.mean(perceived)) if perceived else float("nan"),
-                      sum(consistent) / len(perceived) if perceived and _key_is_numberline(env_id) else float("nan"))
-
-
-def _key_is_numberline(env_id: str) -> bool:
-    return env_id.rsplit("/", 1)[-1] == "NumberLine-v0"
+                      sum(consistent) / len(perceived) if perceived else float("nan"))  # NaN but on NumberLine

@@ -92,18 +92,14 @@ def cmd_sft(args: argparse.Namespace) -> int:
         return _fail("sft", e)
     from tqdm.auto import tqdm
 
-    extra: dict[str, Any] = {}
-    if cfg.perception_steps > 0:  # the perception stage first (vlmrl_fast.perception), where it applies
-        from vlmrl_fast.perception import held_out_accuracy, perception_frames
-        from vlmrl_fast.trainer import perception_skipped, perception_warm_start
+    from vlmrl_fast.trainer import perception_warm_start
 
-        skipped = perception_skipped(agent, cfg)
-        if skipped is None:
-            extra.update(perception_warm_start(agent, cfg, accelerator), perception_stage="ran")
-            held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot)
-            extra["perception_accuracy_held_out"] = held_out_accuracy(agent, held)
-        else:
-            extra["perception_stage"] = f"skipped: {skipped}"
+    extra = perception_warm_start(agent, cfg, accelerator)  # the perception stage first, where it applies
+    if extra.get("perception_stage") == "ran":
+        from vlmrl_fast.perception import held_out_accuracy, perception_frames
+
+        held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot)
+        extra["perception_accuracy_held_out"] = held_out_accuracy(agent, held)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with tqdm(total=steps, desc=f"SFT on {len(demos)} demonstration steps", disable=not cfg.progress) as bar:
         losses = train_sft(agent, demos, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,

@@ -97,15 +97,9 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
 
     t0 = time.perf_counter()
     rank = accelerator.process_index
-    stats: dict[str, Any] = {}
-    if cfg.perception_steps > 0:
-        skipped = perception_skipped(agent, cfg)
-        if skipped is None:
-            stats.update(perception_warm_start(agent, cfg, accelerator), perception_stage="ran")
-        else:
-            stats["perception_stage"] = f"skipped: {skipped}"
-            if accelerator.is_main_process:
-                print(f"perception stage skipped: {skipped}", flush=True)
+    stats = perception_warm_start(agent, cfg, accelerator)
+    if stats.get("perception_stage", "").startswith("skipped") and accelerator.is_main_process:
+        print(f"perception stage {stats['perception_stage']}", flush=True)
     demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions,
                                  seed=derive_seed(cfg.seed, rank, 0xD3), cot=cfg.cot,
                                  state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
@@ -137,9 +131,16 @@ def perception_skipped(agent: Any, cfg: TrainConfig) -> str | None:
 
 
 def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]:
-    """The perception stage on frames of cfg.env (cfg.perception_steps steps), before the SFT warm start."""
+    """The perception stage on frames of cfg.env (cfg.perception_steps steps), before the SFT warm start.
+    Returns its stats with `perception_stage` "ran", or only `perception_stage` "skipped: <why>" where it
+    cannot run (`perception_skipped`); {} when cfg.perception_steps is 0."""
     from vlmrl_fast.perception import perception_frames, train_perception
 
+    if cfg.perception_steps == 0:
+        return {}
+    skipped = perception_skipped(agent, cfg)
+    if skipped is not None:
+        return {"perception_stage": f"skipped: {skipped}"}
     t0 = time.perf_counter()
     rank = accelerator.process_index
     data = perception_frames(cfg.env, cfg.perception_frames, seed=derive_seed(cfg.seed, rank, 0xF1), cot=cfg.cot)
@@ -151,7 +152,7 @@ def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dic
                                   seed=derive_seed(cfg.seed, rank, 0xF2), device=accelerator.device,
                                   on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
     return {"perception_last_loss": stage.losses[-1] if stage.losses else None,
-            "perception_seconds": time.perf_counter() - t0}
+            "perception_seconds": time.perf_counter() - t0, "perception_stage": "ran"}
 
 
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
