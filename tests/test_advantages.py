@@ -223,6 +223,31 @@ def test_kl_estimators_hand_computed():
     assert float(kl_to_reference(new, ref, "k3")) == pytest.approx((math.exp(-1) + math.e - 2) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="k2"):
         kl_to_reference(new, ref, "k2")
+    with pytest.raises(ValueError, match="kl_to_reference_tokens"):
+        kl_to_reference(new, ref, "k3_token")
+
+
+def test_token_kl_hand_computed_ignores_padding():
+    from vlmrl_fast.ppo_math import kl_to_reference_tokens, ppo_losses
+
+    k3 = lambda d: math.exp(d) - d - 1
+    new = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, 0.0, 0.0]])
+    ref = torch.tensor([[-2.0, -1.0, -0.5], [-0.1, 50.0, -50.0]])  # padding holds junk that must not count
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    want = (k3(-1.0) + k3(1.0) + k3(0.0) + k3(0.2)) / 2
+    assert float(kl_to_reference_tokens(new, ref, mask)) == pytest.approx(want, rel=1e-6)
+    # the whole answer's k3 of the same log-probs is exp of the summed log-ratio: a different, larger figure
+    seq = float(torch.tensor([k3(0.0), k3(0.2)]).mean())
+    assert seq != pytest.approx(want, rel=1e-3)
+    # ppo_losses adds kl_coef * the token KL, and refuses k3_token without the new per-token log-probs
+    z = torch.zeros(2)
+    out = ppo_losses(z, z, z, None, None, z, clip_coef=0.2, ref_logprob=z, kl_coef=0.5, kl_estimator="k3_token",
+                     new_token_logprob=new, ref_token_logprob=ref, token_mask=mask)
+    assert float(out.kl_ref) == pytest.approx(want, rel=1e-6)
+    assert float(out.loss) == pytest.approx(0.5 * want, rel=1e-6)
+    with pytest.raises(ValueError, match="new_token_logprob"):
+        ppo_losses(z, z, z, None, None, z, clip_coef=0.2, kl_coef=0.5, kl_estimator="k3_token",
+                   ref_token_logprob=ref)
 
 
 @pytest.mark.parametrize("env_id", ["NumberLine-v0", "EZPoints-v0"])

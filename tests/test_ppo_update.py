@@ -132,3 +132,34 @@ def test_kl_reference_of_a_fully_fine_tuned_agent_is_a_frozen_copy(tiny_dirs):
     assert moved, "the update changed no weight"
     assert all(torch.equal(p, start[n]) for n, p in frozen.named_parameters())
     envs.close()
+
+
+def test_k3_token_update_stores_the_references_tokens_and_starts_at_zero_kl(tiny_dirs):
+    """kl_estimator k3_token: the rollout keeps the reference's per-token log-probs aligned with each answer
+    (with thought_coef 1 they sum to the reference's answer log-prob), and an update whose reference is the
+    policy itself measures a KL of 0 on its first minibatch; after steps away from a frozen copy it is > 0."""
+    cfg = small_config(tiny_dirs["llava"], lora=False, warm_start="sft", kl_coef=0.1, kl_estimator="k3_token",
+                       thought_coef=1.0, minibatch_size=6, learning_rate=1e-3, min_learning_rate=1e-3)
+    agent = build_agent(cfg, "cpu")
+    envs = vlmrl_fast.make_vec(cfg.env, cfg.num_envs, seed=0, autoreset_mode=AutoresetMode.SAME_STEP)
+    obs, infos = envs.reset(seed=0)
+    ro = collect_rollout(agent, envs, cfg.env, np.asarray(obs), infos, num_steps=cfg.num_steps, cot=True,
+                         lam=1.0, fallback="random", fallback_action=0, invalid_penalty=0.0, seed=0,
+                         ref_evaluate=agent.evaluate)
+    ro.finish()
+    tok = ro.ref_token_logprobs.reshape(cfg.num_steps * cfg.num_envs, -1)
+    lengths = np.array([len(a) for a in ro.answer_ids])
+    assert tok.shape[1] == cfg.max_new_tokens and lengths.max() > 0
+    assert np.allclose(tok.sum(1), ro.ref_logprobs.reshape(-1), atol=1e-4)
+    assert all(np.all(tok[i, lengths[i]:] == 0) for i in range(len(lengths)))
+    adv = np.zeros((cfg.num_steps, cfg.num_envs), np.float32)
+    params = [p for p in agent.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    stats = ppo_update(agent, opt, Accelerator(cpu=True), ro, adv, adv, cfg, np.random.default_rng(0))
+    assert stats["kl_ref"] == pytest.approx(0.0, abs=1e-5)  # one minibatch, evaluated before the step
+
+    more = small_config(tiny_dirs["llava"], lora=False, warm_start="sft", kl_coef=0.1, kl_estimator="k3_token",
+                        update_epochs=3, target_kl=0.0, learning_rate=1e-3, min_learning_rate=1e-3)
+    record = train_update(agent, opt, Accelerator(cpu=True), envs, more, 1, 0, reference_evaluator(agent, more))
+    assert math.isfinite(record["losses/kl_ref"]) and record["losses/kl_ref"] > 0
+    envs.close()

@@ -115,8 +115,10 @@ class TrainConfig:
     kl_coef: float = _f(0.1, "KL penalty to the initial policy (0: off, no reference model kept; the main job's 0.1 keeps "
                         "its thoughts reading the image during RL)", group="ppo",
                         min=0.0)
-    kl_estimator: str = _f("k3", "estimator of that KL on the sampled answers: k1 (log-ratio) or k3 "
-                           "(low-variance, non-negative)", group="ppo", choices=("k1", "k3"))
+    kl_estimator: str = _f("k3", "estimator of that KL on the sampled answers: k1 (log-ratio), k3 "
+                           "(low-variance, non-negative, on the whole answer's log-prob) or k3_token (k3 per "
+                           "token, summed over the answer: no exp of a whole answer's log-ratio)", group="ppo",
+                           choices=("k1", "k3", "k3_token"))
     target_kl: float = _f(0.3, "stop the update's epochs early once an epoch's mean approx KL exceeds this (0: off)",
                           group="ppo", min=0.0)
     max_grad_norm: float = _f(1.0, "gradient clipping norm", group="ppo", min=0.0)

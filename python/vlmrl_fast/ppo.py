@@ -73,6 +73,9 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
     b_adv = torch.as_tensor(advantages.reshape(-1), device=device)
     b_ret = torch.as_tensor(returns.reshape(-1), device=device)
     b_ref = None if ro.ref_logprobs is None else torch.as_tensor(ro.ref_logprobs.reshape(-1), device=device)
+    b_ref_tok = None
+    if ro.ref_token_logprobs is not None and cfg.kl_estimator == "k3_token":
+        b_ref_tok = torch.as_tensor(ro.ref_token_logprobs.reshape(B, -1), device=device)
     if cfg.norm_adv:
         b_adv = normalize_advantages(b_adv)
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
@@ -91,11 +94,18 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                 ev = evaluate(batch, [ro.answer_ids[i] for i in idx], [ro.action_starts[i] for i in idx],
                               lam=cfg.thought_coef)
                 value = ev.value.float() if agent.value_head is not None else None  # value-free: no value loss
+                tok_kw = {}
+                if b_ref_tok is not None:  # k3_token: the per-token KL over each answer's tokens
+                    width = ev.token_logprobs.shape[1]
+                    lengths = torch.as_tensor([len(ro.answer_ids[i]) for i in idx], device=device)
+                    tok_kw = dict(new_token_logprob=ev.token_logprobs.float(),
+                                  ref_token_logprob=b_ref_tok[idx, :width],
+                                  token_mask=torch.arange(width, device=device)[None, :] < lengths[:, None])
                 out = ppo_losses(ev.logprob.float(), b_logprobs[idx], b_adv[idx], value,
                                  b_values[idx], b_ret[idx], clip_coef=cfg.clip_coef, clip_vloss=cfg.clip_vloss,
                                  vf_coef=cfg.vf_coef, ratio_guard=cfg.ratio_guard, entropy=ev.entropy.float(),
                                  ent_coef=cfg.ent_coef, ref_logprob=None if b_ref is None else b_ref[idx],
-                                 kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator)
+                                 kl_coef=cfg.kl_coef, kl_estimator=cfg.kl_estimator, **tok_kw)
                 if torch.isfinite(out.loss):
                     accelerator.backward(out.loss)
                     for k in stats:

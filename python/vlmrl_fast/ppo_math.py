@@ -62,6 +62,8 @@ def kl_to_reference(new_logprob: torch.Tensor, ref_logprob: torch.Tensor, estima
     k1 = new - ref (unbiased, can be negative); k3 = exp(ref - new) - (ref - new) - 1 (unbiased,
     non-negative, low variance)."""
     d = ref_logprob - new_logprob
+    if estimator == "k3_token":
+        raise ValueError("k3_token needs per-token log-probs: use kl_to_reference_tokens")
     if estimator == "k1":
         return (-d).mean()
     if estimator == "k3":
@@ -69,12 +71,24 @@ def kl_to_reference(new_logprob: torch.Tensor, ref_logprob: torch.Tensor, estima
     raise ValueError(f"kl estimator must be k1 or k3, got {estimator!r}")
 
 
+def kl_to_reference_tokens(new_token_logprob: torch.Tensor, ref_token_logprob: torch.Tensor,
+                           mask: torch.Tensor) -> torch.Tensor:
+    """Mean over answers of the per-token k3 summed over each answer's tokens ([B, L] inputs, mask true on
+    answer tokens): sum_t exp(ref_t - new_t) - (ref_t - new_t) - 1. Estimates the same sequence KL as k3
+    on whole answers, but each term sees one token's log-ratio, so one drifted answer adds a sum of
+    bounded-looking terms instead of exp(sum) (the whole-answer k3 reaches 5e4 on single answers)."""
+    d = (ref_token_logprob - new_token_logprob).masked_fill(~mask, 0.0)
+    return ((d.exp() - d - 1) * mask).sum(1).mean()
+
+
 def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                new_value: torch.Tensor | None, old_value: torch.Tensor | None, returns: torch.Tensor, *,
                clip_coef: float, clip_vloss: bool = True, vf_coef: float = 0.5, ratio_guard: float = 10.0,
                entropy: torch.Tensor | None = None, ent_coef: float = 0.0,
                ref_logprob: torch.Tensor | None = None, kl_coef: float = 0.0,
-               kl_estimator: str = "k3") -> PPOLosses:
+               kl_estimator: str = "k3", new_token_logprob: torch.Tensor | None = None,
+               ref_token_logprob: torch.Tensor | None = None,
+               token_mask: torch.Tensor | None = None) -> PPOLosses:
     """Clipped PPO objective for one minibatch (all inputs [B]).
 
     Policy: max(-A * r, -A * clip(r, 1 - c, 1 + c)), except that when any ratio of the minibatch exceeds
@@ -83,7 +97,8 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     Value: 0.5 * max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2) when clip_vloss, else 0.5 * (v - R)^2.
     Without a value head (new_value None: the value-free algorithms) there is no value loss (0).
     KL to the initial policy (optional): `kl_to_reference` with `kl_estimator` (k1 or k3) on the sampled
-    answers.
+    answers' log-probs, or with k3_token `kl_to_reference_tokens` on their per-token log-probs ([B, L]
+    new_token_logprob, ref_token_logprob and token_mask).
     """
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
@@ -108,7 +123,11 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
 
     zero = new_logprob.new_zeros(())
     ent = entropy.mean() if entropy is not None else zero
-    if ref_logprob is not None and kl_coef > 0:
+    if kl_coef > 0 and kl_estimator == "k3_token" and ref_token_logprob is not None:
+        if new_token_logprob is None or token_mask is None:
+            raise ValueError("kl_estimator k3_token needs new_token_logprob and token_mask")
+        kl_ref = kl_to_reference_tokens(new_token_logprob, ref_token_logprob, token_mask)
+    elif ref_logprob is not None and kl_coef > 0:
         kl_ref = kl_to_reference(new_logprob, ref_logprob, kl_estimator)
     else:
         kl_ref = zero

@@ -193,6 +193,7 @@ class Rollout:
     action_starts: list[int] = field(default_factory=list)
     valid: np.ndarray = None  # type: ignore[assignment]
     ref_logprobs: np.ndarray | None = None
+    ref_token_logprobs: np.ndarray | None = None  # [T, N, max_tokens] float32: the reference's per-token log-probs
     state_keys: np.ndarray | None = None  # [T, N] uint64: the engine's key of the state each action was taken in
     batches: list[Any] = field(default_factory=list)  # [T] PromptBatch of each step, reused by the update
     episode_returns: list[float] = field(default_factory=list)
@@ -252,6 +253,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
     ro = Rollout(num_steps, n, np.zeros((num_steps, *obs.shape), np.uint8), max_tokens=agent.max_new_tokens)
     if ref_evaluate is not None:
         ro.ref_logprobs = np.zeros((num_steps, n), np.float32)
+        ro.ref_token_logprobs = np.zeros((num_steps, n, agent.max_new_tokens), np.float32)
     secs = {"generate": 0.0, "logprob": 0.0, "env": 0.0, "prompt": 0.0}
     rng = np.random.default_rng([seed, 0x5EED])
     running_return = np.zeros(n, np.float64)
@@ -277,6 +279,8 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
             if ref_evaluate is not None:
                 ref = ref_evaluate(batch, gen.answer_ids, starts, lam=lam)
                 ro.ref_logprobs[t] = ref.logprob.float().cpu().numpy()
+                tok = ref.token_logprobs.float().cpu().numpy()
+                ro.ref_token_logprobs[t, :, :tok.shape[1]] = tok[:, :agent.max_new_tokens]
         t3 = time.perf_counter()
         ro.frames[t] = obs
         ro.batches.append(batch)
