@@ -77,6 +77,19 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
     assert "<img src='data:image/png;base64," in html and "episode 0" in html
 
 
+def test_a_new_run_into_a_used_folder_moves_the_earlier_run_aside(tmp_path, tiny):
+    run = tmp_path / "run"
+    first = train(config(tiny, run, updates=1, seed=1))
+    second = train(config(tiny, run, updates=2, seed=2))
+    earlier = [p for p in tmp_path.iterdir() if p.name.startswith("run.prev-")]
+    assert len(earlier) == 1
+    kept = json.loads((earlier[0] / "summary.json").read_text())
+    assert kept["updates_done"] == 1 and kept["seed"] == first["seed"] == 1
+    assert [r["update"] for r in read_metrics(earlier[0])] == [1]
+    assert json.loads((run / "summary.json").read_text())["updates_done"] == second["updates_done"] == 2
+    assert [r["update"] for r in read_metrics(run)] == [1, 2]
+
+
 def test_checkpoint_round_trip_is_atomic_and_pruned(tmp_path):
     import random
 

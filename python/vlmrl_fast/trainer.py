@@ -155,6 +155,25 @@ def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dic
             "perception_seconds": time.perf_counter() - t0, "perception_stage": "ran"}
 
 
+RUN_MARKERS = ("config.toml", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def keep_earlier_run(run_dir: Path) -> Path | None:
+    """A new run (not --resume) into a folder that holds an earlier run moves that run aside to
+    <folder>.prev-<UTC time> instead of overwriting it; returns where it went (None: nothing was there)."""
+    if not run_dir.is_dir() or not any((run_dir / m).exists() for m in RUN_MARKERS):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    dest = run_dir.with_name(f"{run_dir.name}.prev-{stamp}")
+    k = 1
+    while dest.exists():
+        dest, k = run_dir.with_name(f"{run_dir.name}.prev-{stamp}-{k}"), k + 1
+    run_dir.rename(dest)
+    print(f"{run_dir} held an earlier run: moved it to {dest} (vlmrl train --resume continues a run instead)",
+          flush=True)
+    return dest
+
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run the job described by cfg (validated here); with resume, continue cfg's run folder from its
     latest checkpoint. Returns the summary (also written to summary.json when the run completes)."""
@@ -173,6 +192,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(derive_seed(cfg.seed, rank, 0xA11))
     np.random.seed(derive_seed(cfg.seed, rank, 0xA12))
     if main:
+        if not resume:
+            keep_earlier_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_file_atomic(run_dir / "config.toml", cfg.to_toml())
 
@@ -237,8 +258,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     distributed.dump_weights(accelerator, agent)
     if logger is not None:
         logger.close()
-    summary: dict[str, Any] = {"env_id": cfg.env, "model": cfg.model, "world_size": accelerator.num_processes,
-                               "algorithm": cfg.algorithm, "group_size": cfg.group_size,
+    summary: dict[str, Any] = {"env_id": cfg.env, "model": cfg.model, "seed": cfg.seed,
+                               "world_size": accelerator.num_processes, "algorithm": cfg.algorithm, "group_size": cfg.group_size,
                                "updates_done": done, "stopped_early": stopped}
     if stopped:
         return summary
