@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import gc
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -116,8 +117,21 @@ def _processor(spec: dict, tokenizer):
         size = {"shortest_edge": img["min_pixels"], "longest_edge": img["max_pixels"]}
         kw = dict(size=size, patch_size=img["patch_size"], merge_size=img["merge_size"],
                   temporal_patch_size=img["temporal_patch_size"])
-        return Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tokenizer,
-                                video_processor=Qwen2VLVideoProcessor(**kw), chat_template=chat_template("qwen2_vl"))
+        cls = Qwen2VLProcessor
+        try:
+            video = Qwen2VLVideoProcessor(**kw)
+        except ImportError:  # transformers 5.17 wants torchvision for it; env frames are images only
+            from transformers.video_processing_utils import BaseVideoProcessor
+
+            class ImagesOnlyProcessor(Qwen2VLProcessor):
+                def check_argument_for_proper_class(self, argument_name, argument):
+                    if argument_name == "video_processor":
+                        return type(argument)
+                    return super().check_argument_for_proper_class(argument_name, argument)
+
+            cls, video = ImagesOnlyProcessor, BaseVideoProcessor()
+        return cls(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tokenizer,
+                                video_processor=video, chat_template=chat_template("qwen2_vl"))
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor
 
     image_processor = LlavaNextImageProcessor(
@@ -396,7 +410,9 @@ def _continuous_batching(agent, batch, cfg) -> dict:
     # flash attention is not assumed installed (its paged SDPA path instead); on the CPU a small cache,
     # since the default sizes it from the memory there is
     sizes = dict(num_blocks=16, max_batch_tokens=256) if batch.input_ids.device.type == "cpu" else {}
-    cb_cfg = ContinuousBatchingConfig(auto_switch_to_flash=False, **sizes)
+    wanted = dict(auto_switch_to_flash=False, **sizes)
+    accepted = inspect.signature(ContinuousBatchingConfig).parameters  # the fields differ across 5.x releases
+    cb_cfg = ContinuousBatchingConfig(**{k: v for k, v in wanted.items() if k in accepted})
     model = agent.base_model
     _reset_peak()
     t0 = time.perf_counter()
