@@ -204,3 +204,39 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs):
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_image_backend_is_pillow_by_default_whatever_is_installed(tiny_dirs, family):
+    """transformers picks the torchvision backend when torchvision is installed (the test set has it, the
+    runtime set does not), and the two give different pixels: a run must not depend on what is installed."""
+    pytest.importorskip("torchvision")
+    from vlmrl_fast import make_vec
+    from vlmrl_fast.models.loading import load_processor
+
+    _, default = load_model(tiny_dirs[family], ModelSettings(lora=False))
+    auto = load_processor(tiny_dirs[family], image_backend="auto")
+    assert type(default.image_processor).__name__.endswith("Pil")
+    assert not type(auto.image_processor).__name__.endswith("Pil")
+    envs = make_vec("NumberLine-v0", 2, seed=0)
+    obs, _ = envs.reset(seed=0)
+    envs.close()
+    images = list(np.asarray(obs))
+    pil = default.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    tv = auto.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    assert pil.shape == tv.shape and not torch.equal(pil, tv)
+
+
+def test_image_backend_errors_name_the_choice(tiny_dirs, monkeypatch):
+    from vlmrl_fast.models.loading import load_processor
+
+    with pytest.raises(ValueError, match="ModelSettings.image_backend"):
+        ModelSettings(image_backend="cv2")
+    with pytest.raises(ValueError, match="image_backend: 'cv2'"):
+        load_processor(tiny_dirs["llava"], image_backend="cv2")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchvision" else real(name, *a))
+    with pytest.raises(ValueError, match="torchvision is not installed"):
+        load_processor(tiny_dirs["llava"], image_backend="torchvision")

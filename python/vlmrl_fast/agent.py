@@ -527,7 +527,7 @@ class Agent(nn.Module):
 
             model, _ = load_model(meta["base_model"], replace(settings, lora=False))
             model = PeftModel.from_pretrained(model, src / "model", is_trainable=True)
-            processor = load_processor(src / "model", require_config=False)
+            processor = load_processor(src / "model", require_config=False, image_backend=settings.image_backend)
         else:
             from dataclasses import replace
 

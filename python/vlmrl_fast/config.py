@@ -139,6 +139,9 @@ class TrainConfig:
     preprocess: str = _f("auto", "image preprocessing: 'auto' (native Rust pipeline when the processor has one), "
                          "'native' (required) or 'hf' (the Hugging Face processor)", group="model",
                          choices=PREPROCESS_MODES)
+    image_backend: str = _f("pil", "backend of the Hugging Face image processor: 'pil' (the same pixels whether or not "
+                            "torchvision is installed), 'torchvision' or 'auto' (transformers' choice)", group="model",
+                            choices=("pil", "torchvision", "auto"))
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory", group="model")
     quantization: str = _f("none", "load the base model quantised (GPU only, bitsandbytes)", group="model",
                            choices=("none", "4bit", "8bit"))

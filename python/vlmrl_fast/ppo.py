@@ -232,7 +232,8 @@ def build_agent(cfg: TrainConfig, device: str) -> Any:
     settings = ModelSettings(dtype=cfg.dtype, device=device, lora=cfg.lora, lora_r=cfg.lora_r,
                              lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_target_modules=targets,
                              lora_vision=cfg.lora_vision, gradient_checkpointing=cfg.gradient_checkpointing,
-                             quantization=None if cfg.quantization == "none" else cfg.quantization)
+                             quantization=None if cfg.quantization == "none" else cfg.quantization,
+                             image_backend=cfg.image_backend)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the value head's initialisation, the same on every process
         model, processor = load_model(cfg.model, settings)

@@ -43,7 +43,7 @@ def check_inputs(cfg: TrainConfig) -> None:
         short = sorted(k.split("/")[-1] for k in known)
         raise ConfigError(f"config field 'env': unknown environment {cfg.env!r}; known: {', '.join(short)}")
     resolve_device(cfg.device)
-    load_processor(cfg.model)  # ValueError naming the path, or the missing chat template
+    load_processor(cfg.model, image_backend=cfg.image_backend)  # ValueError naming the path, or the missing chat template
 
 
 def check_context(agent: Any, cfg: TrainConfig, envs: Any) -> None:

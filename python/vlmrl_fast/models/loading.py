@@ -79,22 +79,44 @@ class TextProcessor:
         self.tokenizer.save_pretrained(directory)
 
 
+def _backend_of(image_processor: Any) -> str:
+    """'pil' or 'torchvision': the backend class a transformers 5 image processor derives from."""
+    names = {cls.__name__ for cls in type(image_processor).__mro__}
+    return "torchvision" if "TorchvisionBackend" in names else "pil"
+
+
 def is_text_only(processor: Any) -> bool:
     """Whether `processor` belongs to a text-only causal LM (a `TextProcessor`)."""
     return isinstance(processor, TextProcessor)
 
 
-def load_processor(name_or_path: str | os.PathLike, *, require_config: bool = True):
+def load_processor(name_or_path: str | os.PathLike, *, require_config: bool = True, image_backend: str = "pil"):
     """AutoProcessor of a model, left padding, checked for a chat template.
 
     `require_config=False` accepts a folder that holds only a processor (e.g. beside an adapter).
+    `image_backend` ("pil", "torchvision" or "auto", see ModelSettings.image_backend) picks the image
+    processor's backend: "pil" by default, so that a run sees the same pixels whether or not torchvision
+    is installed (transformers' own default switches on that).
     """
     from transformers import AutoProcessor
 
+    from vlmrl_fast.models.settings import IMAGE_BACKENDS
+
+    if image_backend not in IMAGE_BACKENDS:
+        raise ValueError(f"image_backend: {image_backend!r} is not one of {', '.join(IMAGE_BACKENDS)}")
+    if image_backend == "torchvision" and importlib.util.find_spec("torchvision") is None:
+        raise ValueError("image_backend 'torchvision': torchvision is not installed (pip install torchvision, "
+                         "or use 'pil')")
     path = resolve_model_path(name_or_path, require_config=require_config)
     try:
         processor = AutoProcessor.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as exc:
+        inner = getattr(processor, "image_processor", None)
+        if inner is not None and image_backend != "auto" and _backend_of(inner) != image_backend:
+            # only the image processor: a video processor (Qwen2-VL's) has no Pillow backend
+            from transformers import AutoImageProcessor
+
+            processor.image_processor = AutoImageProcessor.from_pretrained(path, backend=image_backend)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"model {path}: cannot load its processor ({first})") from None
     from transformers import PreTrainedTokenizerBase
@@ -212,7 +234,7 @@ def load_model(name_or_path: str | os.PathLike, settings: ModelSettings | None =
     settings = settings or ModelSettings()
     _check_dtype_device(settings)
     quant = _quantization_config(settings)
-    processor = load_processor(name_or_path)
+    processor = load_processor(name_or_path, image_backend=settings.image_backend)
     path = resolve_model_path(name_or_path)
 
     kwargs = dict(settings.extra)

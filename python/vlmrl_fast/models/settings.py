@@ -8,6 +8,7 @@ import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = (None, "4bit", "8bit")
+IMAGE_BACKENDS = ("pil", "torchvision", "auto")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class ModelSettings:
     """Recompute activations in the backward pass (less memory, ~30% more compute)."""
     quantization: str | None = None
     """None, "4bit" (NF4) or "8bit" through bitsandbytes; CUDA only."""
+    image_backend: str = "pil"
+    """Backend of the Hugging Face image processor: "pil" (the original processors' numerics, whatever is
+    installed), "torchvision" (needs torchvision) or "auto" (transformers' choice: torchvision when it is
+    installed). The native pipeline reproduces either; the choice only fixes which one a run sees."""
     extra: dict = field(default_factory=dict)
     """Extra keyword arguments for `from_pretrained` (e.g. {"attn_implementation": "sdpa"})."""
 
@@ -47,6 +52,9 @@ class ModelSettings:
             raise ValueError(
                 f"ModelSettings.quantization: {self.quantization!r} is not one of None, '4bit', '8bit'"
             )
+        if self.image_backend not in IMAGE_BACKENDS:
+            raise ValueError(f"ModelSettings.image_backend: {self.image_backend!r} is not one of "
+                             f"{', '.join(IMAGE_BACKENDS)}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"ModelSettings.device: expected a device string like 'cpu' or 'cuda', got {self.device!r}")
         try:
