@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of everything (envs, sampling, init); each process adds its rank", group="run", min=0)
     run_dir: str = _f("", "output folder; empty means runs/<run_name>", group="run")
     run_name: str = _f("", "name of the run folder under runs/; empty means <env>-<model>-seed<seed>", group="run")
-    updates: int = _f(45, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
+    updates: int = _f(70, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
     stop_after: int = _f(0, "stop this invocation after so many updates (0: never); continue with --resume",
                          group="run", min=0)
     checkpoint_every: int = _f(5, "write a checkpoint every so many updates (and always at the end)",
@@ -115,7 +115,7 @@ class TrainConfig:
     kl_coef: float = _f(0.1, "KL penalty to the initial policy (0: off, no reference model kept; the main job's 0.1 keeps "
                         "its thoughts reading the image during RL)", group="ppo",
                         min=0.0)
-    kl_estimator: str = _f("k3", "estimator of that KL on the sampled answers: k1 (log-ratio), k3 "
+    kl_estimator: str = _f("k3_token", "estimator of that KL on the sampled answers: k1 (log-ratio), k3 "
                            "(low-variance, non-negative, on the whole answer's log-prob) or k3_token (k3 per "
                            "token, summed over the answer: no exp of a whole answer's log-ratio)", group="ppo",
                            choices=("k1", "k3", "k3_token"))
