@@ -132,3 +132,15 @@ def test_table_end_to_end_at_toy_size(capsys, tmp_path, toy_recipes):
     assert f"| ours, after RL (min) | {100 * min(after):.1f} |" in md
     assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "table.md" in printed
+
+    # --collect rebuilds the same table from the run folders, training nothing
+    before = {f: (out / f).read_bytes() for f in ("table.json", "table.md")}
+    for f in ("table.json", "table.md", "table.png"):
+        (out / f).unlink()
+    assert main(["table", "--envs", "NumberLine-v0", "--seeds", "0,1", "--out", str(out), "--collect"]) == 0
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert (out / "table.png").is_file()
+    capsys.readouterr()
+    assert main(["table", "--envs", "NumberLine-v0", "--seeds", "0,2", "--out", str(out), "--collect"]) == 2
+    err = capsys.readouterr().err
+    assert "NumberLine-v0-seed2" in err and "does not exist" in err

@@ -220,6 +220,31 @@ def run_table(envs: list[str], seeds: list[int], out: str | Path, *, action_only
     return table
 
 
+def collect_table(envs: list[str], seeds: list[int], out: str | Path) -> dict[str, Any]:
+    """The table from finished run folders OUT/<env>-seed<S>/ (summary.json and config.toml), e.g. runs of
+    one recipe started side by side with `vlmrl train --config configs/tiny/<env>.toml --run-dir ...`."""
+    from vlmrl_fast.config import load_config
+
+    out = Path(out)
+    rows: list[dict[str, Any]] = []
+    cot: set[bool] = set()
+    for env_id in envs:
+        for seed in seeds:
+            run = out / f"{env_id}-seed{seed}"
+            for name in ("summary.json", "config.toml"):
+                if not (run / name).is_file():
+                    raise ValueError(f"--collect: {run / name} does not exist (run {env_id} seed {seed} first)")
+            cfg = load_config(run / "config.toml")
+            if cfg.env != env_id or cfg.seed != seed:
+                raise ValueError(f"--collect: {run} holds a run of {cfg.env} seed {cfg.seed}, not {env_id} seed {seed}")
+            cot.add(cfg.cot)
+            rows.append({**row_of(env_id, seed, json.loads((run / "summary.json").read_text()), cfg),
+                         "run_dir": str(run)})
+    if len(cot) > 1:
+        raise ValueError(f"--collect: the runs in {out} mix chain-of-thought and action-only recipes")
+    return write_table(out, rows, seeds=seeds, action_only=cot == {False})
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from vlmrl_fast.train_cli import _errors, _fail
 
@@ -235,8 +260,11 @@ def cmd_table(args: argparse.Namespace) -> int:
             overrides["model"] = args.model
         if args.device:
             overrides["device"] = args.device
-        table = run_table(envs, seeds, args.out, action_only=args.action_only, updates=args.updates,
-                          recipes=Path(args.recipes), overrides=overrides)
+        if args.collect:
+            table = collect_table(envs, seeds, args.out)
+        else:
+            table = run_table(envs, seeds, args.out, action_only=args.action_only, updates=args.updates,
+                              recipes=Path(args.recipes), overrides=overrides)
     except _errors() as e:
         return _fail("table", e)
     print(table_markdown(table), end="")
@@ -255,6 +283,8 @@ def add_subcommand(sub: Any) -> None:
     p.add_argument("--model", default="", help="model of every run (default: the recipe's, the tiny VLM)")
     p.add_argument("--device", default="", help="device of every run (default: the recipe's)")
     p.add_argument("--recipes", default=str(RECIPES), help="folder of the <env id>.toml recipes")
+    p.add_argument("--collect", action="store_true", help="train nothing: rebuild the table files from the "
+                   "finished run folders OUT/<env>-seed<S>/ (runs made separately, e.g. side by side)")
     p.set_defaults(func=cmd_table)
 
 
