@@ -130,8 +130,8 @@ def _processor(spec: dict, tokenizer):
                     return super().check_argument_for_proper_class(argument_name, argument)
 
             cls, video = ImagesOnlyProcessor, BaseVideoProcessor()
-        return cls(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tokenizer,
-                                video_processor=video, chat_template=chat_template("qwen2_vl"))
+        return cls(image_processor=Qwen2VLImageProcessor(**kw), tokenizer=tokenizer, video_processor=video,
+                   chat_template=chat_template("qwen2_vl"))
     from transformers import LlavaNextImageProcessor, LlavaNextProcessor
 
     image_processor = LlavaNextImageProcessor(

@@ -26,6 +26,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 
 PREPROCESS_MODES = ("auto", "native", "hf")
+IMAGE_BACKENDS = ("pil", "torchvision", "auto")
 """Image preprocessing of `Agent.prompt_batch`: "auto" uses the native Rust pipeline
 (`vlmrl_fast.preprocess.ImagePipeline`) when the processor has one, "native" requires it, "hf"
 always calls the Hugging Face processor."""
@@ -141,7 +142,7 @@ class TrainConfig:
                          choices=PREPROCESS_MODES)
     image_backend: str = _f("pil", "backend of the Hugging Face image processor: 'pil' (the same pixels whether or not "
                             "torchvision is installed), 'torchvision' or 'auto' (transformers' choice)", group="model",
-                            choices=("pil", "torchvision", "auto"))
+                            choices=IMAGE_BACKENDS)
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory", group="model")
     quantization: str = _f("none", "load the base model quantised (GPU only, bitsandbytes)", group="model",
                            choices=("none", "4bit", "8bit"))

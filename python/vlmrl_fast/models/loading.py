@@ -81,8 +81,9 @@ class TextProcessor:
 
 def _backend_of(image_processor: Any) -> str:
     """'pil' or 'torchvision': the backend class a transformers 5 image processor derives from."""
-    names = {cls.__name__ for cls in type(image_processor).__mro__}
-    return "torchvision" if "TorchvisionBackend" in names else "pil"
+    from transformers.image_processing_backends import TorchvisionBackend
+
+    return "torchvision" if isinstance(image_processor, TorchvisionBackend) else "pil"
 
 
 def is_text_only(processor: Any) -> bool:
@@ -100,7 +101,7 @@ def load_processor(name_or_path: str | os.PathLike, *, require_config: bool = Tr
     """
     from transformers import AutoProcessor
 
-    from vlmrl_fast.models.settings import IMAGE_BACKENDS
+    from vlmrl_fast.config import IMAGE_BACKENDS
 
     if image_backend not in IMAGE_BACKENDS:
         raise ValueError(f"image_backend: {image_backend!r} is not one of {', '.join(IMAGE_BACKENDS)}")

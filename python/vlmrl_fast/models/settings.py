@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vlmrl_fast.config import IMAGE_BACKENDS
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = (None, "4bit", "8bit")
-IMAGE_BACKENDS = ("pil", "torchvision", "auto")
 
 
 @dataclass
