@@ -138,6 +138,30 @@ def test_failure_on_one_process_ends_both(model, tmp_path):
     assert len(after) > 60 and sum(not torch.equal(after[n], before[n]) for n in after) > 0.9 * len(after)
 
 
+_WATCHDOG_EXIT = """
+import socket, time
+import torch.distributed as dist
+from vlmrl_fast import distributed
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+distributed._Watchdog.poll_s = 0.0  # always inside a store call: the exit race at its widest
+distributed._Watchdog.start(0)
+time.sleep(0.3)
+"""
+
+
+def test_watchdog_does_not_abort_the_process_at_exit():
+    # CPython ends a daemon thread that is inside a C++ store call at interpreter exit with pthread_exit, in a
+    # noexcept destructor: "terminate called without an active exception", SIGABRT, after a successful job
+    # (seen in CI on the resume test). The watchdog is stopped and joined at exit instead.
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", _WATCHDOG_EXIT], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(PYTHON_DIR)})
+        assert proc.returncode == 0 and "terminate" not in proc.stderr, proc.stderr[-2000:]
+
+
 def test_dist_timeout_is_a_validated_config_field():
     assert load_config(None, {"dist_timeout": 90}).dist_timeout == 90.0
     with pytest.raises(ConfigError, match="dist_timeout"):

@@ -32,6 +32,7 @@ cannot resume yet. With one process on one GPU those paths have run (bench/gpu/d
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -109,9 +110,15 @@ class PeerFailure(RuntimeError):
 
 class _Watchdog:
     """A daemon thread that ends this process with another process's published error, and beats a
-    heartbeat counter in the store (so that a process killed without a word is noticed at a barrier)."""
+    heartbeat counter in the store (so that a process killed without a word is noticed at a barrier).
+
+    It is stopped and joined at interpreter exit (atexit runs before the interpreter finalizes): a daemon
+    thread still inside a store call when the interpreter finalizes is ended by CPython with pthread_exit
+    while it re-takes the GIL in a noexcept C++ destructor, which aborts the process ("terminate called
+    without an active exception", SIGABRT) after the job itself succeeded."""
 
     _thread: threading.Thread | None = None
+    _stop = threading.Event()
     poll_s = 0.5
     grace_s = 5.0
 
@@ -120,13 +127,22 @@ class _Watchdog:
         store = _store()
         if store is None or cls._thread is not None:
             return
+        cls._stop.clear()
         cls._thread = threading.Thread(target=cls._run, args=(store, rank), name="vlmrl-watchdog", daemon=True)
         cls._thread.start()
+        atexit.register(cls.stop)
+
+    @classmethod
+    def stop(cls, timeout_s: float = 10.0) -> None:
+        """End the thread between two polls and wait for it (idempotent)."""
+        thread, cls._thread = cls._thread, None
+        cls._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
 
     @classmethod
     def _run(cls, store: Any, rank: int) -> None:
-        while True:
-            time.sleep(cls.poll_s)
+        while not cls._stop.wait(cls.poll_s):
             try:
                 store.add(f"{_KEY}alive/{rank}", 1)  # heartbeat, read by wait_for_all
                 if not store.check([_FAILED]):
