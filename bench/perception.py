@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 
-def run(envs: list[str], steps: int, vision_steps: int, frames: int, out: Path, learning_rate: float) -> dict:
+def run(envs: list[str], steps: int, vision_steps: int, frames: int, out: Path, learning_rate: float,
+        vision_lr_scale: float = 3.0, threads: int = 1) -> dict:
     import torch
 
     from vlmrl_fast.config import load_config
@@ -28,7 +29,7 @@ def run(envs: list[str], steps: int, vision_steps: int, frames: int, out: Path, 
     from vlmrl_fast.perception import held_out_accuracy, perception_frames, probe_accuracy, train_perception
     from vlmrl_fast.ppo import build_agent
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     path = build_tiny_vlm("llava", out / "model", seed=0, size="default")
     agent = build_agent(load_config(None, dict(model=str(path), lora=False, max_new_tokens=96)), "cpu")
@@ -37,7 +38,7 @@ def run(envs: list[str], steps: int, vision_steps: int, frames: int, out: Path, 
     held = [perception_frames(e, 64, seed=2) for e in envs]
     t2 = time.perf_counter()
     stage = train_perception(agent, sets, steps=steps, vision_steps=vision_steps, batch_size=16,
-                             learning_rate=learning_rate, vision_lr_scale=3.0)
+                             learning_rate=learning_rate, vision_lr_scale=vision_lr_scale)
     t3 = time.perf_counter()
     result: dict = {"envs": envs, "steps": steps, "vision_steps": vision_steps, "frames": frames,
                     "learning_rate": learning_rate, "build_seconds": t1 - t0, "frames_seconds": t2 - t1,
@@ -57,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vision-steps", type=int, default=300, help="vision-only steps before them")
     p.add_argument("--frames", type=int, default=2048, help="training frames per env")
     p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--vision-lr-scale", type=float, default=3.0, help="vision tower / projector lr multiplier")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", default="runs/bench_perception")
     args = p.parse_args(argv)
     envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     if not envs:
         p.error("--envs: no env named")
-    res = run(envs, args.steps, args.vision_steps, args.frames, Path(args.out), args.learning_rate)
+    res = run(envs, args.steps, args.vision_steps, args.frames, Path(args.out), args.learning_rate, args.vision_lr_scale,
+              args.threads)
     print("| env | answer accuracy | probe accuracy |\n|---|---|---|")
     for env, acc in res["accuracy"].items():
         print(f"| {env} | {acc['answer']:.3f} | {acc['probe']:.3f} |")

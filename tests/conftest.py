@@ -1,7 +1,23 @@
 """Fixtures shared by the test modules."""
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def untrained_default_model():
+    """Tests that name the embedded model ("tiny") get its untrained build (seconds), not the one taught to
+    read the games (minutes; measured in bench/perception.py): VLMRL_FAST_TINY_PRETRAIN=0 for this process
+    and the subprocesses it starts. tests/test_perception.py runs `teach_reading` itself at toy size."""
+    before = os.environ.get("VLMRL_FAST_TINY_PRETRAIN")
+    os.environ["VLMRL_FAST_TINY_PRETRAIN"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("VLMRL_FAST_TINY_PRETRAIN", None)
+    else:
+        os.environ["VLMRL_FAST_TINY_PRETRAIN"] = before
 
 
 @pytest.fixture(scope="module")

@@ -132,3 +132,105 @@ def test_train_reports_perception(tmp_path, tiny):
     assert len(records) == 2 and all(0.0 <= r["charts/perception_accuracy"] <= 1.0 for r in records)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["perception_accuracy_after_rl"] \
         == summary["perception_accuracy_after_rl"]
+
+
+@pytest.mark.parametrize("env_id, info, values", [
+    ("NumberLine-v0", NL, ["3", "1"]),
+    ("EZPoints-v0", EZ, ["5", "Q"]),
+    ("Points24-v0", P24, ["K", "7", "3", "10"]),
+    ("Blackjack-v0", BJ, ["A", "4", "Q"]),
+])
+def test_field_tokens_are_the_state_values(env_id, info, values):
+    """The tokens `field_token_mask` flags (the perception stage weights them) hold every state value of a
+    true answer, and no token outside the fields (thoughts, action) is flagged."""
+    from vlmrl_fast import prompts
+    from vlmrl_fast.models.corpus import corpus
+    from vlmrl_fast.models.tiny import train_tokenizer
+
+    tok = train_tokenizer(corpus())
+    names = prompts.action_names(env_id, info)
+    text = prompts.answer(env_id, info, names[0])
+    mask = P.field_token_mask(tok, env_id, text)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    flagged = [tok.decode([i]) for i, m in zip(ids, mask) if m]
+    assert len(mask) == len(ids) and any(mask) and not all(mask)
+    # the values in order, each in tokens of its own (the tokenizer isolates digits and card letters)
+    assert all(t.strip() in "".join(values) for t in flagged), flagged
+    assert "".join(t.strip() for t in flagged) == "".join(values)
+    assert P.field_token_mask(tok, "ALFWorld-v0", '{"thoughts": "x", "action": "look"}') == \
+        [False] * len(tok('{"thoughts": "x", "action": "look"}', add_special_tokens=False)["input_ids"])
+
+
+def test_schedule_gives_each_env_its_share():
+    equal = P._schedule(12, np.full(4, 0.25))
+    assert equal == [0, 1, 2, 3] * 3  # equal shares: round robin
+    order = P._schedule(700, np.array([1.0, 1.5, 3.0, 1.5]) / 7.0)
+    assert np.bincount(order).tolist() == [100, 150, 300, 150]
+    assert max(np.diff([i for i, k in enumerate(order) if k == 0])) <= 10  # every ~7th step, not in blocks
+
+
+def test_attentive_heads_share_one_classifier_per_field():
+    import torch
+
+    classes = {"cards[0]": ["K", "3"], "cards[1]": ["3", "7"], "dealer card": ["Q"]}
+    heads = P.AuxHeads(16, 8, classes, "attentive")
+    assert heads.classes["cards[0]"] == heads.classes["cards[1]"] == ["K", "3", "7"]
+    out = heads(torch.randn(5, 16, 8))
+    assert [o.shape for o in out] == [torch.Size([5, 3]), torch.Size([5, 3]), torch.Size([5, 1])]
+    assert P.AuxHeads(16, 8, classes, "linear").classes["cards[1]"] == ["3", "7"]
+    auto = P.AuxHeads(16, 8, classes, "auto")  # attentive for the hand's slots, linear for the single card
+    assert auto.names == ["dealer card", "cards[0]", "cards[1]"] and len(auto.heads) == 1
+    assert auto.classes["cards[1]"] == ["K", "3", "7"] and auto.classes["dealer card"] == ["Q"]
+    both = P.AuxHeads(16, 8, classes, "both")
+    assert len(both(torch.randn(2, 16, 8))) == 6 and {both.slot(n) for n in both.names} == set(classes)
+    with pytest.raises(ValueError, match="attentive"):
+        P.AuxHeads(16, 8, classes, "conv")
+
+
+TOY_READER = P.ReaderRecipe(envs=("NumberLine-v0", "Blackjack-v0"), env_weights=(1.0, 1.0), frames=32, held_out=8,
+                            vision_steps=3, steps=4, batch_size=4, threads=1)
+
+
+def test_teach_reading_saves_the_model_and_its_report(tmp_path, tiny):
+    """`teach_reading` (what the embedded model's build runs, here at toy size): the weights in the folder
+    change, the folder still loads, perception.json holds every env's held-out accuracies; the same seed gives
+    the same weights."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from vlmrl_fast.models import ModelSettings, load_model
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny, a)
+    shutil.copytree(tiny, b)
+    before = load_file(str(a / "model.safetensors"))
+    report = P.teach_reading(a, seed=4, recipe=TOY_READER, progress=False)
+    P.teach_reading(b, seed=4, recipe=TOY_READER, progress=False)
+    after, again = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert set(after) == set(before) and any(not np.array_equal(after[k], before[k]) for k in after)
+    assert all(np.array_equal(after[k], again[k]) for k in after)
+    on_disk = json.loads((a / P.READER_REPORT).read_text())
+    assert on_disk["accuracy"] == report["accuracy"] and on_disk["seed"] == 4
+    assert set(report["accuracy"]) == {"NumberLine-v0", "Blackjack-v0"}
+    assert all(0.0 <= v[k] <= 1.0 for v in report["accuracy"].values() for k in ("answer", "probe"))
+    assert on_disk["recipe"]["steps"] == 4 and on_disk["seconds"] > 0
+    model, _ = load_model(str(a), ModelSettings(lora=False))
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+
+
+def test_default_model_build_teaches_reading(tmp_path, monkeypatch):
+    """The embedded model's first use builds it and runs `teach_reading` (the toy recipe here); with
+    VLMRL_FAST_TINY_PRETRAIN=0 (the test suite's setting) it is the untrained build, under its own key."""
+    from vlmrl_fast.models.tiny import default_model_path
+
+    monkeypatch.setenv("VLMRL_FAST_CACHE", str(tmp_path))
+    monkeypatch.setattr(P, "READER", TOY_READER)
+    monkeypatch.setenv("VLMRL_FAST_TINY_PRETRAIN", "1")
+    taught = default_model_path()
+    monkeypatch.setenv("VLMRL_FAST_TINY_PRETRAIN", "0")
+    untrained = default_model_path()
+    assert taught != untrained and untrained.name.endswith("-untrained")
+    assert (taught / P.READER_REPORT).is_file() and not (untrained / P.READER_REPORT).exists()
+    assert json.loads((taught / P.READER_REPORT).read_text())["recipe"]["envs"] == list(TOY_READER.envs)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == sorted([taught.name, untrained.name])

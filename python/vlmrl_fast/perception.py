@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -86,6 +87,31 @@ def answer_fields(env_id: str, text: str) -> dict[str, Any] | None:
             return {}
         return {"player cards": [c.strip() for c in m.group(1).split(",")], "dealer card": m.group(2).strip()}
     return {k: obj[k] for k in FIELDS.get(key, ()) if k in obj}
+
+
+def field_spans(env_id: str, text: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of the state values in an answer text: each number or card of the
+    format's field keys (Blackjack: of the cards its thoughts name); [] for an env without fields."""
+    key = _key(env_id)
+    if key == "Blackjack-v0":
+        m = _BLACKJACK_RE.search(text)
+        if not m:
+            return []
+        cards = [(m.start(1) + c.start(), m.start(1) + c.end()) for c in re.finditer(r"[^,\s]+", m.group(1))]
+        return cards + [m.span(2)]
+    spans = []
+    for name in FIELDS.get(key, ()):
+        m = re.search(r'"%s":\s*(\[[^\]]*\]|-?\d+|"[^"]*")' % re.escape(name), text)
+        if m:
+            spans += [(m.start(1) + v.start(), m.start(1) + v.end()) for v in re.finditer(r'[^\s\[\]",]+', m.group(1))]
+    return spans
+
+
+def field_token_mask(tokenizer: Any, env_id: str, text: str) -> list[bool]:
+    """Per token of `text` (tokenized without special tokens): whether it overlaps a state-field value."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = field_spans(env_id, text)
+    return [any(a < e and b > s for s, e in spans) for a, b in enc["offset_mapping"]]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -186,16 +212,58 @@ def _slots(env_id: str, info: dict[str, Any], width: dict[str, int]) -> dict[str
 
 
 class AuxHeads(nn.Module):
-    """A linear classifier per field slot on the flattened image features of one image."""
+    """Classifiers of every field slot on the image features [B, T, D] of one image each.
 
-    def __init__(self, in_features: int, classes: dict[str, list[str]]):
+    A linear classifier reads a slot from the flattened features. An attentive one pools the image tokens
+    with the slot's own learned query (softmax attention), and the slots of one field (the cards of a hand)
+    share its linear classifier: the read-out a language model's attention makes, so the features learn to
+    hold each card in the tokens where it is seen, in one code for every slot of the field. `kind`:
+    "linear" or "attentive" for every slot, "both" (each slot classified both ways), or "auto": attentive
+    for the slots of fields with several slots (cards), linear for single-slot fields (a number, the
+    dealer's card)."""
+
+    KINDS = ("linear", "attentive", "both", "auto")
+
+    def __init__(self, tokens: int, dim: int, classes: dict[str, list[str]], kind: str = "linear"):
         super().__init__()
-        self.names = sorted(classes)
-        self.classes = {k: list(classes[k]) for k in self.names}
-        self.heads = nn.ModuleList(nn.Linear(in_features, len(self.classes[k])) for k in self.names)
+        if kind not in self.KINDS:
+            raise ValueError(f"AuxHeads: kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
+        self.kind = kind
+        slots = sorted(classes)
+        base = {k: k.split("[")[0] for k in slots}
+        multi = {b for b in base.values() if sum(v == b for v in base.values()) > 1}
+        linear = [k for k in slots if kind in ("linear", "both") or (kind == "auto" and base[k] not in multi)]
+        attentive = [k for k in slots if kind in ("attentive", "both") or (kind == "auto" and base[k] in multi)]
+        self.bases = sorted({base[k] for k in attentive})
+        shared: dict[str, list[str]] = {b: [] for b in self.bases}
+        for k in attentive:
+            for c in classes[k]:
+                if c not in shared[base[k]]:
+                    shared[base[k]].append(c)
+        tag = "@" if kind == "both" else ""
+        self.names = linear + [k + tag for k in attentive]  # one entry per classifier output
+        self.classes = {k: list(classes[k]) for k in linear}
+        self.classes.update({k + tag: shared[base[k]] for k in attentive})
+        self.heads = nn.ModuleList(nn.Linear(tokens * dim, len(classes[k])) for k in linear)
+        self.slot_base = [self.bases.index(base[k]) for k in attentive]
+        if attentive:
+            self.queries = nn.Parameter(torch.randn(len(attentive), dim) / math.sqrt(dim))
+            self.keys = nn.Linear(dim, dim, bias=False)
+            self.shared = nn.ModuleList(nn.Linear(dim, len(shared[b])) for b in self.bases)
+
+    @staticmethod
+    def slot(name: str) -> str:
+        """The field slot an output classifies ("cards[1]@" -> "cards[1]")."""
+        return name.rstrip("@")
 
     def forward(self, feats: torch.Tensor) -> list[torch.Tensor]:
-        return [h(feats) for h in self.heads]
+        flat = feats.reshape(len(feats), -1)
+        out = [h(flat) for h in self.heads]
+        if self.slot_base:
+            scores = torch.einsum("btd,sd->bst", self.keys(feats), self.queries) / math.sqrt(feats.shape[-1])
+            pooled = torch.einsum("bst,btd->bsd", torch.softmax(scores, -1), feats)
+            out += [self.shared[b](pooled[:, i]) for i, b in enumerate(self.slot_base)]
+        return out
 
 
 def _capture(store: list[torch.Tensor]) -> Callable[..., None]:
@@ -280,9 +348,9 @@ def probe_accuracy(agent: Any, stage: StageResult, data: PerceptionSet, *, batch
                 captured.clear()
                 _image_features(agent, b.vision)
                 rows = [_slots(data.env_id, info, stage.labels_width[data.env_id]) for info in data.infos[s:s + batch]]
-                preds = [lg.argmax(-1).tolist() for lg in heads(captured[-1].reshape(len(frames), -1).float())]
+                preds = [lg.argmax(-1).tolist() for lg in heads(_per_image(captured[-1], len(frames)))]
                 for j, row in enumerate(rows):
-                    right += all(heads.classes[n][preds[k][j]] == row[n] for k, n in enumerate(heads.names))
+                    right += all(heads.classes[n][preds[k][j]] == row[heads.slot(n)] for k, n in enumerate(heads.names))
     finally:
         hook.remove()
     return right / len(data)
@@ -290,9 +358,11 @@ def probe_accuracy(agent: Any, stage: StageResult, data: PerceptionSet, *, batch
 
 def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, batch_size: int = 32,
                      learning_rate: float = 3e-4, vision_lr_scale: float = 3.0, aux_weight: float = 1.0,
-                     vision_steps: int = 0,
+                     vision_steps: int = 0, field_weight: float = 1.0, env_weights: Sequence[float] | None = None,
+                     probe: str = "linear",
                      seed: int = 0, max_grad_norm: float = 1.0, device: torch.device | str | None = None,
-                     on_step: Callable[[int, int, float], None] | None = None) -> StageResult:
+                     on_step: Callable[[int, int, float], None] | None = None,
+                     on_vision_step: Callable[[int, int, float], None] | None = None) -> StageResult:
     """The perception stage: `steps` AdamW steps (warm-up then cosine to 0) on batches drawn from the frame
     sets (round robin over envs), after `vision_steps` steps that train only the vision tower, projector and
     auxiliary heads (batches 4x larger: the vision side alone is cheap) - a curriculum: first make the image
@@ -333,7 +403,8 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
             captured.clear()
             with torch.no_grad():
                 agent.model(**_forward_inputs(agent, d.frames[:1], d.prompts[:1], device))
-            heads[d.env_id] = AuxHeads(captured[-1].numel(), classes).to(device)
+            feats = _per_image(captured[-1], 1)
+            heads[d.env_id] = AuxHeads(feats.shape[1], feats.shape[2], classes, probe).to(device)
         vision = _vision_params(agent.model)
         params = [p for p in agent.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if id(p) not in vision], "lr": learning_rate, "scale": 1.0},
@@ -345,15 +416,24 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
         optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=0.0)
         aux_losses: list[float] = []
         answer_ids = {d.env_id: answer_token_ids(agent, d.answers) for d in data}
+        token_weights: dict[str, list[list[float]]] | None = None
+        if field_weight != 1.0:
+            tok = agent.processor.tokenizer
+            token_weights = {d.env_id: [[field_weight if f else 1.0 for f in field_token_mask(tok, d.env_id, a)] + [1.0]
+                                        for a in d.answers] for d in data}
+        if env_weights is not None and len(env_weights) != len(data):
+            raise ValueError(f"train_perception: {len(env_weights)} env_weights for {len(data)} frame sets")
+        share = np.asarray(env_weights if env_weights is not None else [1.0] * len(data), dtype=float)
+        order = _schedule(steps, share / share.sum())
         rng = np.random.default_rng([seed, 0xAE5C])
         if vision_steps > 0 and heads:
             _train_vision(agent, data, heads, labels, captured, vision_steps, 4 * batch_size,
-                          learning_rate * vision_lr_scale, rng, device, max_grad_norm, aux_losses)
+                          learning_rate * vision_lr_scale, rng, device, max_grad_norm, aux_losses, on_vision_step)
         warmup = max(1, steps // 20)
         losses: list[float] = []
         agent.train()
         for step in range(steps):
-            d = data[step % len(data)]
+            d = data[order[step]]
             idx = rng.choice(len(d), size=min(batch_size, len(d)), replace=False)
             progress = (step - warmup) / max(steps - warmup, 1)
             factor = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * progress))
@@ -361,7 +441,8 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
                 g["lr"] = learning_rate * g["scale"] * factor
             captured.clear()
             loss = answer_token_loss(agent, d.frames[idx], [d.prompts[i] for i in idx],
-                                     [answer_ids[d.env_id][i] for i in idx], device)
+                                     [answer_ids[d.env_id][i] for i in idx], device,
+                                     None if token_weights is None else [token_weights[d.env_id][i] for i in idx])
             if d.env_id in heads and captured:
                 aux = _aux_loss(heads[d.env_id], captured[-1], [labels[d.env_id][i] for i in idx])
                 aux_losses.append(float(aux.detach()))
@@ -382,10 +463,27 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
     return StageResult(losses, aux_losses, heads, widths)
 
 
+def _schedule(steps: int, share: np.ndarray) -> list[int]:
+    """The frame set of each joint step: a deterministic interleaving in which set k gets share[k] of the
+    steps, spread evenly (equal shares: round robin)."""
+    done = np.zeros(len(share))
+    out = []
+    for step in range(steps):
+        k = int(np.argmax(share * (step + 1) - done))
+        done[k] += 1
+        out.append(k)
+    return out
+
+
+def _per_image(feats: torch.Tensor, images: int) -> torch.Tensor:
+    """Image features as [images, tokens, dim] float (a projector's [images, T, D] or a merger's [images*T, D])."""
+    return feats.reshape(images, -1, feats.shape[-1]).float()
+
+
 def _aux_loss(heads: AuxHeads, feats: torch.Tensor, rows: list[dict[str, str]]) -> torch.Tensor:
     loss = feats.new_zeros(())
-    for name, logits in zip(heads.names, heads(feats.reshape(len(rows), -1).float())):
-        target = torch.tensor([heads.classes[name].index(r[name]) for r in rows], device=logits.device)
+    for name, logits in zip(heads.names, heads(_per_image(feats, len(rows)))):
+        target = torch.tensor([heads.classes[name].index(r[heads.slot(name)]) for r in rows], device=logits.device)
         loss = loss + nn.functional.cross_entropy(logits, target)
     return loss / len(heads.names)
 
@@ -404,7 +502,7 @@ def _image_features(agent: Any, vision: dict[str, torch.Tensor]) -> None:
 def _train_vision(agent: Any, data: Sequence[PerceptionSet], heads: dict[str, AuxHeads],
                   labels: dict[str, list[dict[str, str]]], captured: list[torch.Tensor], steps: int, batch_size: int,
                   lr: float, rng: np.random.Generator, device: Any, max_grad_norm: float,
-                  aux_losses: list[float]) -> None:
+                  aux_losses: list[float], on_step: Callable[[int, int, float], None] | None = None) -> None:
     vision = _vision_params(agent.model)
     params = [p for p in agent.parameters() if p.requires_grad and id(p) in vision]
     params += [p for h in heads.values() for p in h.parameters()]
@@ -426,8 +524,89 @@ def _train_vision(agent: Any, data: Sequence[PerceptionSet], heads: dict[str, Au
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         aux_losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, steps, aux_losses[-1])
 
 
 def _forward_inputs(agent: Any, frames: np.ndarray, prompt_texts: list[str], device: Any) -> dict[str, Any]:
     b = agent.prompt_batch(frames, prompt_texts).to(device)
     return {"input_ids": b.input_ids, "attention_mask": b.attention_mask, **b.vision}
+
+
+# -- the embedded default model learns to read -----------------------------------------------------------
+@dataclass(frozen=True)
+class ReaderRecipe:
+    """How the embedded default model is taught to read the games' images when it is built
+    (`teach_reading`): the perception stage on frames of every env in `envs` (joint steps shared by
+    `env_weights`: the four cards of Points24 and Blackjack's hands take longer than two numbers)."""
+
+    envs: tuple[str, ...] = ("NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0")
+    env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 2.5)
+    frames: int = 2048
+    held_out: int = 128
+    vision_steps: int = 300
+    steps: int = 1600
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    vision_lr_scale: float = 0.25
+    field_weight: float = 5.0
+    probe: str = "auto"
+    threads: int = 2
+
+
+READER = ReaderRecipe()  # the recipe of the embedded default model (models/tiny.default_model_path)
+READER_REPORT = "perception.json"
+
+
+def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Teach the model saved in `model_dir` to read the images of `recipe.envs` (the perception stage on
+    seeded random play of each, all envs in one stage), save it back in place, and write
+    `model_dir/perception.json`: per env the held-out perception accuracy of greedy answers (`answer`) and of
+    the stage's auxiliary classifiers (`probe`), with the recipe, the seed and the seconds taken.
+    Deterministic from `seed` for a given machine (`recipe.threads` torch threads during the stage)."""
+    import time
+    from pathlib import Path
+
+    from vlmrl_fast.config import load_config
+    from vlmrl_fast.ppo import build_agent
+
+    recipe = recipe if recipe is not None else READER
+    model_dir = Path(model_dir)
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            cfg = load_config(None, dict(model=str(model_dir), lora=False, max_new_tokens=96, seed=seed))
+            agent = build_agent(cfg, "cpu")
+            train = [perception_frames(e, recipe.frames, seed=seed * 1000 + 1) for e in recipe.envs]
+            held = [perception_frames(e, recipe.held_out, seed=seed * 1000 + 2) for e in recipe.envs]
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=recipe.vision_steps + recipe.steps, desc="teaching the tiny VLM to read",
+                           dynamic_ncols=True, leave=False)
+            try:
+                stage = train_perception(
+                    agent, train, steps=recipe.steps, vision_steps=recipe.vision_steps,
+                    batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
+                    vision_lr_scale=recipe.vision_lr_scale, field_weight=recipe.field_weight,
+                    env_weights=recipe.env_weights, probe=recipe.probe, seed=seed,
+                    on_step=(lambda *_: bar.update(1)) if bar is not None else None,
+                    on_vision_step=(lambda *_: bar.update(1)) if bar is not None else None)
+            finally:
+                if bar is not None:
+                    bar.close()
+            accuracy = {d.env_id: {"answer": held_out_accuracy(agent, d), "probe": probe_accuracy(agent, stage, d)}
+                        for d in held}
+            agent.model.save_pretrained(model_dir)
+    finally:
+        torch.set_num_threads(threads)
+    report = {"seed": seed, "recipe": dataclasses.asdict(recipe), "accuracy": accuracy,
+              "last_loss": stage.losses[-1] if stage.losses else None,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    (model_dir / READER_REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    return report

@@ -126,8 +126,9 @@ def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
 
 
 def answer_token_loss(agent: Any, frames: np.ndarray, prompts: list[str], answer_ids: list[list[int]],
-                      device: torch.device | str) -> torch.Tensor:
-    """Mean negative log-likelihood per answer token (temperature 1; prompt tokens carry no loss)."""
+                      device: torch.device | str, weights: list[list[float]] | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood per answer token (temperature 1; prompt tokens carry no loss); with
+    `weights` (one per answer token), the weighted mean."""
     batch = agent.prompt_batch(frames, prompts).to(device)
     starts = [len(a) for a in answer_ids]  # whole answer weighted 1: lam = 1 makes cot + action = all tokens
     temperature = agent.temperature
@@ -136,7 +137,12 @@ def answer_token_loss(agent: Any, frames: np.ndarray, prompts: list[str], answer
         ev = agent.evaluate(batch, answer_ids, starts, lam=1.0)
     finally:
         agent.temperature = temperature
-    return -(ev.logprob.sum() / ev.num_tokens.sum().clamp_min(1))
+    if weights is None:
+        return -(ev.logprob.sum() / ev.num_tokens.sum().clamp_min(1))
+    w = torch.zeros_like(ev.token_logprobs)
+    for i, row in enumerate(weights):
+        w[i, :len(row)] = torch.as_tensor(row, dtype=w.dtype)
+    return -((ev.token_logprobs * w).sum() / w.sum().clamp_min(1e-9))
 
 
 def valid_answer_rate(agent: Any, action_names: list[str], demos: Demonstrations, *, limit: int = 64,

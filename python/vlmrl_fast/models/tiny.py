@@ -12,18 +12,19 @@ read NumberLine's two numbers within minutes of SFT on a CPU; the other families
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from vlmrl_fast.models.corpus import corpus, corpus_digest
 
 # Bump when the recipe (sizes, template, tokenizer settings) changes: the cache key changes with it.
-TINY_VERSION = "v2"
+TINY_VERSION = "v3"
 TINY_FAMILIES = ("llava", "llava_next", "qwen2_vl")
 
 # Test-size models see 112x112 images in 14 px patches (Qwen2-VL's fixed patch size). The default
@@ -91,7 +92,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2048):
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r'\d|"action"'), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r'\d|"action"|(?<![A-Za-z])[AJQK](?![A-Za-z])'), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
@@ -318,26 +319,64 @@ def _cache_root() -> Path:
     return Path(base) / "vlmrl_fast"
 
 
+PRETRAIN_ENV = "VLMRL_FAST_TINY_PRETRAIN"
+
+
 def default_model_path(seed: int = 0) -> Path:
     """The embedded tiny VLM: built on first use under the user cache dir, then reused.
 
+    The build makes the default-size llava from `seed` and teaches it to read the four gym_cards games'
+    images (`vlmrl_fast.perception.teach_reading`, a few minutes on two CPU cores; its held-out accuracies
+    are in the folder's perception.json). With VLMRL_FAST_TINY_PRETRAIN=0 the untrained model is built and
+    cached under its own key instead (seconds: for tests and for experiments from scratch).
+
     The cache key holds `TINY_VERSION` and a digest of the tokenizer corpus, so a changed recipe or
     changed prompt templates build a new model. The folder is written under a temporary name and
-    renamed into place, so concurrent first uses never see a half-written model.
+    renamed into place, so concurrent first uses never see a half-written model; a lock file makes
+    concurrent first uses (several processes of one run) wait for one build instead of each building.
     """
-    key = f"tiny-vlm-{TINY_VERSION}-{corpus_digest(corpus())}-seed{seed}"
+    pretrain = os.environ.get(PRETRAIN_ENV, "1").strip() not in ("0", "false", "no", "off")
+    key = f"tiny-vlm-{TINY_VERSION}-{corpus_digest(corpus())}-seed{seed}" + ("" if pretrain else "-untrained")
     path = _cache_root() / key
     if (path / "config.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=path.parent))
-    try:
-        build_tiny_vlm("llava", tmp, seed=seed, size="default")
+    with _build_lock(path.parent / f".{key}.lock"):
+        if (path / "config.json").is_file():  # built by another process while this one waited
+            return path
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=path.parent))
         try:
-            os.replace(tmp, path)
-        except OSError:
-            if not (path / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            build_tiny_vlm("llava", tmp, seed=seed, size="default")
+            if pretrain:
+                import sys
+
+                from vlmrl_fast import perception
+
+                print(f"vlmrl_fast: first use of the embedded tiny VLM: building it into {path} and teaching it to "
+                      f"read {', '.join(perception.READER.envs)} (a few minutes on 2 CPU cores, once)",
+                      file=sys.stderr, flush=True)
+                perception.teach_reading(tmp, seed=seed)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if not (path / "config.json").is_file():  # lost a race only if the winner finished
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+@contextlib.contextmanager
+def _build_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive lock on `lock_path` (POSIX flock; no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

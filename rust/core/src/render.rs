@@ -249,31 +249,47 @@ fn card_blank(w: usize, h: usize, bg: Rgb, face: Rgb) -> Sprite {
     s
 }
 
+/// A card face in the "jumbo index" style of large-print playing cards: the
+/// corner index (rank over a small suit) as on any card, and the rank again,
+/// large, in the middle with the suit beneath it. The games depend on the rank
+/// only, and a VLM sees the frame downscaled (a 128 px tiny model, 336 px
+/// LLaVA): a corner index alone is ~5 px tall at 128 px, the middle rank ~12 px.
 fn draw_card_face(card: Card, w: usize, h: usize, bg: Rgb) -> Sprite {
     let mut s = card_blank(w, h, bg, WHITE);
     let color = if card.suit.is_red() { CARD_RED } else { BLACK };
     let rank_font = Font::get(Face::Bold, ((h as f32) * 0.2).round().max(8.0) as u32);
     let small_suit = Font::get(Face::Regular, ((h as f32) * 0.16).round().max(6.0) as u32);
-    let big_suit = Font::get(Face::Regular, ((h as f32) * 0.5).round().max(10.0) as u32);
+    let mid_suit = Font::get(Face::Regular, ((h as f32) * 0.2).round().max(6.0) as u32);
     let label = card.rank_label();
-    let mut c = s.canvas();
+    let symbol = card.suit.symbol().to_string();
     let m = (w as i32 / 14).max(2);
+    let mut c = s.canvas();
     c.draw_text(&rank_font, m, m / 2, label, color);
     let sy = m / 2 + rank_font.ascent + 1;
     let rank_w = rank_font.text_width(label);
-    let suit_w = small_suit.text_width(&card.suit.symbol().to_string());
-    c.draw_text(
-        &small_suit,
-        m + (rank_w - suit_w) / 2,
-        sy,
-        &card.suit.symbol().to_string(),
-        color,
-    );
+    let suit_w = small_suit.text_width(&symbol);
+    c.draw_text(&small_suit, m + (rank_w - suit_w) / 2, sy, &symbol, color);
+    // below the corner index: the rank as large as the card's width allows, then the suit
+    let index_bottom = sy + small_suit.ascent;
+    let mut px = ((h as f32) * 0.46).round().max(8.0) as u32;
+    let mut big = Font::get(Face::Bold, px);
+    while px > 8 && big.text_width(label) > w as i32 - 2 * m {
+        px -= 1;
+        big = Font::get(Face::Bold, px);
+    }
+    let (ink_top, ink_bottom) = label.chars().fold((i32::MAX, i32::MIN), |(t, b), ch| {
+        let g = big.glyph(ch);
+        (t.min(g.top), b.max(g.top + g.height as i32))
+    });
+    let suit_top = h as i32 - m - mid_suit.glyph(card.suit.symbol()).height as i32;
+    let cy = (index_bottom + suit_top) / 2;
+    let baseline = cy - (ink_top + ink_bottom) / 2;
+    c.draw_text(&big, w as i32 / 2 - big.text_width(label) / 2, baseline - big.ascent, label, color);
     c.draw_char_centered(
-        &big_suit,
+        &mid_suit,
         card.suit.symbol(),
-        w as i32 / 2 + m / 2,
-        h as i32 * 11 / 20,
+        w as i32 / 2,
+        suit_top + mid_suit.glyph(card.suit.symbol()).height as i32 / 2,
         color,
     );
     s
@@ -390,6 +406,41 @@ mod tests {
         for s in crate::card::Suit::ALL {
             assert!(font.glyph(s.symbol()).width > 10, "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_rank_is_large_in_the_middle_of_the_card() {
+        // Points24's card size: the middle band (below the corner index, above the suit) shows the rank
+        let (w, h) = (60, 84);
+        let sprites = CardSprites::get(w, h, TABLE_GREEN);
+        let band = |s: &Sprite| -> Vec<bool> {
+            let mut ink = Vec::new();
+            for y in h * 2 / 5..h * 3 / 4 {
+                for x in 0..w {
+                    let i = (y * w + x) * 3;
+                    ink.push(s.rgb[i..i + 3] != WHITE && s.rgb[i..i + 3] != CARD_EDGE);
+                }
+            }
+            ink
+        };
+        let ranks = ["A", "2", "3", "4", "5", "6", "7", "8", "9", "T", "J", "Q", "K"];
+        let bands: Vec<Vec<bool>> = ranks
+            .iter()
+            .map(|r| band(sprites.face(Card::parse(&format!("S{r}")).unwrap())))
+            .collect();
+        for (i, a) in bands.iter().enumerate() {
+            let inked = a.iter().filter(|&&x| x).count();
+            assert!(inked > 150, "{}: only {inked} ink pixels in the middle", ranks[i]);
+            for (j, b) in bands.iter().enumerate().skip(i + 1) {
+                let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                assert!(differ > 60, "{} and {} differ in {differ} middle pixels", ranks[i], ranks[j]);
+            }
+        }
+        // the suit is not drawn there: spades and clubs of one rank have the same middle band
+        assert_eq!(
+            band(sprites.face(Card::parse("S7").unwrap())),
+            band(sprites.face(Card::parse("C7").unwrap()))
+        );
     }
 
     #[test]
