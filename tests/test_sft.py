@@ -1,5 +1,6 @@
 """SFT on expert demonstrations: the answer-token loss falls and the tiny model's answers parse as valid."""
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -79,3 +80,30 @@ def test_sft_command_skips_the_perception_stage_where_it_cannot_run(tmp_path, ca
     assert code == 0, capsys.readouterr().err[-2000:]
     summary = json.loads((run / "sft_summary.json").read_text())
     assert summary["perception_stage"].startswith("skipped: ") and "perception_accuracy_held_out" not in summary
+
+
+@pytest.mark.parametrize("env_id", ["Points24-v0", "EZPoints-v0"])
+def test_plan_thoughts_state_the_expert_solution_and_its_next_token(env_id):
+    """sft_thoughts = "plan": every demonstration's thoughts name the expert's whole solution, which extends
+    the formula so far by the demonstrated action (or no solution, then "="); the answers parse back to the
+    expert's actions."""
+    import re
+
+    from vlmrl_fast import parse_actions, prompts
+    from vlmrl_fast.sft import build_demonstrations
+
+    demos = build_demonstrations(env_id, 12, actions="expert", seed=3, thoughts="plan", num_envs=4)
+    solved = 0
+    for answer, action in zip(demos.answers, demos.actions):
+        obj = json.loads(answer)
+        m = re.search(r"A solution is (\S+)\. The formula so far is '([^']*)'\. I append \"([^\"]+)\"", obj["thoughts"])
+        if m is None:
+            assert "No formula of them reaches" in obj["thoughts"] and obj["action"] == "=", obj
+            continue
+        plan, so_far, nxt = m.groups()
+        assert so_far == obj["current formula"] and plan.startswith(so_far) and nxt == obj["action"]
+        assert plan[len(so_far):].startswith(nxt) or (plan == so_far and nxt == "="), obj
+        solved += 1
+    assert solved > len(demos) // 2
+    parsed = parse_actions(demos.answers, [prompts.action_names(env_id, {})] * len(demos))
+    assert parsed.valid.all() and parsed.index.tolist() == demos.actions

@@ -256,9 +256,9 @@ impl FormulaGame {
         }
     }
 
-    /// The next token of a solution extending the current formula, or "=".
-    pub fn expert_action(&self) -> i64 {
-        let equals_action = (self.num_actions() - 1) as i64;
+    /// The expert's plan: a full solution extending the current formula (None
+    /// when there is none), searched once per prefix it stops fitting.
+    fn current_plan(&self) -> Option<Vec<Token>> {
         let mut plan = self.plan.borrow_mut();
         let fits = matches!(&*plan, Some(Some(p)) if p.starts_with(&self.formula));
         if !fits {
@@ -270,10 +270,24 @@ impl FormulaGame {
             );
             *plan = Some(found);
         }
-        match &*plan {
-            Some(Some(p)) if p.len() > self.formula.len() => self.action_of(&p[self.formula.len()]),
+        plan.clone().flatten()
+    }
+
+    /// The next token of a solution extending the current formula, or "=".
+    pub fn expert_action(&self) -> i64 {
+        let equals_action = (self.num_actions() - 1) as i64;
+        match self.current_plan() {
+            Some(p) if p.len() > self.formula.len() => self.action_of(&p[self.formula.len()]),
             _ => equals_action,
         }
+    }
+
+    /// The expert's full solution extending the current formula, written as
+    /// the formula is ("(10-4)*(3+1)"); "" when none exists.
+    pub fn expert_plan(&self) -> String {
+        self.current_plan()
+            .map(|p| formula::joined(&p))
+            .unwrap_or_default()
     }
 
     /// The formula as drawn: tokens separated by spaces, wrapped into lines.
@@ -347,6 +361,9 @@ impl Env for FormulaGame {
     }
     fn expert_action(&self) -> i64 {
         FormulaGame::expert_action(self)
+    }
+    fn expert_plan(&self) -> Option<String> {
+        Some(FormulaGame::expert_plan(self))
     }
     fn render(&mut self, canvas: &mut Canvas<'_>, full: bool) {
         FormulaGame::render(self, canvas, full)

@@ -95,6 +95,8 @@ class VecEnv:
         """The info dict of env `index`."""
     def expert_actions(self) -> npt.NDArray[np.int64]:
         """The expert's action for every env."""
+    def expert_plans(self) -> list[str | None]:
+        """The expert's plan of every env (the formula games' full solution; None where a game has none)."""
     def state_keys(self) -> npt.NDArray[np.uint64]:
         """A hashable key of every env's current state (equal exactly for equal states)."""
     @property

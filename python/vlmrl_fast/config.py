@@ -154,9 +154,10 @@ class TrainConfig:
     sft_actions: str = _f("random", "actions in the demonstrations: the expert's or uniformly random ones "
                           "(random: teaches format and perception, leaves the decision to RL)", group="sft",
                           choices=("expert", "random"))
-    sft_thoughts: str = _f("state", "thoughts of the demonstrations: the template's, or 'state' (what the image "
-                           "shows, with NumberLine's comparison, never why the action was taken)", group="sft",
-                           choices=("template", "state"))
+    sft_thoughts: str = _f("state", "thoughts of the demonstrations: the template's, 'state' (what the image "
+                           "shows, with NumberLine's comparison, never why the action was taken) or 'plan' (the "
+                           "expert's whole solution, then its next step: EZPoints, Points24)", group="sft",
+                           choices=("template", "state", "plan"))
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(3e-4, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)

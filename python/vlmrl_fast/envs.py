@@ -116,6 +116,11 @@ class VlmrlEnv(gymnasium.Env):
         """The built-in expert's action for the current state."""
         return int(self._core.expert_actions()[0])
 
+    def expert_plan(self) -> str | None:
+        """The expert's whole plan from the current state where the game has one: EZPoints/Points24's full
+        solution extending the current formula ("" when the deal has none); None for the other games."""
+        return self._core.expert_plans()[0]
+
     def render(self):
         """The current frame (render_mode "rgb_array")."""
         return self._frame.copy()
@@ -217,6 +222,10 @@ class VlmrlVectorEnv(VectorEnv):
     def expert_actions(self) -> np.ndarray:
         """The built-in expert's action for every env (int64)."""
         return self._core.expert_actions()
+
+    def expert_plans(self) -> list[str | None]:
+        """The expert's plan of every env (see `VlmrlEnv.expert_plan`)."""
+        return self._core.expert_plans()
 
     def render(self):
         """A copy of the current frames [num_envs, 300, 300, 3]."""

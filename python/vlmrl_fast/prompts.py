@@ -248,6 +248,22 @@ def render(env_id: str, info: Mapping[str, Any], cot: bool = True,
                           + (f" (its info has {sorted(fields)})" if key in _USER else "")) from None
 
 
+def plan_thoughts(env_id: str, info: Mapping[str, Any], action_name: str, plan: str | None) -> str | None:
+    """Thoughts that state the expert's whole plan (`plan`: a full solution of a formula game, "" when the
+    deal has none) and the action as its next step: the template's ``plan_thoughts`` (``no_plan_thoughts``
+    for ""). None where the template has no such line or `plan` is None (the caller falls back)."""
+    key = _env_key(env_id)
+    t = _table(key)
+    line = t.get("plan_thoughts" if plan else "no_plan_thoughts")
+    if plan is None or line is None:
+        return None
+    fields = dict(_fields(key, info), action=action_name, plan=plan)
+    try:
+        return string.Template(line).substitute(fields)
+    except KeyError as e:
+        raise PromptError(f"{key}: plan thoughts use ${e.args[0]}, which is not a field of this env") from None
+
+
 def answer(env_id: str, info: Mapping[str, Any], action_name: str, cot: bool = True, thoughts: str | None = None) -> str:
     """A JSON answer in the template's format (for SFT data): the state fields
     are filled truthfully from ``info``, ``"action"`` is ``action_name`` (which

@@ -78,10 +78,16 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
                 chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
             env_infos = split_infos(infos, num_envs)
             texts = render_prompts(env_id, env_infos, cot, state_text)
+            plans = envs.expert_plans() if thoughts == "plan" and hasattr(envs, "expert_plans") else None
             rows = []
             for i, info in enumerate(env_infos):
                 name = names[i][chosen[i]]
-                extra = state_thoughts(env_id, info, name) if thoughts == "state" else None
+                if thoughts == "state":
+                    extra = state_thoughts(env_id, info, name)
+                elif plans is not None:
+                    extra = prompts.plan_thoughts(env_id, info, name, plans[i])
+                else:
+                    extra = None
                 rows.append(PlayedStep(np.array(obs[i], copy=True), texts[i],
                                        prompts.answer(env_id, info, name, cot=cot, thoughts=extra),
                                        int(chosen[i]), info))
@@ -97,7 +103,9 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
                          max_steps: int = 100_000,
                          **env_kwargs: Any) -> Demonstrations:
     """Play `episodes` episodes with the expert's (or random) actions and record every step. `thoughts`:
-    "template" (the prompt template's default thoughts) or "state" (`state_thoughts`)."""
+    "template" (the prompt template's default thoughts), "state" (`state_thoughts`) or "plan" (the expert's
+    whole plan and the action as its next step, `prompts.plan_thoughts`, for games whose expert plans: the
+    formula games; the template's thoughts elsewhere)."""
     if actions not in ("expert", "random"):
         raise ValueError(f"sft actions must be 'expert' or 'random', got {actions!r}")
     n = max(1, min(num_envs, episodes))

@@ -103,7 +103,7 @@ def _fallback_other_texts() -> list[str]:
     return texts
 
 
-def _template_texts(render, answer) -> list[str]:
+def _template_texts(render, answer, plan_thoughts=None) -> list[str]:
     """Prompts and answers of every game from the real templates (sample states)."""
     texts: list[str] = []
     for cot in (True, False):
@@ -131,6 +131,14 @@ def _template_texts(render, answer) -> list[str]:
                 texts.extend(answer(env_id, info, a, cot=cot) for a in actions[:: max(1, len(actions) // 4)])
             except ValueError:  # a template that wants other fields: its vocabulary is optional here
                 break
+    if plan_thoughts is not None:  # the expert's plan in the thoughts (sft_thoughts = "plan")
+        for k, (env_id, info, actions) in enumerate(s for s in samples if s[0] != "Blackjack-v0"):
+            plan = "" if k % 4 == 3 else ("10+2" if env_id == "EZPoints-v0" else "(10-4)*(3+1)")
+            try:
+                thoughts = plan_thoughts(env_id, info, actions[k % len(actions)], plan)
+                texts.append(answer(env_id, info, actions[k % len(actions)], thoughts=thoughts))
+            except ValueError:
+                break
     return texts
 
 
@@ -140,7 +148,7 @@ def corpus(repeat: int = 3) -> list[str]:
     try:
         from vlmrl_fast import prompts  # noqa: PLC0415 (lands with the parser branch)
 
-        texts = _template_texts(prompts.render, prompts.answer)
+        texts = _template_texts(prompts.render, prompts.answer, getattr(prompts, "plan_thoughts", None))
     except (ImportError, AttributeError):
         texts = []
         for cot in (True, False):

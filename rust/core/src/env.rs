@@ -102,6 +102,14 @@ pub trait Env: Send {
     /// The action the built-in expert policy takes now.
     fn expert_action(&self) -> i64;
 
+    /// The expert's whole plan from the current state, as text, where the
+    /// game has one: the formula games' full solution extending the current
+    /// formula (e.g. "(10-4)*(3+1)"); `Some("")` when no solution exists; None
+    /// for games whose expert decides step by step. Default: None.
+    fn expert_plan(&self) -> Option<String> {
+        None
+    }
+
     /// Draws the current state into `canvas` (see the trait docs for `full`).
     fn render(&mut self, canvas: &mut Canvas<'_>, full: bool);
 

@@ -284,7 +284,13 @@ fn draw_card_face(card: Card, w: usize, h: usize, bg: Rgb) -> Sprite {
     let suit_top = h as i32 - m - mid_suit.glyph(card.suit.symbol()).height as i32;
     let cy = (index_bottom + suit_top) / 2;
     let baseline = cy - (ink_top + ink_bottom) / 2;
-    c.draw_text(&big, w as i32 / 2 - big.text_width(label) / 2, baseline - big.ascent, label, color);
+    c.draw_text(
+        &big,
+        w as i32 / 2 - big.text_width(label) / 2,
+        baseline - big.ascent,
+        label,
+        color,
+    );
     c.draw_char_centered(
         &mid_suit,
         card.suit.symbol(),
@@ -423,17 +429,28 @@ mod tests {
             }
             ink
         };
-        let ranks = ["A", "2", "3", "4", "5", "6", "7", "8", "9", "T", "J", "Q", "K"];
+        let ranks = [
+            "A", "2", "3", "4", "5", "6", "7", "8", "9", "T", "J", "Q", "K",
+        ];
         let bands: Vec<Vec<bool>> = ranks
             .iter()
             .map(|r| band(sprites.face(Card::parse(&format!("S{r}")).unwrap())))
             .collect();
         for (i, a) in bands.iter().enumerate() {
             let inked = a.iter().filter(|&&x| x).count();
-            assert!(inked > 150, "{}: only {inked} ink pixels in the middle", ranks[i]);
+            assert!(
+                inked > 150,
+                "{}: only {inked} ink pixels in the middle",
+                ranks[i]
+            );
             for (j, b) in bands.iter().enumerate().skip(i + 1) {
                 let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
-                assert!(differ > 60, "{} and {} differ in {differ} middle pixels", ranks[i], ranks[j]);
+                assert!(
+                    differ > 60,
+                    "{} and {} differ in {differ} middle pixels",
+                    ranks[i],
+                    ranks[j]
+                );
             }
         }
         // the suit is not drawn there: spades and clubs of one rank have the same middle band

@@ -281,6 +281,24 @@ impl VecEnv {
         Ok(out)
     }
 
+    /// The expert's plan of every env (see `Env::expert_plan`), computed in
+    /// the pool. A panicking expert yields an error naming the env.
+    pub fn expert_plans(&mut self) -> Result<Vec<Option<String>>, EngineError> {
+        let plans: Vec<std::sync::Mutex<Option<String>>> = (0..self.num_envs())
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        let results = self.run(|i, slot, _| {
+            let plan = slot.env.expert_plan();
+            *plans[i].lock().unwrap_or_else(|e| e.into_inner()) = plan;
+            Ok(())
+        });
+        first_error(results)?;
+        Ok(plans
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect())
+    }
+
     fn run<F>(&mut self, f: F) -> Vec<Result<(), EnvError>>
     where
         F: Fn(usize, &mut Slot, &mut [u8]) -> Result<(), EnvError> + Sync + Send,

@@ -301,6 +301,15 @@ impl VecEnv {
         Ok(PyArray1::from_vec(py, actions))
     }
 
+    /// The expert's plan of every env: the formula games' full solution
+    /// extending the current formula ("" when there is none), None for games
+    /// without a plan.
+    fn expert_plans(&self, py: Python<'_>) -> PyResult<Vec<Option<String>>> {
+        let mut inner = self.lock(py)?;
+        let engine = &mut *inner;
+        py.detach(|| engine.expert_plans()).map_err(from_engine)
+    }
+
     /// Observations [num_envs, 300, 300, 3] uint8: a view of the Rust buffer,
     /// overwritten in place by every reset and step.
     #[getter]
