@@ -169,6 +169,13 @@ def test_schedule_gives_each_env_its_share():
     assert max(np.diff([i for i, k in enumerate(order) if k == 0])) <= 10  # every ~7th step, not in blocks
 
 
+def test_rebalanced_schedule_gives_the_misread_env_the_steps():
+    # env 0 read perfectly on validation, env 1 never: env 1 gets ten times env 0's steps
+    order = P._schedule(110, P._rebalanced(np.array([0.5, 0.5]), [1.0, 0.0]))
+    assert np.bincount(order).tolist() == [10, 100]
+    assert np.allclose(P._rebalanced(np.array([0.25, 0.75]), [0.5, float("nan")]), [0.6 * 0.25 / 0.225, 0.075 / 0.225])
+
+
 def test_attentive_heads_share_one_classifier_per_field():
     import torch
 
@@ -188,7 +195,7 @@ def test_attentive_heads_share_one_classifier_per_field():
 
 
 TOY_READER = P.ReaderRecipe(envs=("NumberLine-v0", "Blackjack-v0"), env_weights=(1.0, 1.0), frames=32, held_out=8,
-                            vision_steps=3, steps=4, batch_size=4, threads=1)
+                            vision_steps=3, steps=4, batch_size=4, threads=1, validation=4, rebalance_every=2)
 
 
 def test_teach_reading_saves_the_model_and_its_report(tmp_path, tiny):
@@ -215,6 +222,9 @@ def test_teach_reading_saves_the_model_and_its_report(tmp_path, tiny):
     assert set(report["accuracy"]) == {"NumberLine-v0", "Blackjack-v0"}
     assert all(0.0 <= v[k] <= 1.0 for v in report["accuracy"].values() for k in ("answer", "probe"))
     assert on_disk["recipe"]["steps"] == 4 and on_disk["seconds"] > 0
+    # halfway, the validation accuracy of each env was measured to re-share the remaining steps
+    assert [r["step"] for r in report["rebalances"]] == [2]
+    assert all(0.0 <= report["rebalances"][0][e] <= 1.0 for e in TOY_READER.envs)
     model, _ = load_model(str(a), ModelSettings(lora=False))
     assert type(model).__name__ == "LlavaForConditionalGeneration"
 

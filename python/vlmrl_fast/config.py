@@ -161,9 +161,10 @@ class TrainConfig:
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(3e-4, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)
-    perception_steps: int = _f(300, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
+    perception_steps: int = _f(0, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
                                "answers on frames of the env plus auxiliary classifiers of the state fields on "
-                               "the image features; teaches the model to read the image); 0: off", group="sft",
+                               "the image features; teaches a model to read the env's image); 0: off (the "
+                               "embedded tiny VLM reads the four gym_cards games from its build on)", group="sft",
                                min=0)
     perception_frames: int = _f(2048, "frames (random play) the perception stage trains on", group="sft", min=1)
     perception_vision_steps: int = _f(150, "first steps of the perception stage that train only the vision tower, "
@@ -171,6 +172,13 @@ class TrainConfig:
                                       group="sft", min=0)
     perception_learning_rate: float = _f(3e-4, "perception stage learning rate (warm-up, cosine to zero)",
                                          group="sft", min=0.0, max=1.0)
+    perception_field_weight: float = _f(5.0, "perception stage: loss weight of the answer tokens that state the "
+                                        "state (the numbers, the cards) against 1 for the others", group="sft",
+                                        min=0.0)
+    perception_probe: str = _f("auto", "perception stage: auxiliary classifiers on the image features: linear "
+                               "per slot, attentive (per-slot query, one classifier per field), both, or auto "
+                               "(attentive for fields of several cards)", group="sft",
+                               choices=("linear", "attentive", "both", "auto"))
 
     # -- evaluation --------------------------------------------------------------------------------------
     eval_episodes: int = _f(200, "episodes of the fixed evaluation set (before and after RL)", group="eval",

@@ -176,15 +176,17 @@ class PerceptionSet:
         return len(self.prompts)
 
 
-def perception_frames(env_id: str, count: int, *, seed: int = 0, num_envs: int = 16, cot: bool = True,
+def perception_frames(env_id: str, count: int, *, seed: int = 0, num_envs: int | None = None, cot: bool = True,
                       **env_kwargs: Any) -> PerceptionSet:
     """`count` frames from random play of `env_id` (seeded), each with its info and a truthful answer whose
-    action is uniformly random and whose thoughts state the state (`sft.state_thoughts`)."""
+    action is uniformly random and whose thoughts state the state (`sft.state_thoughts`). By default
+    `count // 2` envs (at most 1024) play two steps each: many deals with few frames each (random play of
+    Points24 lasts ~12 steps, so 16 envs give 2,048 frames of only ~160 deals)."""
     from vlmrl_fast.sft import record_play
 
     if count < 1:
         raise ValueError(f"perception_frames: count must be >= 1, got {count}")
-    n = max(1, min(num_envs, count))
+    n = max(1, min(num_envs if num_envs is not None else min(1024, count // 2), count))
     steps = []
     play = record_play(env_id, n, seed=seed, salt=0x9E4C, actions="random", cot=cot, state_text=False,
                        thoughts="state", **env_kwargs)
@@ -330,6 +332,7 @@ class StageResult:
     aux_losses: list[float]
     heads: dict[str, AuxHeads]
     labels_width: dict[str, dict[str, int]]
+    rebalances: list[dict[str, float]] = dataclasses.field(default_factory=list)  # validation accuracy per env
 
 
 def probe_accuracy(agent: Any, stage: StageResult, data: PerceptionSet, *, batch: int = 64) -> float:
@@ -359,12 +362,16 @@ def probe_accuracy(agent: Any, stage: StageResult, data: PerceptionSet, *, batch
 def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, batch_size: int = 32,
                      learning_rate: float = 3e-4, vision_lr_scale: float = 3.0, aux_weight: float = 1.0,
                      vision_steps: int = 0, field_weight: float = 1.0, env_weights: Sequence[float] | None = None,
-                     probe: str = "linear",
+                     probe: str = "linear", validation: Sequence[PerceptionSet] | None = None,
+                     rebalance_every: int = 0,
                      seed: int = 0, max_grad_norm: float = 1.0, device: torch.device | str | None = None,
                      on_step: Callable[[int, int, float], None] | None = None,
                      on_vision_step: Callable[[int, int, float], None] | None = None) -> StageResult:
     """The perception stage: `steps` AdamW steps (warm-up then cosine to 0) on batches drawn from the frame
-    sets (round robin over envs), after `vision_steps` steps that train only the vision tower, projector and
+    sets (shares `env_weights`, default equal: round robin; with `validation` sets, one per frame set, and
+    `rebalance_every` = R, the greedy accuracy on them is measured every R joint steps and the remaining
+    steps are shared in proportion to weight x (0.1 + error rate): the envs still misread get the steps),
+    after `vision_steps` steps that train only the vision tower, projector and
     auxiliary heads (batches 4x larger: the vision side alone is cheap) - a curriculum: first make the image
     features carry the fields, then teach the language model to read them. Loss: answer-token NLL +
     `aux_weight` x the mean cross-entropy of the auxiliary field classifiers on the image features (the
@@ -424,7 +431,11 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
         if env_weights is not None and len(env_weights) != len(data):
             raise ValueError(f"train_perception: {len(env_weights)} env_weights for {len(data)} frame sets")
         share = np.asarray(env_weights if env_weights is not None else [1.0] * len(data), dtype=float)
-        order = _schedule(steps, share / share.sum())
+        share = share / share.sum()
+        order = _schedule(steps, share)
+        if validation is not None and len(validation) != len(data):
+            raise ValueError(f"train_perception: {len(validation)} validation sets for {len(data)} frame sets")
+        rebalances: list[dict[str, float]] = []
         rng = np.random.default_rng([seed, 0xAE5C])
         if vision_steps > 0 and heads:
             _train_vision(agent, data, heads, labels, captured, vision_steps, 4 * batch_size,
@@ -433,6 +444,11 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
         losses: list[float] = []
         agent.train()
         for step in range(steps):
+            if validation is not None and rebalance_every > 0 and step > 0 and step % rebalance_every == 0:
+                acc = [held_out_accuracy(agent, v) for v in validation]
+                rebalances.append({"step": step, **{v.env_id: a for v, a in zip(validation, acc)}})
+                order[step:] = _schedule(steps - step, _rebalanced(share, acc))
+                agent.train()
             d = data[order[step]]
             idx = rng.choice(len(d), size=min(batch_size, len(d)), replace=False)
             progress = (step - warmup) / max(steps - warmup, 1)
@@ -460,7 +476,7 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
     finally:
         hook.remove()
         agent.eval()
-    return StageResult(losses, aux_losses, heads, widths)
+    return StageResult(losses, aux_losses, heads, widths, rebalances)
 
 
 def _schedule(steps: int, share: np.ndarray) -> list[int]:
@@ -473,6 +489,14 @@ def _schedule(steps: int, share: np.ndarray) -> list[int]:
         done[k] += 1
         out.append(k)
     return out
+
+
+def _rebalanced(share: np.ndarray, accuracy: Sequence[float]) -> np.ndarray:
+    """Shares of the remaining joint steps: each env's share x (0.1 + its validation error rate), normalised
+    (an env read perfectly keeps a tenth of its share; NaN accuracy counts as perfect)."""
+    err = np.array([0.0 if math.isnan(a) else 1.0 - a for a in accuracy])
+    w = share * (0.1 + err)
+    return w / w.sum()
 
 
 def _per_image(feats: torch.Tensor, images: int) -> torch.Tensor:
@@ -541,16 +565,18 @@ class ReaderRecipe:
     `env_weights`: the four cards of Points24 and Blackjack's hands take longer than two numbers)."""
 
     envs: tuple[str, ...] = ("NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0")
-    env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 2.5)
+    env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 3.0)
     frames: int = 2048
     held_out: int = 128
     vision_steps: int = 300
-    steps: int = 1600
+    steps: int = 2200
     batch_size: int = 16
     learning_rate: float = 2e-3
     vision_lr_scale: float = 0.25
     field_weight: float = 5.0
     probe: str = "auto"
+    validation: int = 64  # frames per env whose greedy accuracy re-shares the remaining steps ...
+    rebalance_every: int = 500  # ... every so many joint steps (0: fixed shares)
     threads: int = 2
 
 
@@ -583,6 +609,8 @@ def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None 
             agent = build_agent(cfg, "cpu")
             train = [perception_frames(e, recipe.frames, seed=seed * 1000 + 1) for e in recipe.envs]
             held = [perception_frames(e, recipe.held_out, seed=seed * 1000 + 2) for e in recipe.envs]
+            val = [perception_frames(e, recipe.validation, seed=seed * 1000 + 3) for e in recipe.envs] \
+                if recipe.rebalance_every > 0 and recipe.validation > 0 else None
             bar = None
             if progress:
                 from tqdm.auto import tqdm
@@ -594,7 +622,8 @@ def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None 
                     agent, train, steps=recipe.steps, vision_steps=recipe.vision_steps,
                     batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
                     vision_lr_scale=recipe.vision_lr_scale, field_weight=recipe.field_weight,
-                    env_weights=recipe.env_weights, probe=recipe.probe, seed=seed,
+                    env_weights=recipe.env_weights, probe=recipe.probe, seed=seed, validation=val,
+                    rebalance_every=recipe.rebalance_every if val is not None else 0,
                     on_step=(lambda *_: bar.update(1)) if bar is not None else None,
                     on_vision_step=(lambda *_: bar.update(1)) if bar is not None else None)
             finally:
@@ -606,7 +635,7 @@ def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None 
     finally:
         torch.set_num_threads(threads)
     report = {"seed": seed, "recipe": dataclasses.asdict(recipe), "accuracy": accuracy,
-              "last_loss": stage.losses[-1] if stage.losses else None,
+              "last_loss": stage.losses[-1] if stage.losses else None, "rebalances": stage.rebalances,
               "seconds": round(time.perf_counter() - t0, 1)}
     (model_dir / READER_REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report

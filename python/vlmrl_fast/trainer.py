@@ -149,6 +149,7 @@ def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dic
         stage = train_perception(agent, [data], steps=cfg.perception_steps, batch_size=cfg.sft_batch_size,
                                   learning_rate=cfg.perception_learning_rate,
                                   vision_steps=cfg.perception_vision_steps,
+                                  field_weight=cfg.perception_field_weight, probe=cfg.perception_probe,
                                   seed=derive_seed(cfg.seed, rank, 0xF2), device=accelerator.device,
                                   on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
     return {"perception_last_loss": stage.losses[-1] if stage.losses else None,
