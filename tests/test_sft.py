@@ -76,7 +76,7 @@ def test_sft_command_skips_the_perception_stage_where_it_cannot_run(tmp_path, ca
     template = Path(__file__).resolve().parent / "count_to.toml"
     run = tmp_path / "run"
     code = main(["sft", "--env", "byo_envs:CountTo-v0", "--prompt-template", str(template), "--model", "tiny:text",
-                 "--sft-actions", "expert", "--run-dir", str(run), *SMALL_SFT])  # perception_steps: default 300
+                 "--sft-actions", "expert", "--perception-steps", "300", "--run-dir", str(run), *SMALL_SFT])
     assert code == 0, capsys.readouterr().err[-2000:]
     summary = json.loads((run / "sft_summary.json").read_text())
     assert summary["perception_stage"].startswith("skipped: ") and "perception_accuracy_held_out" not in summary
