@@ -51,14 +51,23 @@ def test_seeds_benchmark_writes_rows_mean_and_min(tmp_path, capsys):
         seeds.main(["--seeds", "0,7", "--out", str(tmp_path / "out"), "--collect"])
 
 
-def test_perception_benchmark_writes_accuracy_per_env(tmp_path, capsys):
+def test_reader_benchmark_writes_accuracy_per_seed_and_env(tmp_path, capsys):
     perception = _load("perception")
     out = tmp_path / "p"
-    assert perception.main(["--envs", "NumberLine-v0,EZPoints-v0", "--steps", "2", "--vision-steps", "1",
-                            "--frames", "8", "--out", str(out)]) == 0
-    res = json.loads((out / "perception.json").read_text())
-    assert set(res["accuracy"]) == {"NumberLine-v0", "EZPoints-v0"}
-    for acc in res["accuracy"].values():
-        assert 0.0 <= acc["answer"] <= 1.0 and 0.0 <= acc["probe"] <= 1.0
-    assert res["stage_seconds"] > 0 and math.isfinite(res["last_joint_loss"])
-    assert "| EZPoints-v0 |" in capsys.readouterr().out
+    assert perception.main(["--seeds", "0,1", "--set", "envs=NumberLine-v0,EZPoints-v0", "--set", "env_weights=1,1",
+                            "--set", "steps=2", "--set", "vision_steps=1", "--set", "frames=8",
+                            "--set", "held_out=4", "--set", "validation=4", "--set", "rebalance_every=1",
+                            "--set", "batch_size=2", "--set", "threads=1", "--out", str(out)]) == 0
+    res = json.loads((out / "reader.json").read_text())
+    assert [r["seed"] for r in res["rows"]] == [0, 1] and res["recipe"]["steps"] == 2
+    for r in res["rows"]:
+        assert set(r["accuracy"]) == {"NumberLine-v0", "EZPoints-v0"} and r["build_seconds"] > 0
+        assert all(0.0 <= a[k] <= 1.0 for a in r["accuracy"].values() for k in ("answer", "probe"))
+        assert (out / f"seed{r['seed']}" / "perception.json").is_file()
+    for env in ("NumberLine-v0", "EZPoints-v0"):
+        vals = [r["accuracy"][env]["answer"] for r in res["rows"]]
+        assert math.isclose(res["summary"]["answer"][env]["mean"], sum(vals) / 2)
+        assert res["summary"]["answer"][env]["min"] == min(vals)
+    assert "| min |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        perception.main(["--seeds", "0", "--set", "no_such_field=1", "--out", str(out)])
