@@ -113,8 +113,9 @@ class TrainConfig:
     clip_vloss: bool = _f(True, "clip the value loss around the old values", group="ppo")
     vf_coef: float = _f(0.5, "value loss coefficient", group="ppo", min=0.0)
     ent_coef: float = _f(0.0, "entropy bonus coefficient", group="ppo", min=0.0)
-    kl_coef: float = _f(0.1, "KL penalty to the initial policy (0: off, no reference model kept; the main job's 0.1 keeps "
-                        "its thoughts reading the image during RL)", group="ppo",
+    kl_coef: float = _f(0.02, "KL penalty to the initial policy (0: off, no reference model kept; the main job's "
+                        "0.02 keeps its thoughts reading the image during RL without holding its actions to the "
+                        "warm start's random ones)", group="ppo",
                         min=0.0)
     kl_estimator: str = _f("k3_token", "estimator of that KL on the sampled answers: k1 (log-ratio), k3 "
                            "(low-variance, non-negative, on the whole answer's log-prob) or k3_token (k3 per "
