@@ -107,3 +107,21 @@ def test_plan_thoughts_state_the_expert_solution_and_its_next_token(env_id):
     assert solved > len(demos) // 2
     parsed = parse_actions(demos.answers, [prompts.action_names(env_id, {})] * len(demos))
     assert parsed.valid.all() and parsed.index.tolist() == demos.actions
+
+
+def test_blackjack_plan_thoughts_work_the_total_out_card_by_card():
+    import re
+
+    from vlmrl_fast import perception, prompts
+    from vlmrl_fast.sft import build_demonstrations
+
+    demos = build_demonstrations("Blackjack-v0", 20, actions="expert", seed=5, thoughts="plan", num_envs=5)
+    for answer in demos.answers:
+        thoughts = json.loads(answer)["thoughts"]
+        m = re.search(r"a total of ((?:\d+ \+ )+\d+) = (\d+),", thoughts)
+        assert m is not None, thoughts
+        terms = [int(x) for x in m.group(1).split(" + ")]
+        cards = perception.answer_fields("Blackjack-v0", answer)["player cards"]  # still read as the cards
+        assert sum(terms) == int(m.group(2)) == prompts._blackjack_total(cards) and len(terms) == len(cards)
+        assert terms.count(11) <= 1 and (11 not in terms or sum(terms) <= 21)
+    assert prompts.plan_thoughts("NumberLine-v0", {"Current": 1, "Target": 3}, "+", None) is None

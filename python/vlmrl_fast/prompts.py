@@ -166,10 +166,22 @@ def _cards(x: Any) -> list[str]:
     return [_rank(c) for c in ([x] if isinstance(x, str) else list(x))]
 
 
-def _blackjack_total(ranks: Sequence[str]) -> int:
+def _blackjack_values(ranks: Sequence[str]) -> list[int]:
+    """What each card counts: J, Q, K 10; the first ace 11 while that keeps the hand within 21, else 1."""
     values = [1 if r.upper() == "A" else 10 if r.upper() in ("J", "Q", "K") else int(r) for r in ranks]
-    total = sum(values)
-    return total + 10 if 1 in values and total + 10 <= 21 else total
+    if 1 in values and sum(values) + 10 <= 21:
+        values[values.index(1)] = 11
+    return values
+
+
+def _blackjack_total(ranks: Sequence[str]) -> int:
+    return sum(_blackjack_values(ranks))
+
+
+def _blackjack_sum_text(ranks: Sequence[str]) -> str:
+    """The total worked out card by card: "10 + 3 + 7 = 20"."""
+    values = _blackjack_values(ranks)
+    return f"{' + '.join(str(v) for v in values)} = {sum(values)}"
 
 
 _TASK_RE = re.compile(r"Your task is to:\s*([^\n]*)")
@@ -198,8 +210,9 @@ def _fields(key: str, info: Mapping[str, Any]) -> dict[str, Any]:
         f["dealer_card"] = dealer[0] if dealer else "nothing"
         try:
             f["player_total"] = _blackjack_total(player)
+            f["player_sum_text"] = _blackjack_sum_text(player)
         except ValueError:
-            f["player_total"] = "unknown"
+            f["player_total"] = f["player_sum_text"] = "unknown"
     elif key == "ALFWorld-v0":
         text = str(info.get("text", ""))
         task = info.get("task")
@@ -249,13 +262,15 @@ def render(env_id: str, info: Mapping[str, Any], cot: bool = True,
 
 
 def plan_thoughts(env_id: str, info: Mapping[str, Any], action_name: str, plan: str | None) -> str | None:
-    """Thoughts that state the expert's whole plan (`plan`: a full solution of a formula game, "" when the
-    deal has none) and the action as its next step: the template's ``plan_thoughts`` (``no_plan_thoughts``
-    for ""). None where the template has no such line or `plan` is None (the caller falls back)."""
+    """Thoughts that state the expert's reasoning and the action as its next step: the template's
+    ``plan_thoughts`` (``no_plan_thoughts`` for ``plan == ""``). The formula games' line names `plan`, the
+    expert's whole solution ("" when the deal has none); Blackjack's works the total out card by card (its
+    expert has no plan: `plan` None). None where the template has no such line, or its line needs a plan and
+    `plan` is None (the caller falls back to the default thoughts)."""
     key = _env_key(env_id)
     t = _table(key)
-    line = t.get("plan_thoughts" if plan else "no_plan_thoughts")
-    if plan is None or line is None:
+    line = t.get("no_plan_thoughts" if plan == "" else "plan_thoughts")
+    if line is None or (plan is None and "$plan" in line):
         return None
     fields = dict(_fields(key, info), action=action_name, plan=plan)
     try:

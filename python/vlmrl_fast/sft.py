@@ -78,7 +78,8 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
                 chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
             env_infos = split_infos(infos, num_envs)
             texts = render_prompts(env_id, env_infos, cot, state_text)
-            plans = envs.expert_plans() if thoughts == "plan" and hasattr(envs, "expert_plans") else None
+            plans = (envs.expert_plans() if hasattr(envs, "expert_plans") else [None] * num_envs) \
+                if thoughts == "plan" else None
             rows = []
             for i, info in enumerate(env_infos):
                 name = names[i][chosen[i]]
