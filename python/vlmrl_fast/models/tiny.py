@@ -6,8 +6,9 @@ trained here with the `tokenizers` library on the prompt/answer corpus, an image
 for small images, a processor and a chat template, so that `AutoModelForImageTextToText` and
 `AutoProcessor.from_pretrained(folder)` load it like any hub model. Nothing is downloaded.
 
-The embedded default model (`default_model_path`) is the "llava" family at a size that learns to
-read NumberLine's two numbers within minutes of SFT on a CPU; the other families serve the tests.
+The embedded default model (`default_model_path`) is the "llava" family at the "default" size (128 px
+images in 32 px patches), taught to read the four gym_cards games when it is built
+(`vlmrl_fast.perception.teach_reading`); the other families, at the "test" size, serve the tests.
 """
 
 from __future__ import annotations
