@@ -76,12 +76,13 @@ def test_example_env_trains_end_to_end(tmp_path, capsys):
     code, out, err = run(capsys, "train", "--env", FROG, "--prompt-template", FROG_TOML, "--updates", "2",
                          "--sft-episodes", "2", "--sft-epochs", "1", "--sft-actions", "expert",
                          "--eval-episodes", "2", "--eval-every", "0", "--report-episodes", "1", *SMALL,
-                         "--run-dir", run_dir)
+                         "--perception-steps", "2", "--run-dir", run_dir)
     assert code == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["updates_done"] == 2 and summary["env_id"] == FROG
     assert summary["eval_episodes_played"] == 2 and summary["sft_seconds"] > 0
-    assert summary["perception_stage"].startswith("skipped: ")  # a BYO env's format names no state fields
+    # the perception stage, asked for, is skipped: a BYO env's format names no state fields
+    assert summary["perception_stage"].startswith("skipped: ")
     assert (run_dir / "checkpoints" / "update_000002").exists() and (run_dir / "report.html").exists()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows if "update" in r][-1] == 2

@@ -113,12 +113,12 @@ def test_tiny_text_agent_trains_on_a_text_env(tmp_path, capsys):
                  "--model", "tiny:text", "--updates", "2", "--sft-episodes", "2", "--sft-epochs", "1",
                  "--eval-episodes", "2", "--eval-every", "0", "--num-envs", "2", "--num-steps", "2",
                  "--max-new-tokens", "8", "--minibatch-size", "2", "--update-epochs", "1", "--no-progress",
-                 "--run-dir", str(run_dir)])
+                 "--perception-steps", "2", "--run-dir", str(run_dir)])
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["updates_done"] == 2 and summary["model"] == "tiny:text"
-    # the perception stage (on by default) needs state fields and images: skipped, saying why
+    # the perception stage (asked for) needs state fields and images: skipped, saying why
     assert summary["perception_stage"].startswith("skipped: ") and "state fields" in summary["perception_stage"]
     agent = Agent.load(run_dir / "agent", ModelSettings(lora=False))
     assert agent.text_only and type(agent.model).__name__ == "LlamaForCausalLM"
