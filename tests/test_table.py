@@ -3,6 +3,7 @@ parse back to the expert's action, and the table runs end to end at toy size (re
 model) writing every file with the documented schema."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -124,7 +125,11 @@ def test_table_end_to_end_at_toy_size(capsys, tmp_path, toy_recipes):
             assert (run / f).is_file(), f
         saved = load_config(run / "config.toml")
         assert saved.seed == r["seed"] and saved.cot is False and saved.state_text is False
-        assert json.loads((run / "summary.json").read_text())["success_rate_after_rl"] == r["success_after_rl"]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["success_rate_after_rl"] == r["success_after_rl"]
+        assert r["solvable_share"] is None  # NumberLine has no expert plan
+        # action only: no state fields in the answers, so no perception figure (null, not NaN, in JSON)
+        assert r["perception_after_rl"] is None
     (s,) = table["summary"]
     assert tuple(s) == SUMMARY_KEYS
     after = [r["success_after_rl"] for r in table["rows"]]
@@ -134,6 +139,7 @@ def test_table_end_to_end_at_toy_size(capsys, tmp_path, toy_recipes):
     assert "action only" in md and "cited from the paper, different model class" in md.lower()
     assert "| LLaVA-7B SFT + RL (the paper) (cited from the paper) | 89.4 |" in md
     assert f"| ours, after RL (min) | {100 * min(after):.1f} |" in md
+    assert "| solvable deals of the evaluation set | - |" in md and s["solvable_share"] is None
     assert (out / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "table.md" in printed
 
@@ -148,3 +154,32 @@ def test_table_end_to_end_at_toy_size(capsys, tmp_path, toy_recipes):
     assert main(["table", "--envs", "NumberLine-v0", "--seeds", "0,2", "--out", str(out), "--collect"]) == 2
     err = capsys.readouterr().err
     assert "NumberLine-v0-seed2" in err and "does not exist" in err
+
+
+def test_solvable_share_is_the_expert_success_rate_on_the_evaluation_deals():
+    """The share of the evaluation set's deals the expert can solve equals the success rate of the expert
+    playing those same deals (chunks of `batch` envs reset with seed + first episode, first episode each)."""
+    from gymnasium.vector import AutoresetMode
+
+    from vlmrl_fast import make_vec
+    from vlmrl_fast.rollout import solvable_share
+
+    episodes, seed, batch = 40, 11, 16
+    share = solvable_share("Points24-v0", episodes=episodes, seed=seed, batch=batch)
+    wins = 0
+    envs = make_vec("Points24-v0", batch, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP)
+    for start in range(0, episodes, batch):
+        m = min(batch, episodes - start)
+        envs.reset(seed=seed + start)
+        ret, live = np.zeros(batch), np.ones(batch, bool)
+        live[m:] = False
+        while live.any():
+            _, reward, term, trunc, _ = envs.step(envs.expert_actions())
+            ret[live] += reward[live]
+            live &= ~(np.asarray(term) | np.asarray(trunc))
+        wins += int((ret[:m] > 0).sum())
+    envs.close()
+    assert 0.0 < share < 1.0  # Points24 has deals without a solution
+    assert share == wins / episodes
+    assert math.isnan(solvable_share("NumberLine-v0", episodes=8, seed=0, batch=4))  # no expert plan
+    assert math.isnan(solvable_share("Points24-v0", episodes=0, seed=0, batch=4))

@@ -286,7 +286,7 @@ def collect_rollout(agent: Any, envs: Any, env_id: str, obs: np.ndarray, infos: 
         ro.batches.append(batch)
         ro.prompts.extend(prompts)
         ro.answers.extend(gen.texts)
-        if has_fields(env_id):
+        if cot and has_fields(env_id):  # action-only answers state nothing: no perception figure
             ro.perception.extend(perception_correct(env_id, gen.texts, env_infos).tolist())
         ro.action_starts.extend(int(s) for s in starts)
         ro.tokens_generated += sum(len(a) for a in gen.answer_ids)
@@ -352,6 +352,41 @@ class EvalResult:
     thought_consistency: float = float("nan")  # NumberLine: thoughts state the true comparison
 
 
+def _eval_chunks(episodes: int, batch: int) -> list[tuple[int, int]]:
+    """(first episode, episodes in the chunk) of the fixed evaluation set: chunks of min(batch, episodes)
+    envs, reset with seed + first episode."""
+    size = min(batch, episodes)
+    return [(start, min(size, episodes - start)) for start in range(0, episodes, size)] if size > 0 else []
+
+
+def solvable_share(env_id: str, *, episodes: int, seed: int, batch: int, make_vec: Any = None,
+                   **env_kwargs: Any) -> float:
+    """Share of the episodes of `evaluate_agent`'s fixed set (same arguments) whose start the built-in
+    expert can solve: the ceiling of the success rate on Points24 and EZPoints (a deal with no formula
+    reaching the target cannot be won). NaN for games without an expert plan (every other env)."""
+    from gymnasium.vector import AutoresetMode
+
+    if make_vec is None:
+        from vlmrl_fast import make_vec
+    chunks = _eval_chunks(episodes, batch)
+    if not chunks:
+        return float("nan")
+    envs = make_vec(env_id, chunks[0][1], seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
+    try:
+        if not callable(getattr(envs, "expert_plans", None)):
+            return float("nan")
+        solvable = 0
+        for start, m in chunks:
+            envs.reset(seed=seed + start)
+            plans = envs.expert_plans()[:m]
+            if any(p is None for p in plans):
+                return float("nan")
+            solvable += sum(p != "" for p in plans)
+    finally:
+        envs.close()
+    return solvable / episodes
+
+
 def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: int, cot: bool = True,
                    state_text: bool = False,
                    fallback: str = "random", fallback_action: int = 0, record: int = 0,
@@ -373,8 +408,7 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
     size = min(batch, episodes)
     envs = make_vec(env_id, size, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
     try:
-        for start in range(0, episodes, size):
-            m = min(size, episodes - start)
+        for start, m in _eval_chunks(episodes, batch):
             obs, infos = envs.reset(seed=seed + start)
             active = np.zeros(size, bool)
             active[:m] = True
@@ -391,7 +425,7 @@ def evaluate_agent(agent: Any, env_id: str, *, episodes: int, seed: int, batch: 
                 gen = agent.generate(prompt_batch(agent, np.asarray(obs)[idx], prompts),
                                      seed=int(rng.integers(2**31)))
                 names = action_names_per_env(envs, size)
-                if has_fields(env_id):
+                if cot and has_fields(env_id):
                     seen = [env_infos[i] for i in idx]
                     perceived.extend(perception_correct(env_id, gen.texts, seen))
                     consistent.append(thought_consistency(env_id, gen.texts, seen) * len(idx))

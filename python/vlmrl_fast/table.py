@@ -30,9 +30,13 @@ RECIPES = Path(__file__).resolve().parents[2] / "configs" / "tiny"
 """Where the recipes live in a checkout (``--recipes`` points elsewhere)."""
 
 ROW_KEYS = ("env", "seed", "success_before_rl", "success_after_rl", "mean_return_after_rl",
-            "invalid_rate_after_rl", "eval_episodes", "updates", "env_steps", "wall_seconds", "run_dir")
+            "invalid_rate_after_rl", "perception_after_rl", "solvable_share", "eval_episodes", "updates",
+            "env_steps", "wall_seconds", "run_dir")
+"""`perception_after_rl`: share of the evaluation answers after RL whose state fields equal the truth;
+`solvable_share`: share of the evaluation episodes whose deal the expert can solve (the formula games' ceiling
+of the success rate). Both null where an env has no such figure."""
 SUMMARY_KEYS = ("env", "seeds", "success_after_rl_mean", "success_after_rl_min", "success_before_rl_mean",
-                "invalid_rate_after_rl_mean", "wall_seconds_mean")
+                "invalid_rate_after_rl_mean", "perception_after_rl_mean", "solvable_share", "wall_seconds_mean")
 
 PAPER_SOURCE = ("Zhai et al. 2024 (RL4VLM), Table 1, success rate %, as cited in the project's METHOD.md, "
                 "which notes them as not yet re-checked against the paper (LLaVA-1.6-Mistral-7B and API "
@@ -89,12 +93,22 @@ def run_config(env_id: str, seed: int, out: Path, *, action_only: bool = False, 
     return cfg
 
 
+def _finite(x: Any) -> float | None:
+    """None for a missing or NaN figure (JSON has no NaN)."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
 def row_of(env_id: str, seed: int, summary: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    from vlmrl_fast.rollout import solvable_share
+
+    solvable = solvable_share(env_id, episodes=cfg.eval_episodes, seed=cfg.eval_seed, batch=cfg.eval_batch)
     return {"env": env_id, "seed": seed,
             "success_before_rl": summary["success_rate_before_rl"],
             "success_after_rl": summary["success_rate_after_rl"],
             "mean_return_after_rl": summary["mean_return_after_rl"],
             "invalid_rate_after_rl": summary["invalid_rate_after_rl"],
+            "perception_after_rl": _finite(summary.get("perception_accuracy_after_rl")),
+            "solvable_share": _finite(solvable),
             "eval_episodes": summary["eval_episodes"], "updates": summary["updates_done"],
             "env_steps": summary["env_steps"], "wall_seconds": summary["wall_seconds"],
             "run_dir": str(cfg.resolved_run_dir())}
@@ -106,14 +120,17 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for env_id in dict.fromkeys(r["env"] for r in rows):
         rs = [r for r in rows if r["env"] == env_id]
 
-        def mean(k: str) -> float:
-            return sum(r[k] for r in rs) / len(rs)
+        def mean(k: str) -> float | None:
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            return sum(vals) / len(vals) if vals else None
 
         out.append({"env": env_id, "seeds": [r["seed"] for r in rs],
                     "success_after_rl_mean": mean("success_after_rl"),
                     "success_after_rl_min": min(r["success_after_rl"] for r in rs),
                     "success_before_rl_mean": mean("success_before_rl"),
                     "invalid_rate_after_rl_mean": mean("invalid_rate_after_rl"),
+                    "perception_after_rl_mean": mean("perception_after_rl"),
+                    "solvable_share": mean("solvable_share"),
                     "wall_seconds_mean": mean("wall_seconds")})
     return out
 
@@ -137,18 +154,25 @@ def table_markdown(table: dict[str, Any]) -> str:
                  + " |")
     lines.append("| ours, before RL (mean) | "
                  + " | ".join(_pct(by_env[e]["success_before_rl_mean"]) for e in envs) + " |")
+    lines.append("| ours, perception after RL (mean) | "
+                 + " | ".join(_pct(by_env[e]["perception_after_rl_mean"]) for e in envs) + " |")
+    lines.append("| solvable deals of the evaluation set | "
+                 + " | ".join(_pct(by_env[e]["solvable_share"]) for e in envs) + " |")
     lines += ["", f"Cited from the paper, different model class: {PAPER_SOURCE}; with chain of thought"
               + (" (the paper gives lower figures without it, not restated here)" if table["action_only"] else "")
               + ".", "", head.rstrip("\n")]
     for name, vals in table["paper"].items():
         lines.append(f"| {name} (cited from the paper) | " + " | ".join(
             f"{vals[e]:.1f}" if e in vals else "-" for e in envs) + " |")
-    lines += ["", "Per seed:", "", "| env | seed | before RL | after RL | invalid after RL | updates | wall s | run |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Perception: the share of answers whose state fields (numbers, cards) equal the truth; solvable "
+              "deals: the share of evaluation episodes the built-in expert can win (\"-\": no such figure).",
+              "", "Per seed:", "",
+              "| env | seed | before RL | after RL | invalid after RL | perception after RL | updates | wall s | run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in table["rows"]:
         lines.append(f"| {r['env']} | {r['seed']} | {_pct(r['success_before_rl'])} | {_pct(r['success_after_rl'])} "
-                     f"| {_pct(r['invalid_rate_after_rl'])} | {r['updates']} | {r['wall_seconds']:.0f} "
-                     f"| {r['run_dir']} |")
+                     f"| {_pct(r['invalid_rate_after_rl'])} | {_pct(r.get('perception_after_rl'))} | {r['updates']} "
+                     f"| {r['wall_seconds']:.0f} | {r['run_dir']} |")
     return "\n".join(lines) + "\n"
 
 
