@@ -88,3 +88,24 @@ def test_shipped_configs_load():
             assert cfg.thought_coef == (0.2 if p.stem == "alfworld" else 0.5)
             steps = 1024 if p.stem in ("points24", "alfworld") else 512
             assert cfg.num_envs * cfg.num_steps == steps
+
+
+def test_torch_threads_are_set_on_the_cpu_only():
+    """torch_threads = 1 (the default) pins torch to one thread on the CPU device, so a CPU run sums in the
+    same order on every machine; 0 and a GPU device leave torch's setting alone."""
+    import torch
+
+    from vlmrl_fast.trainer import apply_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert TrainConfig().torch_threads == 1
+        assert apply_torch_threads(TrainConfig(torch_threads=0), "cpu") == 2
+        assert apply_torch_threads(TrainConfig(), "cuda") == 2
+        assert apply_torch_threads(TrainConfig(), "cpu") == 1 == torch.get_num_threads()
+        assert apply_torch_threads(TrainConfig(torch_threads=3), "cpu") == 3
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="torch_threads"):
+        TrainConfig(torch_threads=-1).validate()

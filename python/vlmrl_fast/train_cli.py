@@ -78,12 +78,13 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
     from vlmrl_fast.ppo import build_agent, derive_seed
     from vlmrl_fast.sft import build_demonstrations, train_sft, valid_answer_rate
-    from vlmrl_fast.trainer import check_inputs, resolve_device
+    from vlmrl_fast.trainer import apply_torch_threads, check_inputs, resolve_device
 
     try:
         cfg = config_from_args(args)
         check_inputs(cfg)
         device = resolve_device(cfg.device)
+        apply_torch_threads(cfg, device)
         accelerator = Accelerator(cpu=device == "cpu")
         agent = build_agent(cfg, str(accelerator.device))
         demos = build_demonstrations(cfg.env, cfg.sft_episodes, actions=cfg.sft_actions, seed=cfg.seed,

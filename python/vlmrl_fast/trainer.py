@@ -19,6 +19,14 @@ from vlmrl_fast.report import MetricsLogger, plot_learning_curve, write_episode_
 from vlmrl_fast.rollout import EvalResult, evaluate_agent, prompt_batch, render_prompts, split_infos
 
 
+def apply_torch_threads(cfg: TrainConfig, device: str) -> int:
+    """Sets torch's intra-op threads to cfg.torch_threads on the CPU device (0 or another device: left as
+    it is). Returns the number in force."""
+    if device == "cpu" and cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    return torch.get_num_threads()
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; a CUDA device without a GPU is an error."""
     if device == "auto":
@@ -186,6 +194,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     t_job = time.perf_counter()
     check_inputs(cfg)
     device = resolve_device(cfg.device)
+    apply_torch_threads(cfg, device)
     run_dir = cfg.resolved_run_dir()
     ckpt = latest_checkpoint(run_dir) if resume else None  # CheckpointError before any heavy work
     accelerator = distributed.make_accelerator(cfg, device)
