@@ -68,8 +68,8 @@ class TrainConfig:
                                group="run", min=1)
     device: str = _f("cpu", "device: cpu, cuda, cuda:N or auto (cuda when available)", group="run")
     dtype: str = _f("float32", "weights dtype", group="run", choices=("float32", "bfloat16", "float16"))
-    torch_threads: int = _f(1, "torch's threads on the CPU device: 1 gives the same numbers on every machine "
-                            "(a sum is not split by the core count); 0 keeps torch's default, one per core",
+    torch_threads: int = _f(1, "torch's threads on the CPU device: 1 makes a run's numbers independent of the "
+                            "machine's core count (a sum is not split by it); 0 keeps torch's default, one per core",
                             group="run", min=0)
     tensorboard: bool = _f(False, "also log metrics to TensorBoard (needs tensorboard installed)", group="run")
     wandb: bool = _f(False, "also log metrics to Weights & Biases (needs wandb installed)", group="run")
