@@ -623,7 +623,7 @@ def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None 
                     batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
                     vision_lr_scale=recipe.vision_lr_scale, field_weight=recipe.field_weight,
                     env_weights=recipe.env_weights, probe=recipe.probe, seed=seed, validation=val,
-                    rebalance_every=recipe.rebalance_every if val is not None else 0,
+                    rebalance_every=recipe.rebalance_every,
                     on_step=(lambda *_: bar.update(1)) if bar is not None else None,
                     on_vision_step=(lambda *_: bar.update(1)) if bar is not None else None)
             finally:

@@ -78,8 +78,9 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
                 chosen = np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
             env_infos = split_infos(infos, num_envs)
             texts = render_prompts(env_id, env_infos, cot, state_text)
-            plans = (envs.expert_plans() if hasattr(envs, "expert_plans") else [None] * num_envs) \
-                if thoughts == "plan" else None
+            plans = None
+            if thoughts == "plan":  # None per env where the env source has no expert plans (a BYO env)
+                plans = envs.expert_plans() if hasattr(envs, "expert_plans") else [None] * num_envs
             rows = []
             for i, info in enumerate(env_infos):
                 name = names[i][chosen[i]]

@@ -17,6 +17,7 @@ For each env and seed it runs the env's recipe (``configs/tiny/<env id>.toml``) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -98,10 +99,16 @@ def _finite(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def row_of(env_id: str, seed: int, summary: dict[str, Any], cfg: Any) -> dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def _solvable_share(env_id: str, episodes: int, eval_seed: int, batch: int) -> float:
+    """`rollout.solvable_share` of one evaluation set, once per table (every seed of an env shares it)."""
     from vlmrl_fast.rollout import solvable_share
 
-    solvable = solvable_share(env_id, episodes=cfg.eval_episodes, seed=cfg.eval_seed, batch=cfg.eval_batch)
+    return solvable_share(env_id, episodes=episodes, seed=eval_seed, batch=batch)
+
+
+def row_of(env_id: str, seed: int, summary: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    solvable = _solvable_share(env_id, cfg.eval_episodes, cfg.eval_seed, cfg.eval_batch)
     return {"env": env_id, "seed": seed,
             "success_before_rl": summary["success_rate_before_rl"],
             "success_after_rl": summary["success_rate_after_rl"],
