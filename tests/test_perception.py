@@ -51,7 +51,33 @@ def test_numberline_numbers_must_be_exact():
         == [1.0, 0.0, 0.0]
 
 
-def test_alfworld_has_no_state_fields():
+def _alf(location, holding, **extra):
+    return json.dumps({"location": location, "holding": holding, **extra, "thoughts": "x", "action": "look"})
+
+
+def test_alfworld_reads_the_two_status_lines():
+    info = {**ALF, "location": "fridge 1", "holding": "apple 2"}
+    assert P.truth_fields("ALFWorld-v0", info) == {"location": "fridge 1", "holding": "apple 2"}
+    answers = [_alf("fridge 1", "apple 2"), _alf("fridge 2", "apple 2"), _alf("fridge 1", "nothing"),
+               json.dumps({"location": "fridge 1", "thoughts": "x", "action": "look"}), "look"]
+    assert P.perception_correct("ALFWorld-v0", answers, [info] * 5).tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    # the real env's info and the template's answer agree: a true answer reads right
+    from vlmrl_fast import make_vec, prompts
+    from vlmrl_fast.rollout import split_infos
+
+    envs = make_vec("ALFWorld-v0", 2, seed=3)
+    try:
+        _, infos = envs.reset(seed=3)
+        real = split_infos(infos, 2)
+    finally:
+        envs.close()
+    assert real[0]["location"] == "the middle of the room" and real[0]["holding"] == "nothing"
+    true = [prompts.answer("ALFWorld-v0", i, i["admissible_commands"][0]) for i in real]
+    assert P.perception_accuracy("ALFWorld-v0", true, real) == 1.0
+
+
+def test_an_env_source_without_status_fields_has_no_perception_figure():
+    # ALFWorld's info without location/holding (an older or external source): no truth, NaN accuracy
     ans = json.dumps({"thoughts": "My task: look.", "action": "look"})
     assert P.truth_fields("ALFWorld-v0", ALF) is None
     assert np.isnan(P.perception_accuracy("ALFWorld-v0", [ans], [ALF]))
@@ -139,6 +165,7 @@ def test_train_reports_perception(tmp_path, tiny):
     ("EZPoints-v0", EZ, ["5", "Q"]),
     ("Points24-v0", P24, ["K", "7", "3", "10"]),
     ("Blackjack-v0", BJ, ["A", "4", "Q"]),
+    ("ALFWorld-v0", {**ALF, "location": "countertop 2", "holding": "nothing"}, ["countertop", "2", "nothing"]),
 ])
 def test_field_tokens_are_the_state_values(env_id, info, values):
     """The tokens `field_token_mask` flags (the perception stage weights them) hold every state value of a
@@ -244,3 +271,21 @@ def test_default_model_build_teaches_reading(tmp_path, monkeypatch):
     assert (taught / P.READER_REPORT).is_file() and not (untrained / P.READER_REPORT).exists()
     assert json.loads((taught / P.READER_REPORT).read_text())["recipe"]["envs"] == list(TOY_READER.envs)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == sorted([taught.name, untrained.name])
+
+
+def test_expert_led_frames_reach_held_objects_and_answers_stay_truthful():
+    """perception_frames(play="expert"): the envs follow the expert (ALFWorld: objects get picked up, which
+    random play of the same length almost never does); every answer states the true status lines and names
+    an admissible action that is not the expert's every time (no decision is taught)."""
+    from vlmrl_fast import prompts
+
+    led = P.perception_frames("ALFWorld-v0", 96, seed=4, num_envs=8, play="expert")
+    rand = P.perception_frames("ALFWorld-v0", 96, seed=4, num_envs=8)
+    held = [sum(i["holding"] != "nothing" for i in d.infos) for d in (led, rand)]
+    assert held[0] >= 20 and held[0] > 2 * held[1], held
+    assert P.perception_accuracy("ALFWorld-v0", led.answers, led.infos) == 1.0
+    actions = [json.loads(a)["action"] for a in led.answers]
+    assert all(a in prompts.action_names("ALFWorld-v0", i) for a, i in zip(actions, led.infos))
+    assert len(set(actions)) > 10
+    with pytest.raises(ValueError, match="play"):
+        P.perception_frames("ALFWorld-v0", 4, play="greedy")

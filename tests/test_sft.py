@@ -109,6 +109,37 @@ def test_plan_thoughts_state_the_expert_solution_and_its_next_token(env_id):
     assert parsed.valid.all() and parsed.index.tolist() == demos.actions
 
 
+def test_sorted_plan_thoughts_name_the_values_in_order_and_one_solution_per_set_of_values():
+    """sft_thoughts = "sorted_plan" (Points24): the thoughts list the card values as dealt, then ascending, then
+    the plan thoughts' solution; deals with the same values in any order share the text from "ascending" to
+    the solution. Elsewhere (Blackjack) the variant falls back to the plan lines; an unknown one is refused."""
+    import re
+
+    from vlmrl_fast import prompts
+    from vlmrl_fast.sft import build_demonstrations
+
+    demos = build_demonstrations("Points24-v0", 40, actions="expert", seed=3, thoughts="sorted_plan", num_envs=8)
+    first: dict[tuple[int, ...], str] = {}
+    for answer in demos.answers:
+        thoughts = json.loads(answer)["thoughts"]
+        m = re.match(r"The cards are [^.]*, worth ([\d, ]+), ascending ([\d, ]+)\. (A solution is \S+|No formula)",
+                     thoughts)
+        assert m is not None, thoughts
+        dealt = [int(x) for x in m.group(1).split(", ")]
+        ordered = [int(x) for x in m.group(2).split(", ")]
+        assert ordered == sorted(dealt), thoughts
+        assert first.setdefault(tuple(ordered), m.group(3)) == m.group(3), thoughts
+    assert len(first) > 10
+    info = {"Cards": ["C5", "H3", "SK", "D3"], "Numbers": [5, 3, 10, 3], "Formula": []}
+    a = prompts.plan_thoughts("Points24-v0", info, "3", "3*5+10-3", variant="sorted_plan")
+    assert "worth 5, 3, 10, 3, ascending 3, 3, 5, 10. A solution is 3*5+10-3." in a
+    bj = {"Player Card": ["HA", "C4"], "Dealer Card": ["CQ"]}
+    assert prompts.plan_thoughts("Blackjack-v0", bj, "stand", None, variant="sorted_plan") == \
+        prompts.plan_thoughts("Blackjack-v0", bj, "stand", None)
+    with pytest.raises(prompts.PromptError, match="variant"):
+        prompts.plan_thoughts("Points24-v0", info, "3", "3*5+10-3", variant="sorted")
+
+
 def test_blackjack_plan_thoughts_work_the_total_out_card_by_card():
     import re
 

@@ -162,6 +162,8 @@ class ALFWorldTWEnv(gymnasium.Env):
             "goal_condition_success_rate": float(won),
             "task": self._view.task,
             "task_type": self._task_type,
+            "location": re.sub(r"^At: | \((?:open|closed)\)$", "", self._view.location),
+            "holding": self._view.held or "nothing",
             "gamefile": self._state.get("extra.gamefile"),
         }
 

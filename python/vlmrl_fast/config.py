@@ -160,8 +160,9 @@ class TrainConfig:
                           choices=("expert", "random"))
     sft_thoughts: str = _f("state", "thoughts of the demonstrations: the template's, 'state' (what the image "
                            "shows, with NumberLine's comparison, never why the action was taken) or 'plan' (the "
-                           "expert's whole solution, then its next step: EZPoints, Points24)", group="sft",
-                           choices=("template", "state", "plan"))
+                           "expert's whole solution, then its next step: EZPoints, Points24) or 'sorted_plan' (the same, "
+                           "after the card values in ascending order: one text per set of values)", group="sft",
+                           choices=("template", "state", "plan", "sorted_plan"))
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(3e-4, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)
@@ -170,7 +171,10 @@ class TrainConfig:
                                "the image features; teaches a model to read the env's image); 0: off (the "
                                "embedded tiny VLM reads the four gym_cards games from its build on)", group="sft",
                                min=0)
-    perception_frames: int = _f(2048, "frames (random play) the perception stage trains on", group="sft", min=1)
+    perception_frames: int = _f(2048, "frames the perception stage trains on", group="sft", min=1)
+    perception_play: str = _f("random", "how the envs play while the perception stage's frames are recorded: "
+                              "random actions, or the expert's (deeper states, e.g. ALFWorld's held objects; "
+                              "the answers still name random actions)", group="sft", choices=("random", "expert"))
     perception_vision_steps: int = _f(150, "first steps of the perception stage that train only the vision tower, "
                                       "projector and the auxiliary field classifiers (4x larger batches)",
                                       group="sft", min=0)

@@ -2,12 +2,13 @@
 
 * `truth_fields(env_id, info)`: the state fields of the env's answer format, true to the state
   (NumberLine "current number"/"target number", the "cards" of EZPoints/Points24, Blackjack's cards and the
-  dealer's card as its default thoughts name them). ALFWorld's format has no state field: None.
+  dealer's card as its default thoughts name them, ALFWorld's "location" and "holding": the image's two status
+  lines).
 * `answer_fields(env_id, text)`: the same fields read from a model's answer (None: unparsable).
 * `perception_accuracy(env_id, answers, infos)`: the share of answers whose state fields all equal the truth
   (an unparsable answer or a missing field counts as wrong); NaN for an env without state fields.
   `thought_consistency`: NumberLine's stated comparison ("smaller than", ...) against the true state.
-* `perception_frames`: frames the engine renders with their info, from random play (`make_vec`).
+* `perception_frames`: frames the engine renders with their info, from random or expert-led play (`make_vec`).
 * `train_perception`: the stage. The loss is the answer tokens' NLL (answers whose state fields are true
   and whose action is random, so no decision is taught) plus auxiliary classifiers of every state field on
   the projector's image features, with a higher learning rate for the vision tower and projector. The
@@ -35,9 +36,10 @@ _BLACKJACK_RE = re.compile(r"My cards are (.+?), a total of .+?, and the dealer 
 _RELATION_RE = re.compile(r"current number (-?\d+) is (smaller than|larger than|equal to) the target number (-?\d+)")
 
 
-# The state fields of each answer format (Blackjack's live in its thoughts, ALFWorld's format has none).
+# The state fields of each answer format (Blackjack's live in its thoughts).
 FIELDS = {"NumberLine-v0": ("current number", "target number"), "EZPoints-v0": ("cards",),
-          "Points24-v0": ("cards",), "Blackjack-v0": ("player cards", "dealer card"), "ALFWorld-v0": ()}
+          "Points24-v0": ("cards",), "Blackjack-v0": ("player cards", "dealer card"),
+          "ALFWorld-v0": ("location", "holding")}
 
 
 def _key(env_id: str) -> str:
@@ -60,7 +62,9 @@ def truth_fields(env_id: str, info: dict[str, Any]) -> dict[str, Any] | None:
         dealer = prompts._cards(info["Dealer Card"])
         return {"player cards": prompts._cards(info["Player Card"]), "dealer card": dealer[0] if dealer else "nothing"}
     if key == "ALFWorld-v0":
-        return None
+        if "location" not in info or "holding" not in info:  # an env source that does not report them
+            return None
+        return {"location": str(info["location"]), "holding": str(info["holding"])}
     raise prompts.PromptError(f"no perception fields for env {env_id!r}; known: {', '.join(prompts.ENV_IDS)}")
 
 
@@ -176,25 +180,32 @@ class PerceptionSet:
         return len(self.prompts)
 
 
+PLAYS = ("random", "expert")
+
+
 def perception_frames(env_id: str, count: int, *, seed: int = 0, num_envs: int | None = None, cot: bool = True,
-                      **env_kwargs: Any) -> PerceptionSet:
-    """`count` frames from random play of `env_id` (seeded), each with its info and a truthful answer whose
-    action is uniformly random and whose thoughts state the state (`sft.state_thoughts`). By default
-    `count // 2` envs (at most 1024) play two steps each: many deals with few frames each (random play of
-    Points24 lasts ~12 steps, so 16 envs give 2,048 frames of only ~160 deals)."""
+                      play: str = "random", **env_kwargs: Any) -> PerceptionSet:
+    """`count` frames from seeded play of `env_id`, each with its info and a truthful answer whose action is
+    uniformly random and whose thoughts state the state (`sft.state_thoughts`). `play` "random": the envs play
+    random actions; "expert": they follow the env's expert (deeper states: ALFWorld's held objects, which
+    random play almost never reaches), the answers still naming random actions. By default `count // 2` envs
+    (at most 1024) play two steps each: many deals with few frames each (random play of Points24 lasts ~12
+    steps, so 16 envs give 2,048 frames of only ~160 deals)."""
     from vlmrl_fast.sft import record_play
 
     if count < 1:
         raise ValueError(f"perception_frames: count must be >= 1, got {count}")
+    if play not in PLAYS:
+        raise ValueError(f"perception_frames: play must be one of {', '.join(PLAYS)}, got {play!r}")
     n = max(1, min(num_envs if num_envs is not None else min(1024, count // 2), count))
     steps = []
-    play = record_play(env_id, n, seed=seed, salt=0x9E4C, actions="random", cot=cot, state_text=False,
-                       thoughts="state", **env_kwargs)
+    record = record_play(env_id, n, seed=seed, salt=0x9E4C, actions=play, cot=cot, state_text=False,
+                         thoughts="state", answer_actions="played" if play == "random" else "random", **env_kwargs)
     try:
         while len(steps) < count:
-            steps.extend(next(play)[0])
+            steps.extend(next(record)[0])
     finally:
-        play.close()
+        record.close()
     steps = steps[:count]
     return PerceptionSet(env_id, np.stack([s.frame for s in steps]), [s.prompt for s in steps],
                          [s.answer for s in steps], [s.info for s in steps])
@@ -565,6 +576,7 @@ class ReaderRecipe:
     `env_weights`: the four cards of Points24 and Blackjack's hands take longer than two numbers)."""
 
     envs: tuple[str, ...] = ("NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0")
+    expert_play: tuple[str, ...] = ()  # envs whose frames come from expert-led play (`perception_frames`)
     env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 3.0)
     frames: int = 2048
     held_out: int = 128
@@ -607,9 +619,13 @@ def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None 
             torch.manual_seed(seed)
             cfg = load_config(None, dict(model=str(model_dir), lora=False, max_new_tokens=96, seed=seed))
             agent = build_agent(cfg, "cpu")
-            train = [perception_frames(e, recipe.frames, seed=seed * 1000 + 1) for e in recipe.envs]
-            held = [perception_frames(e, recipe.held_out, seed=seed * 1000 + 2) for e in recipe.envs]
-            val = [perception_frames(e, recipe.validation, seed=seed * 1000 + 3) for e in recipe.envs] \
+            def frames(e: str, count: int, salt: int) -> PerceptionSet:
+                play = "expert" if e in recipe.expert_play else "random"
+                return perception_frames(e, count, seed=seed * 1000 + salt, play=play)
+
+            train = [frames(e, recipe.frames, 1) for e in recipe.envs]
+            held = [frames(e, recipe.held_out, 2) for e in recipe.envs]
+            val = [frames(e, recipe.validation, 3) for e in recipe.envs] \
                 if recipe.rebalance_every > 0 and recipe.validation > 0 else None
             bar = None
             if progress:

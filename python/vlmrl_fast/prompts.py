@@ -201,6 +201,7 @@ def _fields(key: str, info: Mapping[str, Any]) -> dict[str, Any]:
         f["cards_text"] = ", ".join(f["cards"])
         numbers = info.get("Numbers")
         f["numbers_text"] = ", ".join(str(n) for n in numbers) if numbers is not None else "unknown"
+        f["sorted_numbers_text"] = ", ".join(str(n) for n in sorted(numbers)) if numbers is not None else "unknown"
         f["formula"] = "".join(str(t) for t in _need(info, "Formula", key))
         f["target"] = _templates()[key]["target"]
     elif key == "Blackjack-v0":
@@ -221,6 +222,8 @@ def _fields(key: str, info: Mapping[str, Any]) -> dict[str, Any]:
             task = m.group(1) if m else "see the observation."
         f["task"] = str(task).strip()
         f["observation"] = " ".join(text.split()) or "nothing yet."
+        f["location"] = str(info.get("location", "unknown"))
+        f["holding"] = str(info.get("holding", "unknown"))
     return f
 
 
@@ -261,15 +264,26 @@ def render(env_id: str, info: Mapping[str, Any], cot: bool = True,
                           + (f" (its info has {sorted(fields)})" if key in _USER else "")) from None
 
 
-def plan_thoughts(env_id: str, info: Mapping[str, Any], action_name: str, plan: str | None) -> str | None:
+PLAN_VARIANTS = ("plan", "sorted_plan")
+
+
+def plan_thoughts(env_id: str, info: Mapping[str, Any], action_name: str, plan: str | None,
+                  variant: str = "plan") -> str | None:
     """Thoughts that state the expert's reasoning and the action as its next step: the template's
     ``plan_thoughts`` (``no_plan_thoughts`` for ``plan == ""``). The formula games' line names `plan`, the
     expert's whole solution ("" when the deal has none); Blackjack's works the total out card by card (its
-    expert has no plan: `plan` None). None where the template has no such line, or its line needs a plan and
-    `plan` is None (the caller falls back to the default thoughts)."""
+    expert has no plan: `plan` None). `variant` "sorted_plan" takes the template's ``sorted_plan_thoughts``
+    / ``sorted_no_plan_thoughts`` where it has them (the formula games: the card values in ascending order
+    before the solution, so that every order of the same values leads to the same text; the solver's
+    solution depends on the values only), its plan lines elsewhere. None where the template has no such
+    line, or its line needs a plan and `plan` is None (the caller falls back to the default thoughts)."""
+    if variant not in PLAN_VARIANTS:
+        raise PromptError(f"plan thoughts variant must be one of {', '.join(PLAN_VARIANTS)}, got {variant!r}")
     key = _env_key(env_id)
     t = _table(key)
-    line = t.get("no_plan_thoughts" if plan == "" else "plan_thoughts")
+    name = "no_plan_thoughts" if plan == "" else "plan_thoughts"
+    line = t.get(f"sorted_{name}") if variant == "sorted_plan" else None
+    line = line if line is not None else t.get(name)
     if line is None or (plan is None and "$plan" in line):
         return None
     fields = dict(_fields(key, info), action=action_name, plan=plan)

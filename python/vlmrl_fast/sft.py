@@ -48,7 +48,7 @@ def state_thoughts(env_id: str, info: dict[str, Any], action_name: str) -> str |
 
 @dataclass
 class PlayedStep:
-    """One env's step of recorded play: its frame, prompt, answer (action as played), action and info."""
+    """One env's step of recorded play: its frame, prompt, answer, the action the answer names and the info."""
 
     frame: np.ndarray
     prompt: str
@@ -58,14 +58,19 @@ class PlayedStep:
 
 
 def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: str, cot: bool,
-                state_text: bool, thoughts: str, **env_kwargs: Any) -> Iterator[tuple[list[PlayedStep], int]]:
+                state_text: bool, thoughts: str, answer_actions: str = "played",
+                **env_kwargs: Any) -> Iterator[tuple[list[PlayedStep], int]]:
     """Play `num_envs` envs of `env_id` with the expert's (`actions="expert"`, where the env has one) or
     uniformly random actions (drawn from the stream (seed, salt)) and yield, per vector step, that step's
-    `PlayedStep`s and the number of episodes it ended. The envs close when the generator is closed."""
+    `PlayedStep`s and the number of episodes it ended. Each answer names the action played, or with
+    `answer_actions="random"` a uniformly random one (the expert then only leads the envs into deeper
+    states, and no answer teaches its decision). The envs close when the generator is closed."""
     from gymnasium.vector import AutoresetMode
 
     from vlmrl_fast import make_vec, prompts
 
+    if answer_actions not in ("played", "random"):
+        raise ValueError(f"record_play: answer_actions must be 'played' or 'random', got {answer_actions!r}")
     envs = make_vec(env_id, num_envs, seed=seed, autoreset_mode=AutoresetMode.SAME_STEP, **env_kwargs)
     rng = np.random.default_rng([seed, salt])
     try:
@@ -79,20 +84,22 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
             env_infos = split_infos(infos, num_envs)
             texts = render_prompts(env_id, env_infos, cot, state_text)
             plans = None
-            if thoughts == "plan":  # None per env where the env source has no expert plans (a BYO env)
+            if thoughts in prompts.PLAN_VARIANTS:  # None per env where the env source has no expert plans (a BYO env)
                 plans = envs.expert_plans() if hasattr(envs, "expert_plans") else [None] * num_envs
+            named = chosen if answer_actions == "played" else \
+                np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
             rows = []
             for i, info in enumerate(env_infos):
-                name = names[i][chosen[i]]
+                name = names[i][named[i]]
                 if thoughts == "state":
                     extra = state_thoughts(env_id, info, name)
                 elif plans is not None:
-                    extra = prompts.plan_thoughts(env_id, info, name, plans[i])
+                    extra = prompts.plan_thoughts(env_id, info, name, plans[i], variant=thoughts)
                 else:
                     extra = None
                 rows.append(PlayedStep(np.array(obs[i], copy=True), texts[i],
                                        prompts.answer(env_id, info, name, cot=cot, thoughts=extra),
-                                       int(chosen[i]), info))
+                                       int(named[i]), info))
             obs, _, term, trunc, infos = envs.step(chosen)
             yield rows, int(np.sum(np.asarray(term) | np.asarray(trunc)))
     finally:
@@ -105,9 +112,10 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
                          max_steps: int = 100_000,
                          **env_kwargs: Any) -> Demonstrations:
     """Play `episodes` episodes with the expert's (or random) actions and record every step. `thoughts`:
-    "template" (the prompt template's default thoughts), "state" (`state_thoughts`) or "plan" (the expert's
+    "template" (the prompt template's default thoughts), "state" (`state_thoughts`), "plan" (the expert's
     whole plan and the action as its next step, `prompts.plan_thoughts`, for games whose expert plans: the
-    formula games; the template's thoughts elsewhere)."""
+    formula games; the template's thoughts elsewhere) or "sorted_plan" (the same with the card values in
+    ascending order before the plan, where the template has such lines)."""
     if actions not in ("expert", "random"):
         raise ValueError(f"sft actions must be 'expert' or 'random', got {actions!r}")
     n = max(1, min(num_envs, episodes))

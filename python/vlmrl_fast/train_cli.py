@@ -99,7 +99,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if extra.get("perception_stage") == "ran":
         from vlmrl_fast.perception import held_out_accuracy, perception_frames
 
-        held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot)
+        held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot, play=cfg.perception_play)
         extra["perception_accuracy_held_out"] = held_out_accuracy(agent, held)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with tqdm(total=steps, desc=f"SFT on {len(demos)} demonstration steps", disable=not cfg.progress) as bar:

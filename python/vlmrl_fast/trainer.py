@@ -151,7 +151,8 @@ def perception_warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dic
         return {"perception_stage": f"skipped: {skipped}"}
     t0 = time.perf_counter()
     rank = accelerator.process_index
-    data = perception_frames(cfg.env, cfg.perception_frames, seed=derive_seed(cfg.seed, rank, 0xF1), cot=cfg.cot)
+    data = perception_frames(cfg.env, cfg.perception_frames, seed=derive_seed(cfg.seed, rank, 0xF1), cot=cfg.cot,
+                             play=cfg.perception_play)
     with _bar(cfg.perception_steps, f"perception stage ({len(data)} frames)",
               cfg.progress and accelerator.is_main_process) as bar:
         stage = train_perception(agent, [data], steps=cfg.perception_steps, batch_size=cfg.sft_batch_size,

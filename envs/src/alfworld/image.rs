@@ -3,8 +3,10 @@
 //! receptacles when it stands in the middle), the held object, and the last
 //! feedback.
 //!
-//! Layout (y ranges): task 0..36, location 36..56, receptacle panel
-//! 56..206, held object 206..230, feedback 230..300.
+//! Layout (y ranges): task 0..36, location 36..62, receptacle panel
+//! 62..204, held object 204..232, feedback 232..300. The two status lines
+//! (location, held object) are set large (18 and 16 px bold): they stay
+//! legible at a small model's input size (about 8 px tall at 128 px).
 //!
 //! Speed: a step changes a few small things, so each band remembers the
 //! rectangles it inked and, when its content changes, clears just those and
@@ -31,10 +33,10 @@ const INK: Rgb = [25, 25, 25];
 
 /// Bands: (y, height, background).
 const TASK: (i32, i32, Rgb) = (0, 36, TASK_BG);
-const LOCATION: (i32, i32, Rgb) = (36, 20, LOC_BG);
-const PANEL: (i32, i32, Rgb) = (56, 150, PANEL_BG);
-const HELD: (i32, i32, Rgb) = (206, 24, HELD_BG);
-const FEEDBACK: (i32, i32, Rgb) = (230, 70, FEEDBACK_BG);
+const LOCATION: (i32, i32, Rgb) = (36, 26, LOC_BG);
+const PANEL: (i32, i32, Rgb) = (62, 142, PANEL_BG);
+const HELD: (i32, i32, Rgb) = (204, 28, HELD_BG);
+const FEEDBACK: (i32, i32, Rgb) = (232, 68, FEEDBACK_BG);
 
 const GRID_COLS: i32 = 4;
 const GRID_ROWS: i32 = 3;
@@ -74,9 +76,9 @@ fn styles() -> &'static Styles {
     static S: OnceLock<Styles> = OnceLock::new();
     S.get_or_init(|| Styles {
         task: Style::new(Face::Bold, 12, WHITE, TASK_BG),
-        location: Style::new(Face::Bold, 13, INK, LOC_BG),
+        location: Style::new(Face::Bold, 18, INK, LOC_BG),
         panel: Style::new(Face::Regular, 10, INK, PANEL_BG),
-        held: Style::new(Face::Bold, 12, INK, HELD_BG),
+        held: Style::new(Face::Bold, 16, INK, HELD_BG),
         feedback: Style::new(Face::Regular, 11, INK, FEEDBACK_BG),
     })
 }
@@ -505,8 +507,8 @@ impl View {
                 None => (5, "Holding: nothing".to_string()),
                 Some(h) => {
                     let o = &w.objects[h];
-                    p.c.blit(2, HELD.0, &icons().on_held[o.kind as usize]);
-                    self.held.dirty.push((2, HELD.0, ICON as i32, ICON as i32));
+                    p.c.blit(2, HELD.0 + 2, &icons().on_held[o.kind as usize]);
+                    self.held.dirty.push((2, HELD.0 + 2, ICON as i32, ICON as i32));
                     (
                         28,
                         format!("Holding: {} {}", o.name, states_of(o))
@@ -515,7 +517,7 @@ impl View {
                     )
                 }
             };
-            let r = p.label(&s.held, 2, x, HELD.0 + 5, &text);
+            let r = p.label(&s.held, 2, x, HELD.0 + 4, &text);
             self.held.dirty.push(r);
             self.held.key = Some(hkey);
         }
@@ -592,7 +594,7 @@ pub fn render_text_scene(c: &mut Canvas<'_>, scene: &TextScene<'_>) {
     let held = match scene.held {
         Some(h) => {
             if let Some(k) = kind_of(h) {
-                p.c.blit(2, HELD.0, &icons().on_held[k as usize]);
+                p.c.blit(2, HELD.0 + 2, &icons().on_held[k as usize]);
             }
             format!("Holding: {h}")
         }
@@ -601,7 +603,7 @@ pub fn render_text_scene(c: &mut Canvas<'_>, scene: &TextScene<'_>) {
     p.text(
         &s.held,
         if scene.held.is_some() { 28 } else { 5 },
-        HELD.0 + 5,
+        HELD.0 + 4,
         &held,
     );
     let lh = s.feedback.font.line_height;

@@ -6,6 +6,9 @@
 //! (info["admissible_commands"]); -1 stands for an answer that named no
 //! admissible command: "Nothing happens.", state unchanged, reward - 1.
 //! Reward per step: 50 * won + goal-condition success rate (- 1 if -1).
+//! info: won, goal_condition_success_rate, task, task_type, location (the
+//! receptacle the agent is at, or "the middle of the room") and holding (the held
+//! object's name, or "nothing"): the image's two status lines.
 
 pub mod catalog;
 pub mod command;
@@ -27,6 +30,10 @@ use task::{TaskType, TASK_TYPES};
 use world::Dice;
 
 const ID: &str = "ALFWorld-v0";
+/// info["location"] while the agent stands in the middle of the room.
+pub const MIDDLE: &str = "the middle of the room";
+/// info["holding"] while the agent holds nothing.
+pub const NOTHING: &str = "nothing";
 
 impl Dice for Rng {
     fn below(&mut self, n: usize) -> usize {
@@ -170,6 +177,12 @@ impl Env for AlfWorld {
         );
         info.insert("task".into(), json!(g.world.task.description()));
         info.insert("task_type".into(), json!(g.world.task.ttype.name()));
+        // What the image's status lines show: "At: ..." and "Holding: ..." (names only).
+        let w = &g.world;
+        let location = w.agent_at.map_or(MIDDLE, |r| w.receps[r].name.as_str());
+        info.insert("location".into(), json!(location));
+        let holding = w.held.map_or(NOTHING, |h| w.objects[h].name.as_str());
+        info.insert("holding".into(), json!(holding));
         info
     }
 

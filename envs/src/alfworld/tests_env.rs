@@ -153,3 +153,36 @@ fn wrap_breaks_at_spaces_and_marks_cuts() {
         ["one", "two"]
     );
 }
+
+#[test]
+fn info_names_the_location_and_the_held_object_as_the_commands_change_them() {
+    let mut e = env(json!({}));
+    let mut rng = Rng::new(11);
+    e.reset(&mut rng, Some(&json!({"task_type": "pick_and_place_simple", "seed": 5})))
+        .unwrap();
+    assert_eq!(e.info()["location"], super::MIDDLE);
+    assert_eq!(e.info()["holding"], super::NOTHING);
+    let (mut went, mut took) = (false, false);
+    for _ in 0..50 {
+        let a = e.expert_action();
+        let cmd = e.action_names()[a as usize].clone();
+        let t = e.step(a, &mut rng).unwrap();
+        let info = e.info();
+        if let Some(place) = cmd.strip_prefix("go to ") {
+            assert_eq!(info["location"], place, "{cmd}");
+            went = true;
+        }
+        if let Some(rest) = cmd.strip_prefix("take ") {
+            let obj = rest.split(" from ").next().unwrap();
+            assert_eq!(info["holding"], obj, "{cmd}");
+            took = true;
+        }
+        if cmd.starts_with("move ") || cmd.starts_with("put ") {
+            assert_eq!(info["holding"], super::NOTHING, "{cmd}");
+        }
+        if t.done() {
+            break;
+        }
+    }
+    assert!(went && took, "the expert's episode goes somewhere and takes something");
+}
