@@ -142,17 +142,20 @@ def test_text_feedback_matches_the_native_env_grammar(games):
     """Our native ALFWorld-v0 writes the same sentences as the real engine."""
     env = ALFWorldTWEnv(game_files=[games["pick_and_place_simple"]])
     _, info = env.reset(seed=0)
+    assert (info["location"], info["holding"]) == ("the middle of the room", "nothing")
     cmds = info["admissible_commands"]
     _, _, _, _, info = env.step(cmds.index("go to countertop 1"))
     assert info["text"] == "You arrive at countertop 1. On the countertop 1, you see a mug 1."
     _, _, _, _, info = env.step(info["admissible_commands"].index("go to cabinet 1"))
     assert info["text"] == "You arrive at cabinet 1. The cabinet 1 is closed."
+    assert info["location"] == "cabinet 1"
     _, _, _, _, info = env.step(info["admissible_commands"].index("open cabinet 1"))
     assert info["text"] == "You open the cabinet 1. The cabinet 1 is open. In it, you see a apple 1."
     obs, _, _, _, info = env.step(info["admissible_commands"].index("take apple 1 from cabinet 1"))
     assert info["text"] == "You pick up the apple 1 from the cabinet 1."
-    # The image's held band (rows 206..230) now shows an icon and text.
-    assert (obs[206:230] != obs[206, 299]).any()
+    assert (info["location"], info["holding"]) == ("cabinet 1", "apple 1")  # as the native env reports them
+    # The image's held band (rows 204..232) now shows an icon and text.
+    assert (obs[204:232] != obs[204, 299]).any()
 
 
 def test_no_games_is_a_clear_error(tmp_path):
