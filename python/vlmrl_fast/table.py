@@ -171,8 +171,9 @@ def table_markdown(table: dict[str, Any]) -> str:
     for name, vals in table["paper"].items():
         lines.append(f"| {name} (cited from the paper) | " + " | ".join(
             f"{vals[e]:.1f}" if e in vals else "-" for e in envs) + " |")
-    lines += ["", "Perception: the share of answers whose state fields (numbers, cards) equal the truth; solvable "
-              "deals: the share of evaluation episodes the built-in expert can win (\"-\": no such figure).",
+    lines += ["", "Perception: the share of answers whose state fields (numbers, cards, ALFWorld's location and held "
+              "object) equal the truth; solvable deals: the share of evaluation episodes the built-in expert can "
+              "win (\"-\": no such figure).",
               "", "Per seed:", "",
               "| env | seed | before RL | after RL | invalid after RL | perception after RL | updates | wall s | run |",
               "|---|---|---|---|---|---|---|---|---|"]
