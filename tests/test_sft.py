@@ -67,6 +67,30 @@ def test_sft_command_runs_the_perception_stage_first(tiny, tmp_path, capsys):
     assert (run / "agent").is_dir() and summary["demonstrations"] > 0
 
 
+def test_sft_command_on_alfworld_reads_the_status_lines_and_checks_answers_against_each_states_commands(
+        tiny, tmp_path, capsys):
+    """ALFWorld's actions differ from state to state: the held-out valid-answer rate parses each answer against
+    its own step's admissible commands (one list for all once crashed the command), and the perception stage
+    runs on expert-led frames (its answers state location and held object)."""
+    import json
+
+    from vlmrl_fast.cli import main
+    from vlmrl_fast.sft import build_demonstrations
+
+    demos = build_demonstrations("ALFWorld-v0", 2, actions="expert", seed=1, num_envs=2)
+    assert demos.action_names is not None and len(demos.action_names) == len(demos)
+    assert len({tuple(n) for n in demos.action_names}) > 1  # the command lists differ between steps
+    assert all(json.loads(a)["action"] in n for a, n in zip(demos.answers, demos.action_names))
+    run = tmp_path / "run"
+    code = main(["sft", "--env", "ALFWorld-v0", "--model", str(tiny), "--sft-actions", "expert",
+                 "--perception-steps", "2", "--perception-vision-steps", "1", "--perception-frames", "8",
+                 "--perception-play", "expert", "--run-dir", str(run), *SMALL_SFT])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((run / "sft_summary.json").read_text())
+    assert summary["perception_stage"] == "ran" and 0.0 <= summary["perception_accuracy_held_out"] <= 1.0
+    assert 0.0 <= summary["valid_answer_rate"] <= 1.0
+
+
 def test_sft_command_skips_the_perception_stage_where_it_cannot_run(tmp_path, capsys):
     import json
     from pathlib import Path

@@ -9,6 +9,7 @@ good, so any improvement after it is RL's doing (the main job uses it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -27,6 +28,7 @@ class Demonstrations:
     prompts: list[str]
     answers: list[str]
     actions: list[int]
+    action_names: list[list[str]] | None = None  # the legal action names of each step (ALFWorld: its commands)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -55,6 +57,7 @@ class PlayedStep:
     answer: str
     action: int
     info: dict[str, Any]
+    action_names: list[str] = dataclasses.field(default_factory=list)  # the legal actions at this step
 
 
 def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: str, cot: bool,
@@ -99,7 +102,7 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
                     extra = None
                 rows.append(PlayedStep(np.array(obs[i], copy=True), texts[i],
                                        prompts.answer(env_id, info, name, cot=cot, thoughts=extra),
-                                       int(named[i]), info))
+                                       int(named[i]), info, list(names[i])))
             obs, _, term, trunc, infos = envs.step(chosen)
             yield rows, int(np.sum(np.asarray(term) | np.asarray(trunc)))
     finally:
@@ -133,7 +136,7 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
     finally:
         play.close()
     return Demonstrations(np.stack([s.frame for s in steps]), [s.prompt for s in steps],
-                          [s.answer for s in steps], [s.action for s in steps])
+                          [s.answer for s in steps], [s.action for s in steps], [s.action_names for s in steps])
 
 
 def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
@@ -163,15 +166,23 @@ def answer_token_loss(agent: Any, frames: np.ndarray, prompts: list[str], answer
     return -((ev.token_logprobs * w).sum() / w.sum().clamp_min(1e-9))
 
 
-def valid_answer_rate(agent: Any, action_names: list[str], demos: Demonstrations, *, limit: int = 64,
+def valid_answer_rate(agent: Any, action_names: list[str] | None, demos: Demonstrations, *, limit: int = 64,
                       seed: int = 0, device: torch.device | str = "cpu") -> float:
-    """Share of the model's sampled answers on demonstration states that parse to a valid action."""
+    """Share of the model's sampled answers on demonstration states that parse to a valid action: one of
+    `action_names`, or with None one of the step's own legal actions (`demos.action_names`: ALFWorld's
+    admissible commands differ from state to state)."""
     from vlmrl_fast import parse_actions
 
     idx = np.arange(min(limit, len(demos)))
+    if action_names is None:
+        if demos.action_names is None:
+            raise ValueError("valid_answer_rate: no action_names given and the demonstrations record none")
+        names: list[str] | list[list[str]] = [demos.action_names[i] for i in idx]
+    else:
+        names = action_names
     batch = agent.prompt_batch(demos.frames[idx], [demos.prompts[i] for i in idx]).to(device)
     gen = agent.generate(batch, seed=seed)
-    parsed = parse_actions(gen.texts, action_names)
+    parsed = parse_actions(gen.texts, names)
     return float(np.mean(parsed.valid))
 
 

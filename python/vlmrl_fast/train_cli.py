@@ -108,8 +108,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
                            on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
     held_out = build_demonstrations(cfg.env, 16, actions=cfg.sft_actions, seed=derive_seed(cfg.seed, 0xE7),
                                     cot=cfg.cot, state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
-    names = held_out_names(cfg.env)
-    valid = valid_answer_rate(agent, names, held_out, seed=cfg.seed)
+    valid = valid_answer_rate(agent, None, held_out, seed=cfg.seed)  # each step's own legal actions
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     agent.save(run_dir / "agent")
@@ -118,17 +117,6 @@ def cmd_sft(args: argparse.Namespace) -> int:
     (run_dir / "sft_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
-
-
-def held_out_names(env_id: str) -> list[str]:
-    """The action names of an env (from a one-env vector env)."""
-    from vlmrl_fast import make_vec
-
-    envs = make_vec(env_id, 1, seed=0)
-    try:
-        return list(envs.action_names)
-    finally:
-        envs.close()
 
 
 def load_agent_for_eval(model: str, args: argparse.Namespace) -> Any:
