@@ -204,9 +204,9 @@ def test_inadmissible_command_gives_nothing_happens_and_penalty():
     assert list(info["text"]) == ["Nothing happens."] * 4
     assert [list(c) for c in info["admissible_commands"]] == before_cmds
     np.testing.assert_array_equal(info["goal_condition_success_rate"], before_gc)
-    # Only the feedback band (rows 230..300) of the image changes.
-    np.testing.assert_array_equal(obs[:, :230], before_obs[:, :230])
-    assert (obs[:, 230:] != before_obs[:, 230:]).any()
+    # Only the feedback band (rows 232..300) of the image changes.
+    np.testing.assert_array_equal(obs[:, :232], before_obs[:, :232])
+    assert (obs[:, 232:] != before_obs[:, 232:]).any()
     # An index past the admissible list is an error, not an inadmissible command.
     with pytest.raises(ValueError, match="env 0"):
         env.step(np.array([len(before_cmds[0]), 0, 0, 0]))
@@ -284,8 +284,8 @@ def test_image_shows_the_state():
         if terminated:
             break
     # Arriving somewhere redraws the panel; taking redraws the held band.
-    changed_panel = [not np.array_equal(f[56:206], g[56:206]) for f, g in zip(frames, frames[1:])]
-    changed_held = [not np.array_equal(f[206:230], g[206:230]) for f, g in zip(frames, frames[1:])]
+    changed_panel = [not np.array_equal(f[62:204], g[62:204]) for f, g in zip(frames, frames[1:])]
+    changed_held = [not np.array_equal(f[204:232], g[204:232]) for f, g in zip(frames, frames[1:])]
     assert any(changed_panel) and sum(changed_held) == 2  # take, then move
     # The same state gives the same pixels in a fresh env.
     env2 = gymnasium.make(ID)
