@@ -75,7 +75,8 @@ class _View:
 
     def __init__(self, intro: str) -> None:
         m = re.search(r"you see (.*?)\.\s*(?:\n|$)", intro)
-        self.location = "At: the middle of the room"
+        self.place = "the middle of the room"  # info["location"]; the image's line is self.location
+        self.location = f"At: {self.place}"
         self.items = _things(m.group(1)) if m else []
         self.held: str | None = None
         m = re.search(r"Your task is to: (.*)", intro)
@@ -85,11 +86,11 @@ class _View:
         if m := re.match(r"You (?:arrive at|open the) (.+?)\. (.*)", feedback, re.S):
             place, rest = m.groups()
             state = " (closed)" if "is closed" in rest else " (open)" if "is open" in rest else ""
-            self.location = f"At: {place}{state}"
+            self.place, self.location = place, f"At: {place}{state}"
             seen = re.search(r"you see (.*)\.$", rest)
             self.items = _things(seen.group(1)) if seen else []
         elif m := re.match(r"You close the (.+)\.$", feedback):
-            self.location, self.items = f"At: {m.group(1)} (closed)", []
+            self.place, self.location, self.items = m.group(1), f"At: {m.group(1)} (closed)", []
         elif m := re.match(r"You pick up the (.+?) from the", feedback):
             self.held = m.group(1)
             self.items = [i for i in self.items if i != self.held]
@@ -162,7 +163,7 @@ class ALFWorldTWEnv(gymnasium.Env):
             "goal_condition_success_rate": float(won),
             "task": self._view.task,
             "task_type": self._task_type,
-            "location": re.sub(r"^At: | \((?:open|closed)\)$", "", self._view.location),
+            "location": self._view.place,
             "holding": self._view.held or "nothing",
             "gamefile": self._state.get("extra.gamefile"),
         }

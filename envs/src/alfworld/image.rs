@@ -23,6 +23,7 @@ use super::catalog::{OBJECTS, RECEPS};
 use super::game::Game;
 use super::task::Task;
 use super::world::{Object, World};
+use super::{MIDDLE, NOTHING};
 
 const TASK_BG: Rgb = [40, 60, 110];
 const LOC_BG: Rgb = [228, 222, 205];
@@ -479,7 +480,7 @@ impl View {
         let lkey = (w.agent_at, w.agent_at.is_some_and(|r| w.receps[r].open));
         if self.location.key != Some(lkey) {
             let text = match w.agent_at {
-                None => "At: the middle of the room".to_string(),
+                None => format!("At: {MIDDLE}"),
                 Some(r) => {
                     let rc = &w.receps[r];
                     match (rc.openable(), rc.open) {
@@ -504,7 +505,7 @@ impl View {
         if self.held.key != Some(hkey) {
             p.clear(&mut self.held.dirty, HELD.2);
             let (x, text) = match w.held {
-                None => (5, "Holding: nothing".to_string()),
+                None => (5, format!("Holding: {NOTHING}")),
                 Some(h) => {
                     let o = &w.objects[h];
                     p.c.blit(2, HELD.0 + 2, &icons().on_held[o.kind as usize]);
@@ -598,7 +599,7 @@ pub fn render_text_scene(c: &mut Canvas<'_>, scene: &TextScene<'_>) {
             }
             format!("Holding: {h}")
         }
-        None => "Holding: nothing".to_string(),
+        None => format!("Holding: {NOTHING}"),
     };
     p.text(
         &s.held,
