@@ -509,7 +509,9 @@ impl View {
                 Some(h) => {
                     let o = &w.objects[h];
                     p.c.blit(2, HELD.0 + 2, &icons().on_held[o.kind as usize]);
-                    self.held.dirty.push((2, HELD.0 + 2, ICON as i32, ICON as i32));
+                    self.held
+                        .dirty
+                        .push((2, HELD.0 + 2, ICON as i32, ICON as i32));
                     (
                         28,
                         format!("Holding: {} {}", o.name, states_of(o))

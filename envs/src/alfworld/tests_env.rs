@@ -158,8 +158,11 @@ fn wrap_breaks_at_spaces_and_marks_cuts() {
 fn info_names_the_location_and_the_held_object_as_the_commands_change_them() {
     let mut e = env(json!({}));
     let mut rng = Rng::new(11);
-    e.reset(&mut rng, Some(&json!({"task_type": "pick_and_place_simple", "seed": 5})))
-        .unwrap();
+    e.reset(
+        &mut rng,
+        Some(&json!({"task_type": "pick_and_place_simple", "seed": 5})),
+    )
+    .unwrap();
     assert_eq!(e.info()["location"], super::MIDDLE);
     assert_eq!(e.info()["holding"], super::NOTHING);
     let (mut went, mut took) = (false, false);
@@ -184,5 +187,8 @@ fn info_names_the_location_and_the_held_object_as_the_commands_change_them() {
             break;
         }
     }
-    assert!(went && took, "the expert's episode goes somewhere and takes something");
+    assert!(
+        went && took,
+        "the expert's episode goes somewhere and takes something"
+    );
 }
