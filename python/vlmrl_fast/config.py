@@ -161,8 +161,10 @@ class TrainConfig:
     sft_thoughts: str = _f("state", "thoughts of the demonstrations: the template's, 'state' (what the image "
                            "shows, with NumberLine's comparison, never why the action was taken) or 'plan' (the "
                            "expert's whole solution, then its next step: EZPoints, Points24) or 'sorted_plan' (the same, "
-                           "after the card values in ascending order: one text per set of values)", group="sft",
-                           choices=("template", "state", "plan", "sorted_plan"))
+                           "after the card values in ascending order: one text per set of values) or 'pattern_plan' (as "
+                           "'sorted_plan', the solution and the expert's moves from a few patterns shared by "
+                           "all deals: vlmrl_fast.patterns)", group="sft",
+                           choices=("template", "state", "plan", "sorted_plan", "pattern_plan"))
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(3e-4, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)

@@ -264,7 +264,7 @@ def render(env_id: str, info: Mapping[str, Any], cot: bool = True,
                           + (f" (its info has {sorted(fields)})" if key in _USER else "")) from None
 
 
-PLAN_VARIANTS = ("plan", "sorted_plan")
+PLAN_VARIANTS = ("plan", "sorted_plan", "pattern_plan")
 
 
 def plan_thoughts(env_id: str, info: Mapping[str, Any], action_name: str, plan: str | None,
@@ -275,14 +275,15 @@ def plan_thoughts(env_id: str, info: Mapping[str, Any], action_name: str, plan: 
     expert has no plan: `plan` None). `variant` "sorted_plan" takes the template's ``sorted_plan_thoughts``
     / ``sorted_no_plan_thoughts`` where it has them (the formula games: the card values in ascending order
     before the solution, so that every order of the same values leads to the same text; the solver's
-    solution depends on the values only), its plan lines elsewhere. None where the template has no such
+    solution depends on the values only), its plan lines elsewhere; "pattern_plan" takes the same lines (its
+    `plan` comes from `vlmrl_fast.patterns` instead of the env's solver). None where the template has no such
     line, or its line needs a plan and `plan` is None (the caller falls back to the default thoughts)."""
     if variant not in PLAN_VARIANTS:
         raise PromptError(f"plan thoughts variant must be one of {', '.join(PLAN_VARIANTS)}, got {variant!r}")
     key = _env_key(env_id)
     t = _table(key)
     name = "no_plan_thoughts" if plan == "" else "plan_thoughts"
-    line = t.get(f"sorted_{name}") if variant == "sorted_plan" else None
+    line = t.get(f"sorted_{name}") if variant in ("sorted_plan", "pattern_plan") else None
     line = line if line is not None else t.get(name)
     if line is None or (plan is None and "$plan" in line):
         return None

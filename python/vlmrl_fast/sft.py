@@ -89,6 +89,8 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
             plans = None
             if thoughts in prompts.PLAN_VARIANTS:  # None per env where the env source has no expert plans (a BYO env)
                 plans = envs.expert_plans() if hasattr(envs, "expert_plans") else [None] * num_envs
+            if thoughts == "pattern_plan":
+                plans, chosen = _follow_patterns(env_id, env_infos, names, plans, chosen, actions == "expert")
             named = chosen if answer_actions == "played" else \
                 np.array([rng.integers(len(nm)) for nm in names], dtype=np.int64)
             rows = []
@@ -109,6 +111,30 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
         envs.close()
 
 
+def _follow_patterns(env_id: str, infos: list[dict[str, Any]], names: list[list[str]], plans: list[str | None],
+                     chosen: np.ndarray, expert: bool) -> tuple[list[str | None], np.ndarray]:
+    """`sft_thoughts = "pattern_plan"`: each formula game's plan from the shared patterns
+    (`patterns.pattern_plan`) and, when the expert plays, its next token as the action ("=" once the formula is
+    complete or where the deal has no solution). An env whose formula has left the pattern's solution keeps the
+    solver's plan and action; envs without card values (not a formula game) keep theirs."""
+    from vlmrl_fast import patterns, prompts
+
+    plans, chosen = list(plans), np.array(chosen, copy=True)
+    for i, info in enumerate(infos):
+        if info.get("Numbers") is None or info.get("Formula") is None:
+            continue
+        ops = tuple(n for n in names[i] if n in patterns.OPERATORS)
+        plan = patterns.pattern_plan(info["Numbers"], prompts.template(env_id)["target"], ops)
+        toks = patterns.plan_tokens(plan)
+        done = [str(t) for t in info["Formula"]]
+        if toks[:len(done)] != done:
+            continue
+        plans[i] = plan
+        if expert:
+            chosen[i] = names[i].index(toks[len(done)] if len(done) < len(toks) else "=")
+    return plans, chosen
+
+
 def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert", seed: int = 0,
                          cot: bool = True, state_text: bool = False, thoughts: str = "template",
                          num_envs: int = 16,
@@ -117,8 +143,9 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
     """Play `episodes` episodes with the expert's (or random) actions and record every step. `thoughts`:
     "template" (the prompt template's default thoughts), "state" (`state_thoughts`), "plan" (the expert's
     whole plan and the action as its next step, `prompts.plan_thoughts`, for games whose expert plans: the
-    formula games; the template's thoughts elsewhere) or "sorted_plan" (the same with the card values in
-    ascending order before the plan, where the template has such lines)."""
+    formula games; the template's thoughts elsewhere), "sorted_plan" (the same with the card values in
+    ascending order before the plan, where the template has such lines) or "pattern_plan" (as "sorted_plan",
+    with the solution and the expert's moves taken from the shared patterns of `vlmrl_fast.patterns`)."""
     if actions not in ("expert", "random"):
         raise ValueError(f"sft actions must be 'expert' or 'random', got {actions!r}")
     n = max(1, min(num_envs, episodes))
