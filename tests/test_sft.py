@@ -65,6 +65,15 @@ def test_sft_command_runs_the_perception_stage_first(tiny, tmp_path, capsys):
     summary = json.loads((run / "sft_summary.json").read_text())
     assert summary["perception_stage"] == "ran" and 0.0 <= summary["perception_accuracy_held_out"] <= 1.0
     assert (run / "agent").is_dir() and summary["demonstrations"] > 0
+    # after SFT, the same held-out frames: the saved agent reproduces the figure
+    from vlmrl_fast.agent import Agent
+    from vlmrl_fast.models import ModelSettings
+    from vlmrl_fast.perception import held_out_accuracy, perception_frames
+    from vlmrl_fast.ppo import derive_seed
+
+    agent = Agent.load(run / "agent", ModelSettings(device="cpu", lora=False))
+    held = perception_frames("NumberLine-v0", 128, seed=derive_seed(0, 0xF3))
+    assert summary["perception_accuracy_after_sft"] == pytest.approx(held_out_accuracy(agent, held))
 
 
 def test_sft_command_on_alfworld_reads_the_status_lines_and_checks_answers_against_each_states_commands(
@@ -104,6 +113,7 @@ def test_sft_command_skips_the_perception_stage_where_it_cannot_run(tmp_path, ca
     assert code == 0, capsys.readouterr().err[-2000:]
     summary = json.loads((run / "sft_summary.json").read_text())
     assert summary["perception_stage"].startswith("skipped: ") and "perception_accuracy_held_out" not in summary
+    assert "perception_accuracy_after_sft" not in summary  # the format states no fields of the state
 
 
 @pytest.mark.parametrize("env_id", ["Points24-v0", "EZPoints-v0"])
@@ -180,3 +190,35 @@ def test_blackjack_plan_thoughts_work_the_total_out_card_by_card():
         assert sum(terms) == int(m.group(2)) == prompts._blackjack_total(cards) and len(terms) == len(cards)
         assert terms.count(11) <= 1 and (11 not in terms or sum(terms) <= 21)
     assert prompts.plan_thoughts("NumberLine-v0", {"Current": 1, "Target": 3}, "+", None) is None
+
+
+@pytest.mark.parametrize("thoughts", ["sorted_plan", "pattern_plan"])
+def test_plan_weight_marks_exactly_the_solution_tokens_and_changes_the_loss(tiny, thoughts):
+    """sft_plan_weight: the weighted tokens of each answer spell the solution its thoughts state (nothing else),
+    answers without a solution weigh 1 throughout, and training with the weight takes another first loss
+    than without (same model, same batches)."""
+    from vlmrl_fast.sft import plan_token_weights
+
+    agent = build_agent(load_config(None, {"model": str(tiny), "env": "Points24-v0", "device": "cpu"}), "cpu")
+    demos = build_demonstrations("Points24-v0", 8, actions="expert", seed=2, thoughts=thoughts, num_envs=8)
+    assert demos.plans is not None and any(demos.plans) and not all(demos.plans)  # some deals have no solution
+    ids = answer_token_ids(agent, demos.answers)
+    weights = plan_token_weights(agent, demos.answers, demos.plans, 5.0)
+    tok = agent.processor.tokenizer
+    for plan, row, w in zip(demos.plans, ids, weights):
+        assert len(w) == len(row)
+        at = [k for k, x in enumerate(w) if x == 5.0]
+        assert at == list(range(at[0], at[-1] + 1)) if at else not plan  # one contiguous run, or none
+        marked = "".join(tok.decode([row[k]]) for k in at)
+        assert (plan or "") in marked, (plan, marked)  # the end tokens may run past it (merged pieces)
+        assert all(tok.decode([row[k]]) in plan for k in at[1:-1])
+        assert set(w) <= {1.0, 5.0}
+    state = {k: v.clone() for k, v in agent.state_dict().items()}
+    first = []
+    for weight in (1.0, 5.0):
+        agent.load_state_dict(state)
+        losses = train_sft(agent, demos, epochs=1, batch_size=16, learning_rate=1e-4,
+                           accelerator=Accelerator(cpu=True), seed=0, plan_weight=weight)
+        assert np.isfinite(losses).all()
+        first.append(losses[0])
+    assert abs(first[0] - first[1]) > 1e-5  # CPU runs are deterministic: equal inputs give equal losses

@@ -160,14 +160,18 @@ class TrainConfig:
                           choices=("expert", "random"))
     sft_thoughts: str = _f("state", "thoughts of the demonstrations: the template's, 'state' (what the image "
                            "shows, with NumberLine's comparison, never why the action was taken) or 'plan' (the "
-                           "expert's whole solution, then its next step: EZPoints, Points24) or 'sorted_plan' (the same, "
-                           "after the card values in ascending order: one text per set of values) or 'pattern_plan' (as "
-                           "'sorted_plan', the solution and the expert's moves from a few patterns shared by "
-                           "all deals: vlmrl_fast.patterns)", group="sft",
+                           "expert's whole solution, then its next step: EZPoints, Points24) or 'sorted_plan' (the "
+                           "same, after the card values in ascending order: one text per set of values) or "
+                           "'pattern_plan' (as 'sorted_plan', the solution and the expert's moves from a few "
+                           "patterns shared by all deals: vlmrl_fast.patterns)", group="sft",
                            choices=("template", "state", "plan", "sorted_plan", "pattern_plan"))
     sft_epochs: int = _f(4, "passes over the demonstrations", group="sft", min=1)
     sft_batch_size: int = _f(16, "demonstrations per optimizer step", group="sft", min=1)
     sft_learning_rate: float = _f(3e-4, "SFT learning rate (cosine to zero)", group="sft", min=0.0, max=1.0)
+    sft_plan_weight: float = _f(1.0, "loss weight of the solution's tokens in plan thoughts (sft_thoughts plan / "
+                                "sorted_plan / pattern_plan) against 1 for the other answer tokens: the solution "
+                                "is the one hard part of a formula game's answer, about one token in eight",
+                                group="sft", min=0.0)
     perception_steps: int = _f(0, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
                                "answers on frames of the env plus auxiliary classifiers of the state fields on "
                                "the image features; teaches a model to read the env's image); 0: off (the "

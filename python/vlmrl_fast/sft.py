@@ -29,6 +29,7 @@ class Demonstrations:
     answers: list[str]
     actions: list[int]
     action_names: list[list[str]] | None = None  # the legal action names of each step (ALFWorld: its commands)
+    plans: list[str | None] | None = None  # the solution each answer's thoughts state (None: they state none)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -58,6 +59,7 @@ class PlayedStep:
     action: int
     info: dict[str, Any]
     action_names: list[str] = dataclasses.field(default_factory=list)  # the legal actions at this step
+    plan: str | None = None  # the solution the thoughts state, where they state one
 
 
 def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: str, cot: bool,
@@ -102,9 +104,10 @@ def record_play(env_id: str, num_envs: int, *, seed: int, salt: int, actions: st
                     extra = prompts.plan_thoughts(env_id, info, name, plans[i], variant=thoughts)
                 else:
                     extra = None
+                stated = plans[i] if plans is not None and extra is not None and plans[i] else None
                 rows.append(PlayedStep(np.array(obs[i], copy=True), texts[i],
                                        prompts.answer(env_id, info, name, cot=cot, thoughts=extra),
-                                       int(named[i]), info, list(names[i])))
+                                       int(named[i]), info, list(names[i]), stated))
             obs, _, term, trunc, infos = envs.step(chosen)
             yield rows, int(np.sum(np.asarray(term) | np.asarray(trunc)))
     finally:
@@ -163,7 +166,8 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
     finally:
         play.close()
     return Demonstrations(np.stack([s.frame for s in steps]), [s.prompt for s in steps],
-                          [s.answer for s in steps], [s.action for s in steps], [s.action_names for s in steps])
+                          [s.answer for s in steps], [s.action for s in steps], [s.action_names for s in steps],
+                          [s.plan for s in steps])
 
 
 def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
@@ -171,6 +175,28 @@ def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
     tok = agent.processor.tokenizer
     eos = tok.eos_token_id
     return [list(tok(a, add_special_tokens=False)["input_ids"]) + [eos] for a in answers]
+
+
+def plan_token_weights(agent: Any, answers: list[str], plans: list[str | None], weight: float) -> list[list[float]]:
+    """Per answer token (as `answer_token_ids` makes them, end-of-answer token included): `weight` on the
+    tokens that overlap the solution the thoughts state (its first occurrence after "thoughts"), 1 elsewhere.
+    Needs a fast tokenizer (character offsets)."""
+    tok = agent.processor.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise ValueError("sft_plan_weight needs a fast tokenizer (character offsets of the answer tokens); "
+                         f"{type(tok).__name__} is not one: leave sft_plan_weight at 1")
+    out = []
+    for answer, plan in zip(answers, plans):
+        offsets = tok(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        w = [1.0] * (len(offsets) + 1)
+        start = answer.find(plan, max(answer.find('"thoughts"'), 0)) if plan else -1
+        if start >= 0:
+            end = start + len(plan)
+            for k, (a, b) in enumerate(offsets):
+                if a < end and b > start:
+                    w[k] = weight
+        out.append(w)
+    return out
 
 
 def answer_token_loss(agent: Any, frames: np.ndarray, prompts: list[str], answer_ids: list[list[int]],
@@ -214,9 +240,11 @@ def valid_answer_rate(agent: Any, action_names: list[str] | None, demos: Demonst
 
 
 def train_sft(agent: Any, demos: Demonstrations, *, epochs: int, batch_size: int, learning_rate: float,
-              accelerator: Any, seed: int = 0, max_grad_norm: float = 1.0,
+              accelerator: Any, seed: int = 0, max_grad_norm: float = 1.0, plan_weight: float = 1.0,
               on_step: Callable[[int, int, float], None] | None = None) -> list[float]:
     """Fine-tune the trainable parameters on the answer tokens of the demonstrations (AdamW, cosine to 0).
+    `plan_weight` != 1 weights the tokens of the solution each answer's thoughts state (`plan_token_weights`;
+    the loss is then the weighted mean).
 
     Returns the loss of every optimizer step. Non-finite losses are skipped (no step taken).
     """
@@ -224,6 +252,11 @@ def train_sft(agent: Any, demos: Demonstrations, *, epochs: int, batch_size: int
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     device = accelerator.device
     answer_ids = answer_token_ids(agent, demos.answers)
+    weights = None
+    if plan_weight != 1.0 and demos.plans is not None and any(demos.plans):
+        weights = plan_token_weights(agent, demos.answers, demos.plans, plan_weight)
+        if any(len(w) != len(a) for w, a in zip(weights, answer_ids)):
+            raise ValueError("plan_token_weights: token counts differ from answer_token_ids")
     rng = np.random.default_rng([seed, 0x5F7])
     steps_per_epoch = math.ceil(len(demos) / batch_size)
     total = epochs * steps_per_epoch
@@ -237,7 +270,8 @@ def train_sft(agent: Any, demos: Demonstrations, *, epochs: int, batch_size: int
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
             loss = answer_token_loss(agent, demos.frames[idx], [demos.prompts[i] for i in idx],
-                                     [answer_ids[i] for i in idx], device)
+                                     [answer_ids[i] for i in idx], device,
+                                     weights=None if weights is None else [weights[i] for i in idx])
             step += 1
             if not torch.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)

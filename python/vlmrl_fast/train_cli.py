@@ -95,20 +95,25 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
     from vlmrl_fast.trainer import perception_warm_start
 
-    extra = perception_warm_start(agent, cfg, accelerator)  # the perception stage first, where it applies
-    if extra.get("perception_stage") == "ran":
-        from vlmrl_fast.perception import held_out_accuracy, perception_frames
+    from vlmrl_fast.perception import has_fields, held_out_accuracy, perception_frames
 
+    extra = perception_warm_start(agent, cfg, accelerator)  # the perception stage first, where it applies
+    held = None
+    if cfg.cot and has_fields(cfg.env):  # the same held-out frames after the stage and after SFT
         held = perception_frames(cfg.env, 128, seed=derive_seed(cfg.seed, 0xF3), cot=cfg.cot, play=cfg.perception_play)
+    if extra.get("perception_stage") == "ran" and held is not None:
         extra["perception_accuracy_held_out"] = held_out_accuracy(agent, held)
     steps = cfg.sft_epochs * -(-len(demos) // cfg.sft_batch_size)
     with tqdm(total=steps, desc=f"SFT on {len(demos)} demonstration steps", disable=not cfg.progress) as bar:
         losses = train_sft(agent, demos, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
-                           learning_rate=cfg.sft_learning_rate, accelerator=accelerator, seed=cfg.seed,
+                           learning_rate=cfg.sft_learning_rate, accelerator=accelerator,
+                           plan_weight=cfg.sft_plan_weight, seed=cfg.seed,
                            on_step=lambda s, t, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
     held_out = build_demonstrations(cfg.env, 16, actions=cfg.sft_actions, seed=derive_seed(cfg.seed, 0xE7),
                                     cot=cfg.cot, state_text=cfg.state_text, thoughts=cfg.sft_thoughts)
     valid = valid_answer_rate(agent, None, held_out, seed=cfg.seed)  # each step's own legal actions
+    if held is not None:  # SFT can erase what the stage taught (a learning rate too high): say so
+        extra["perception_accuracy_after_sft"] = held_out_accuracy(agent, held)
     run_dir = cfg.resolved_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     agent.save(run_dir / "agent")

@@ -120,6 +120,7 @@ def warm_start(agent: Any, cfg: TrainConfig, accelerator: Any) -> dict[str, Any]
 
         losses = train_sft(agent, demos, epochs=cfg.sft_epochs, batch_size=cfg.sft_batch_size,
                            learning_rate=cfg.sft_learning_rate, accelerator=accelerator,
+                           plan_weight=cfg.sft_plan_weight,
                            seed=derive_seed(cfg.seed, rank, 0xD4), on_step=on_step)
     agent.eval()
     return {**stats, "sft_demonstrations": len(demos), "sft_first_loss": losses[0] if losses else None,
