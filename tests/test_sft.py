@@ -222,3 +222,19 @@ def test_plan_weight_marks_exactly_the_solution_tokens_and_changes_the_loss(tiny
         assert np.isfinite(losses).all()
         first.append(losses[0])
     assert abs(first[0] - first[1]) > 1e-5  # CPU runs are deterministic: equal inputs give equal losses
+
+
+def test_demonstration_frames_grow_in_one_array_and_equal_the_played_frames():
+    """build_demonstrations stores frames in one array grown in place (held once, not per step plus a stack):
+    across several growths (> 256 + 320 frames) they equal the frames the play yields, in order."""
+    from vlmrl_fast.sft import record_play
+
+    demos = build_demonstrations("NumberLine-v0", 300, actions="expert", seed=4, num_envs=8)
+    assert len(demos) > 600 and demos.frames.shape == (len(demos), 300, 300, 3) and demos.frames.flags.owndata
+    play = record_play("NumberLine-v0", 8, seed=4, salt=0xDE70, actions="expert", cot=True, state_text=False,
+                       thoughts="template")
+    want = []
+    while len(want) < len(demos):
+        want.extend(row.frame for row in next(play)[0])
+    play.close()
+    assert np.array_equal(demos.frames, np.stack(want[:len(demos)]))

@@ -156,18 +156,51 @@ def build_demonstrations(env_id: str, episodes: int, *, actions: str = "expert",
     finished = 0
     play = record_play(env_id, n, seed=seed, salt=0xDE70, actions=actions, cot=cot, state_text=state_text,
                        thoughts=thoughts, **env_kwargs)
+    frames = _FrameStore()
     try:
         for _ in range(max_steps):
             if finished >= episodes:
                 break
             rows, ended = next(play)
+            for row in rows:  # each frame goes into one growing array at once: memory holds it once
+                frames.append(row.frame)
+                row.frame = _NO_FRAME
             steps.extend(rows)
             finished += ended
     finally:
         play.close()
-    return Demonstrations(np.stack([s.frame for s in steps]), [s.prompt for s in steps],
+    return Demonstrations(frames.array(), [s.prompt for s in steps],
                           [s.answer for s in steps], [s.action for s in steps], [s.action_names for s in steps],
                           [s.plan for s in steps])
+
+
+_NO_FRAME = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+class _FrameStore:
+    """Frames appended one by one into a single array that grows in place (`ndarray.resize`: realloc, which
+    moves large blocks by remapping pages, not by copying): the demonstrations' frames are held once, not as
+    per-step copies plus their `np.stack`."""
+
+    def __init__(self) -> None:
+        self._a: np.ndarray | None = None
+        self._n = 0
+
+    def append(self, frame: np.ndarray) -> None:
+        if self._a is None:
+            self._a = np.empty((256, *frame.shape), dtype=frame.dtype)
+        elif self._n == len(self._a):
+            # resize zero-fills the new rows (their pages become resident): grow by a quarter, not double
+            self._a.resize((self._n + max(256, self._n // 4), *self._a.shape[1:]), refcheck=False)
+        self._a[self._n] = frame
+        self._n += 1
+
+    def array(self) -> np.ndarray:
+        if self._a is None:
+            raise ValueError("build_demonstrations: no step was played (episodes < 1?)")
+        self._a.resize((self._n, *self._a.shape[1:]), refcheck=False)
+        out, self._a = self._a, None
+        return out
 
 
 def answer_token_ids(agent: Any, answers: list[str]) -> list[list[int]]:
