@@ -36,16 +36,17 @@ def test_numberline_recipe_is_the_main_job():
 @pytest.mark.parametrize("env_id", TABLE_ENVS)
 def test_card_recipes_keep_what_the_embedded_model_reads(env_id):
     """The card games' recipes rely on the embedded model's build for reading (no perception stage; the build
-    teaches every one of them), then keep it: SFT at a small learning rate (2e-3 erased what a model had
-    learned to read: held-out perception 1.0 -> 0.045) and a KL to the warm start during RL."""
+    teaches every one of them), then keep it: SFT below the learning rate that erased what a model had learned
+    to read (2e-3: held-out perception 1.0 -> 0.045; Points24's 1e-3 kept it, 0.98-1.0 after RL over seeds
+    0-2) and a KL to the warm start during RL."""
     from vlmrl_fast.perception import READER
 
     cfg = load_config(RECIPES / f"{env_id}.toml")
     assert cfg.model == "tiny" and cfg.perception_steps == 0
-    if env_id == "ALFWorld-v0":  # no state field in its format: not in the build, no KL
+    if env_id == "ALFWorld-v0":  # not in the build (yet), no KL
         assert env_id not in READER.envs and cfg.kl_coef == 0
         return
-    assert env_id in READER.envs and cfg.sft_learning_rate <= 5e-4 and cfg.kl_coef > 0
+    assert env_id in READER.envs and cfg.sft_learning_rate <= 1e-3 and cfg.kl_coef > 0
 
 
 @pytest.mark.parametrize("env_id", TABLE_ENVS)
