@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -22,6 +23,7 @@ import numpy as np
 
 OPERATORS = ("+", "-", "*", "/")
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul}  # "/" guards its zero divisor itself
 MAX_VALUE = 10  # card values 1..10 (A = 1, J/Q/K = 10)
 
 
@@ -57,12 +59,8 @@ def _evaluate(tree, cols: np.ndarray) -> np.ndarray:
         return cols[:, tree]
     op, left, right = tree
     a, b = _evaluate(left, cols), _evaluate(right, cols)
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
+    if op in _ARITH:
+        return _ARITH[op](a, b)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(b == 0, np.nan, a / np.where(b == 0, 1, b))
 
@@ -75,12 +73,8 @@ def _exact(tree, values: Sequence[int]) -> Fraction | None:
     a, b = _exact(left, values), _exact(right, values)
     if a is None or b is None:
         return None
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
+    if op in _ARITH:
+        return _ARITH[op](a, b)
     return None if b == 0 else a / b
 
 
