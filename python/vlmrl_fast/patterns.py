@@ -18,6 +18,7 @@ import itertools
 import operator
 from collections.abc import Sequence
 from fractions import Fraction
+from math import comb
 
 import numpy as np
 
@@ -80,8 +81,6 @@ def _exact(tree, values: Sequence[int]) -> Fraction | None:
 
 def _deal_weight(values: tuple[int, ...]) -> int:
     """How many deals of a 52-card deck (J/Q/K worth 10) have these values."""
-    from math import comb
-
     w = 1
     for v in set(values):
         w *= comb(16 if v == MAX_VALUE else 4, values.count(v))

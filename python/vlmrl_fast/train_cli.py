@@ -93,9 +93,8 @@ def cmd_sft(args: argparse.Namespace) -> int:
         return _fail("sft", e)
     from tqdm.auto import tqdm
 
-    from vlmrl_fast.trainer import perception_warm_start
-
     from vlmrl_fast.perception import has_fields, held_out_accuracy, perception_frames
+    from vlmrl_fast.trainer import perception_warm_start
 
     extra = perception_warm_start(agent, cfg, accelerator)  # the perception stage first, where it applies
     held = None
