@@ -289,3 +289,8 @@ def test_expert_led_frames_reach_held_objects_and_answers_stay_truthful():
     assert len(set(actions)) > 10
     with pytest.raises(ValueError, match="play"):
         P.perception_frames("ALFWorld-v0", 4, play="greedy")
+    # By default expert play goes 16 steps deep (random play: 2), so its frames hold objects as well.
+    deep = P.perception_frames("ALFWorld-v0", 256, seed=4, play="expert")
+    shallow = P.perception_frames("ALFWorld-v0", 256, seed=4, play="expert", num_envs=128)
+    held = [sum(i["holding"] != "nothing" for i in d.infos) for d in (deep, shallow)]
+    assert held[0] >= 64 and held[1] == 0, held

@@ -188,16 +188,19 @@ def perception_frames(env_id: str, count: int, *, seed: int = 0, num_envs: int |
     """`count` frames from seeded play of `env_id`, each with its info and a truthful answer whose action is
     uniformly random and whose thoughts state the state (`sft.state_thoughts`). `play` "random": the envs play
     random actions; "expert": they follow the env's expert (deeper states: ALFWorld's held objects, which
-    random play almost never reaches), the answers still naming random actions. By default `count // 2` envs
-    (at most 1024) play two steps each: many deals with few frames each (random play of Points24 lasts ~12
-    steps, so 16 envs give 2,048 frames of only ~160 deals)."""
+    random play almost never reaches), the answers still naming random actions. By default random play runs
+    `count // 2` envs (at most 1024) for two steps each: many deals with few frames each (random play of
+    Points24 lasts ~12 steps, so 16 envs give 2,048 frames of only ~160 deals); expert play runs `count // 16`
+    envs for 16 steps each, deep enough to reach the states the expert leads to (about half of ALFWorld's
+    frames then show a held object, against none in its first two steps)."""
     from vlmrl_fast.sft import record_play
 
     if count < 1:
         raise ValueError(f"perception_frames: count must be >= 1, got {count}")
     if play not in PLAYS:
         raise ValueError(f"perception_frames: play must be one of {', '.join(PLAYS)}, got {play!r}")
-    n = max(1, min(num_envs if num_envs is not None else min(1024, count // 2), count))
+    depth = 2 if play == "random" else 16
+    n = max(1, min(num_envs if num_envs is not None else min(1024, count // depth), count))
     steps = []
     record = record_play(env_id, n, seed=seed, salt=0x9E4C, actions=play, cot=cot, state_text=False,
                          thoughts="state", answer_actions="played" if play == "random" else "random", **env_kwargs)
