@@ -179,8 +179,9 @@ class TrainConfig:
                                min=0)
     perception_frames: int = _f(2048, "frames the perception stage trains on", group="sft", min=1)
     perception_play: str = _f("random", "how the envs play while the perception stage's frames are recorded: "
-                              "random actions (2 steps per env), or the expert's (16 steps per env: deeper states, e.g. "
-                              "ALFWorld's held objects; the answers still name random actions)", group="sft", choices=("random", "expert"))
+                              "random actions (2 steps per env), or the expert's (16 steps per env: deeper "
+                              "states, e.g. ALFWorld's held objects; the answers still name random actions)",
+                              group="sft", choices=("random", "expert"))
     perception_vision_steps: int = _f(150, "first steps of the perception stage that train only the vision tower, "
                                       "projector and the auxiliary field classifiers (4x larger batches)",
                                       group="sft", min=0)
