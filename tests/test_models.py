@@ -79,6 +79,15 @@ def test_tokenizer_keeps_prompts_and_answers_short_and_digits_apart():
     assert tok.decode(tok(answer, add_special_tokens=False)["input_ids"]) == answer
     prompt_ids = tok(prompts.render("NumberLine-v0", state), add_special_tokens=False)["input_ids"]
     assert len(prompt_ids) <= 8
+    # ALFWorld-v0's prompts (households the corpus never played: another seed) stay short too: its names,
+    # commands and observations are in the corpus (~500 tokens each without them).
+    from vlmrl_fast.perception import perception_frames
+
+    alf = perception_frames("ALFWorld-v0", 64, seed=77, play="expert")
+    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in alf.prompts]
+    assert sum(lengths) / len(lengths) <= 100, lengths
+    blackjack = perception_frames("Blackjack-v0", 16, seed=77)  # the card games keep their merges
+    assert max(len(tok(p, add_special_tokens=False)["input_ids"]) for p in blackjack.prompts) <= 40
     # Byte-level: text outside the corpus still round-trips (no unknown token).
     odd = "Ünïcode ✓ 24 = (8/(3-8/3))"
     ids = tok(odd, add_special_tokens=False)["input_ids"]

@@ -43,9 +43,6 @@ def test_card_recipes_keep_what_the_embedded_model_reads(env_id):
 
     cfg = load_config(RECIPES / f"{env_id}.toml")
     assert cfg.model == "tiny" and cfg.perception_steps == 0
-    if env_id == "ALFWorld-v0":  # not in the build (yet), no KL
-        assert env_id not in READER.envs and cfg.kl_coef == 0
-        return
     assert env_id in READER.envs and cfg.sft_learning_rate <= 1e-3 and cfg.kl_coef > 0
 
 

@@ -578,9 +578,9 @@ class ReaderRecipe:
     (`teach_reading`): the perception stage on frames of every env in `envs` (joint steps shared by
     `env_weights`: the four cards of Points24 and Blackjack's hands take longer than two numbers)."""
 
-    envs: tuple[str, ...] = ("NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0")
-    expert_play: tuple[str, ...] = ()  # envs whose frames come from expert-led play (`perception_frames`)
-    env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 3.0)
+    envs: tuple[str, ...] = ("NumberLine-v0", "EZPoints-v0", "Points24-v0", "Blackjack-v0", "ALFWorld-v0")
+    expert_play: tuple[str, ...] = ("ALFWorld-v0",)  # envs whose frames come from expert-led play (`perception_frames`)
+    env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 2.5, 3.0)
     frames: int = 2048
     held_out: int = 128
     vision_steps: int = 300
@@ -591,7 +591,7 @@ class ReaderRecipe:
     field_weight: float = 5.0
     probe: str = "auto"
     validation: int = 64  # frames per env whose greedy accuracy re-shares the remaining steps ...
-    rebalance_every: int = 500  # ... every so many joint steps (0: fixed shares)
+    rebalance_every: int = 250  # ... every so many joint steps (0: fixed shares)
     threads: int = 2
 
 

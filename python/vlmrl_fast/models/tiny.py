@@ -25,7 +25,7 @@ import torch
 from vlmrl_fast.models.corpus import corpus, corpus_digest
 
 # Bump when the recipe (sizes, template, tokenizer settings) changes: the cache key changes with it.
-TINY_VERSION = "v3"
+TINY_VERSION = "v4"
 TINY_FAMILIES = ("llava", "llava_next", "qwen2_vl")
 
 # Test-size models see 112x112 images in 14 px patches (Qwen2-VL's fixed patch size). The default
@@ -79,7 +79,7 @@ def chat_template(family: str) -> str:
     return _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", _IMAGE_PLACEHOLDER[family])
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 2048):
+def train_tokenizer(texts: list[str], vocab_size: int = 3072):
     """Train a byte-level BPE tokenizer on `texts` and wrap it as a transformers fast tokenizer.
 
     Byte-level: any text encodes (no unknown token). Merges may cross word boundaries, so the fixed
