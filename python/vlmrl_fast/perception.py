@@ -377,14 +377,16 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
                      learning_rate: float = 3e-4, vision_lr_scale: float = 3.0, aux_weight: float = 1.0,
                      vision_steps: int = 0, field_weight: float = 1.0, env_weights: Sequence[float] | None = None,
                      probe: str = "linear", validation: Sequence[PerceptionSet] | None = None,
-                     rebalance_every: int = 0,
+                     rebalance_every: int = 0, rebalance_floor: float = 0.1,
+                     vision_weights: Sequence[float] | None = None,
                      seed: int = 0, max_grad_norm: float = 1.0, device: torch.device | str | None = None,
                      on_step: Callable[[int, int, float], None] | None = None,
                      on_vision_step: Callable[[int, int, float], None] | None = None) -> StageResult:
     """The perception stage: `steps` AdamW steps (warm-up then cosine to 0) on batches drawn from the frame
     sets (shares `env_weights`, default equal: round robin; with `validation` sets, one per frame set, and
     `rebalance_every` = R, the greedy accuracy on them is measured every R joint steps and the remaining
-    steps are shared in proportion to weight x (0.1 + error rate): the envs still misread get the steps),
+    steps are shared in proportion to weight x (`rebalance_floor` + error rate): the envs still misread get the
+    steps),
     after `vision_steps` steps that train only the vision tower, projector and
     auxiliary heads (batches 4x larger: the vision side alone is cheap) - a curriculum: first make the image
     features carry the fields, then teach the language model to read them. Loss: answer-token NLL +
@@ -444,6 +446,10 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
                                         for a in d.answers] for d in data}
         if env_weights is not None and len(env_weights) != len(data):
             raise ValueError(f"train_perception: {len(env_weights)} env_weights for {len(data)} frame sets")
+        if vision_weights is not None and (len(vision_weights) != len(data) or min(vision_weights) < 0
+                                           or sum(vision_weights) <= 0):
+            raise ValueError(f"train_perception: vision_weights must be {len(data)} weights >= 0 with a positive "
+                             f"sum, got {list(vision_weights)}")
         share = np.asarray(env_weights if env_weights is not None else [1.0] * len(data), dtype=float)
         share = share / share.sum()
         order = _schedule(steps, share)
@@ -453,7 +459,8 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
         rng = np.random.default_rng([seed, 0xAE5C])
         if vision_steps > 0 and heads:
             _train_vision(agent, data, heads, labels, captured, vision_steps, 4 * batch_size,
-                          learning_rate * vision_lr_scale, rng, device, max_grad_norm, aux_losses, on_vision_step)
+                          learning_rate * vision_lr_scale, rng, device, max_grad_norm, aux_losses, on_vision_step,
+                          vision_weights)
         warmup = max(1, steps // 20)
         losses: list[float] = []
         agent.train()
@@ -461,7 +468,7 @@ def train_perception(agent: Any, data: Sequence[PerceptionSet], *, steps: int, b
             if validation is not None and rebalance_every > 0 and step > 0 and step % rebalance_every == 0:
                 acc = [held_out_accuracy(agent, v) for v in validation]
                 rebalances.append({"step": step, **{v.env_id: a for v, a in zip(validation, acc)}})
-                order[step:] = _schedule(steps - step, _rebalanced(share, acc))
+                order[step:] = _schedule(steps - step, _rebalanced(share, acc, rebalance_floor))
                 agent.train()
             d = data[order[step]]
             idx = rng.choice(len(d), size=min(batch_size, len(d)), replace=False)
@@ -505,11 +512,13 @@ def _schedule(steps: int, share: np.ndarray) -> list[int]:
     return out
 
 
-def _rebalanced(share: np.ndarray, accuracy: Sequence[float]) -> np.ndarray:
-    """Shares of the remaining joint steps: each env's share x (0.1 + its validation error rate), normalised
-    (an env read perfectly keeps a tenth of its share; NaN accuracy counts as perfect)."""
+def _rebalanced(share: np.ndarray, accuracy: Sequence[float], floor: float = 0.1) -> np.ndarray:
+    """Shares of the remaining joint steps: each env's share x (`floor` + its validation error rate),
+    normalised (an env read perfectly keeps `floor` of its share; NaN accuracy counts as perfect)."""
+    if not floor > 0:
+        raise ValueError(f"rebalance floor must be > 0, got {floor}")
     err = np.array([0.0 if math.isnan(a) else 1.0 - a for a in accuracy])
-    w = share * (0.1 + err)
+    w = share * (floor + err)
     return w / w.sum()
 
 
@@ -540,16 +549,22 @@ def _image_features(agent: Any, vision: dict[str, torch.Tensor]) -> None:
 def _train_vision(agent: Any, data: Sequence[PerceptionSet], heads: dict[str, AuxHeads],
                   labels: dict[str, list[dict[str, str]]], captured: list[torch.Tensor], steps: int, batch_size: int,
                   lr: float, rng: np.random.Generator, device: Any, max_grad_norm: float,
-                  aux_losses: list[float], on_step: Callable[[int, int, float], None] | None = None) -> None:
+                  aux_losses: list[float], on_step: Callable[[int, int, float], None] | None = None,
+                  weights: Sequence[float] | None = None) -> None:
     vision = _vision_params(agent.model)
     params = [p for p in agent.parameters() if p.requires_grad and id(p) in vision]
     params += [p for h in heads.values() for p in h.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sets = [d for d in data if d.env_id in heads]
+    if weights is None:
+        order = [step % len(sets) for step in range(steps)]  # round robin
+    else:
+        share = np.asarray([w for d, w in zip(data, weights) if d.env_id in heads], dtype=float)
+        order = _schedule(steps, share / share.sum())
     warmup = max(1, steps // 20)
     agent.train()
     for step in range(steps):
-        d = sets[step % len(sets)]
+        d = sets[order[step]]
         idx = rng.choice(len(d), size=min(batch_size, len(d)), replace=False)
         for g in optimizer.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / warmup)
@@ -583,7 +598,7 @@ class ReaderRecipe:
     env_weights: tuple[float, ...] = (1.0, 1.5, 2.5, 2.5, 3.0)
     frames: int = 2048
     held_out: int = 128
-    vision_steps: int = 300
+    vision_steps: int = 800  # shared by vision_weights: ALFWorld's status lines need most of them
     steps: int = 2200
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -591,7 +606,9 @@ class ReaderRecipe:
     field_weight: float = 5.0
     probe: str = "auto"
     validation: int = 64  # frames per env whose greedy accuracy re-shares the remaining steps ...
-    rebalance_every: int = 250  # ... every so many joint steps (0: fixed shares)
+    rebalance_every: int = 250  # ... every so many joint steps (0: fixed shares) ...
+    rebalance_floor: float = 0.1  # ... in proportion to weight x (floor + validation error rate)
+    vision_weights: tuple[float, ...] | None = (1.0, 1.0, 1.0, 1.0, 6.0)  # shares of the vision-only steps
     threads: int = 2
 
 
@@ -642,7 +659,8 @@ def teach_reading(model_dir: Any, *, seed: int = 0, recipe: ReaderRecipe | None 
                     batch_size=recipe.batch_size, learning_rate=recipe.learning_rate,
                     vision_lr_scale=recipe.vision_lr_scale, field_weight=recipe.field_weight,
                     env_weights=recipe.env_weights, probe=recipe.probe, seed=seed, validation=val,
-                    rebalance_every=recipe.rebalance_every,
+                    rebalance_every=recipe.rebalance_every, rebalance_floor=recipe.rebalance_floor,
+                    vision_weights=recipe.vision_weights,
                     on_step=(lambda *_: bar.update(1)) if bar is not None else None,
                     on_vision_step=(lambda *_: bar.update(1)) if bar is not None else None)
             finally:
