@@ -243,7 +243,8 @@ def test_attentive_heads_share_one_classifier_per_field():
 
 
 TOY_READER = P.ReaderRecipe(envs=("NumberLine-v0", "Blackjack-v0"), env_weights=(1.0, 1.0), frames=32, held_out=8,
-                            vision_steps=3, steps=4, batch_size=4, threads=1, validation=4, rebalance_every=2)
+                            vision_steps=3, vision_weights=(1.0, 3.0), steps=4, batch_size=4, threads=1, validation=4,
+                            rebalance_every=2)
 
 
 def test_teach_reading_saves_the_model_and_its_report(tmp_path, tiny):
