@@ -175,8 +175,8 @@ class TrainConfig:
     perception_steps: int = _f(0, "steps of the perception stage before SFT (vlmrl_fast.perception: truthful "
                                "answers on frames of the env plus auxiliary classifiers of the state fields on "
                                "the image features; teaches a model to read the env's image); 0: off (the "
-                               "embedded tiny VLM reads the four gym_cards games from its build on)", group="sft",
-                               min=0)
+                               "embedded tiny VLM reads the four gym_cards games and ALFWorld-v0 from its build "
+                               "on)", group="sft", min=0)
     perception_frames: int = _f(2048, "frames the perception stage trains on", group="sft", min=1)
     perception_play: str = _f("random", "how the envs play while the perception stage's frames are recorded: "
                               "random actions (2 steps per env), or the expert's (16 steps per env: deeper "

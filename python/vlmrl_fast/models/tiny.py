@@ -7,7 +7,7 @@ for small images, a processor and a chat template, so that `AutoModelForImageTex
 `AutoProcessor.from_pretrained(folder)` load it like any hub model. Nothing is downloaded.
 
 The embedded default model (`default_model_path`) is the "llava" family at the "default" size (128 px
-images in 32 px patches), taught to read the four gym_cards games when it is built
+images in 32 px patches), taught to read the four gym_cards games and ALFWorld-v0 when it is built
 (`vlmrl_fast.perception.teach_reading`); the other families, at the "test" size, serve the tests.
 """
 
@@ -326,8 +326,8 @@ PRETRAIN_ENV = "VLMRL_FAST_TINY_PRETRAIN"
 def default_model_path(seed: int = 0) -> Path:
     """The embedded tiny VLM: built on first use under the user cache dir, then reused.
 
-    The build makes the default-size llava from `seed` and teaches it to read the four gym_cards games'
-    images (`vlmrl_fast.perception.teach_reading`, a few minutes on two CPU cores; its held-out accuracies
+    The build makes the default-size llava from `seed` and teaches it to read the four gym_cards games' and
+    ALFWorld-v0's images (`vlmrl_fast.perception.teach_reading`, a few minutes on two CPU cores; its held-out accuracies
     are in the folder's perception.json). With VLMRL_FAST_TINY_PRETRAIN=0 the untrained model is built and
     cached under its own key instead (seconds: for tests and for experiments from scratch).
 
