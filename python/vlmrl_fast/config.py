@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of everything (envs, sampling, init); each process adds its rank", group="run", min=0)
     run_dir: str = _f("", "output folder; empty means runs/<run_name>", group="run")
     run_name: str = _f("", "name of the run folder under runs/; empty means <env>-<model>-seed<seed>", group="run")
-    updates: int = _f(70, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
+    updates: int = _f(80, "number of PPO updates (rollout + optimisation) after the warm start", group="run", min=0)
     stop_after: int = _f(0, "stop this invocation after so many updates (0: never); continue with --resume",
                          group="run", min=0)
     checkpoint_every: int = _f(5, "write a checkpoint every so many updates (and always at the end)",
@@ -116,8 +116,8 @@ class TrainConfig:
     clip_vloss: bool = _f(True, "clip the value loss around the old values", group="ppo")
     vf_coef: float = _f(0.5, "value loss coefficient", group="ppo", min=0.0)
     ent_coef: float = _f(0.0, "entropy bonus coefficient", group="ppo", min=0.0)
-    kl_coef: float = _f(0.02, "KL penalty to the initial policy (0: off, no reference model kept; the main job's "
-                        "0.02 keeps its thoughts reading the image during RL without holding its actions to the "
+    kl_coef: float = _f(0.01, "KL penalty to the initial policy (0: off, no reference model kept; the main job's "
+                        "0.01 keeps its thoughts reading the image during RL without holding its actions to the "
                         "warm start's random ones)", group="ppo",
                         min=0.0)
     kl_estimator: str = _f("k3_token", "estimator of that KL on the sampled answers: k1 (log-ratio), k3 "
