@@ -9,7 +9,8 @@ For each seed: the default-size tiny llava built from the seed into OUT/seed<S> 
 first use of `--model tiny` runs), timed from the empty folder to the saved model. Writes OUT/reader.json: one
 row per seed (held-out answer accuracy and probe accuracy per env, seconds) and the mean and min over seeds,
 and prints a Markdown table. `--set FIELD=VALUE` overrides a recipe field (e.g. `--set steps=1800`), for
-trying recipes; the rows record the recipe they ran.
+trying recipes (other `envs` need `env_weights` and `vision_weights` of their length); the rows record the
+recipe they ran.
 """
 
 from __future__ import annotations

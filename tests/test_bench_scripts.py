@@ -55,6 +55,7 @@ def test_reader_benchmark_writes_accuracy_per_seed_and_env(tmp_path, capsys):
     perception = _load("perception")
     out = tmp_path / "p"
     assert perception.main(["--seeds", "0,1", "--set", "envs=NumberLine-v0,EZPoints-v0", "--set", "env_weights=1,1",
+                            "--set", "vision_weights=1,3",
                             "--set", "steps=2", "--set", "vision_steps=1", "--set", "frames=8",
                             "--set", "held_out=4", "--set", "validation=4", "--set", "rebalance_every=1",
                             "--set", "batch_size=2", "--set", "threads=1", "--out", str(out)]) == 0
