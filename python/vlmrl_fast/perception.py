@@ -556,11 +556,8 @@ def _train_vision(agent: Any, data: Sequence[PerceptionSet], heads: dict[str, Au
     params += [p for h in heads.values() for p in h.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sets = [d for d in data if d.env_id in heads]
-    if weights is None:
-        order = [step % len(sets) for step in range(steps)]  # round robin
-    else:
-        share = np.asarray([w for d, w in zip(data, weights) if d.env_id in heads], dtype=float)
-        order = _schedule(steps, share / share.sum())
+    share = np.asarray([w for d, w in zip(data, weights or [1.0] * len(data)) if d.env_id in heads], dtype=float)
+    order = _schedule(steps, share / share.sum())  # equal shares: round robin
     warmup = max(1, steps // 20)
     agent.train()
     for step in range(steps):

@@ -147,7 +147,7 @@ def _template_texts(render, answer, plan_thoughts=None) -> list[str]:
 def _alfworld_texts() -> tuple[str, ...]:
     """Prompts and answers of ALFWorld-v0 from seeded play of the real engine (expert-led and random, the
     answers' thoughts stating the state): its households' names, commands and observations. Without them
-    the byte-level BPE codes an ALFWorld prompt in ~500 tokens (the card games' in 3-40); with them ~40."""
+    the byte-level BPE codes an ALFWorld prompt in ~530 tokens (the card games' in 3-41); with them ~65."""
     from vlmrl_fast.sft import record_play
 
     texts: list[str] = []
