@@ -221,10 +221,12 @@ def test_kl_estimators_hand_computed():
     new, ref = torch.tensor([0.0, -1.0]), torch.tensor([-1.0, 0.0])  # ref - new = (-1, 1)
     assert float(kl_to_reference(new, ref, "k1")) == pytest.approx(0.0, abs=1e-7)
     assert float(kl_to_reference(new, ref, "k3")) == pytest.approx((math.exp(-1) + math.e - 2) / 2, rel=1e-6)
-    with pytest.raises(ValueError, match="k2"):
-        kl_to_reference(new, ref, "k2")
-    with pytest.raises(ValueError, match="kl_to_reference_tokens"):
-        kl_to_reference(new, ref, "k3_token")
+    assert float(kl_to_reference(new, ref, "k2")) == pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="k4"):
+        kl_to_reference(new, ref, "k4")
+    for est in ("k2_token", "k3_token"):
+        with pytest.raises(ValueError, match="kl_to_reference_tokens"):
+            kl_to_reference(new, ref, est)
 
 
 def test_token_kl_hand_computed_ignores_padding():
@@ -248,6 +250,34 @@ def test_token_kl_hand_computed_ignores_padding():
     with pytest.raises(ValueError, match="new_token_logprob"):
         ppo_losses(z, z, z, None, None, z, clip_coef=0.2, kl_coef=0.5, kl_estimator="k3_token",
                    ref_token_logprob=ref)
+    # k2_token: half the squared log-ratio per token, padding ignored, through ppo_losses too
+    want2 = (0.5 + 0.5 + 0.0 + 0.5 * 0.2 ** 2) / 2
+    assert float(kl_to_reference_tokens(new, ref, mask, "k2_token")) == pytest.approx(want2, rel=1e-6)
+    out = ppo_losses(z, z, z, None, None, z, clip_coef=0.2, kl_coef=0.5, kl_estimator="k2_token",
+                     new_token_logprob=new, ref_token_logprob=ref, token_mask=mask)
+    assert float(out.kl_ref) == pytest.approx(want2, rel=1e-6)
+    with pytest.raises(ValueError, match="per-token"):
+        kl_to_reference_tokens(new, ref, mask, "k3")
+
+
+def test_k2_token_pull_back_is_linear_in_a_drifted_tokens_log_ratio():
+    """A reading token whose log-prob fell 30 nats below the reference's (as RL on EZPoints did within one
+    update): k3_token's gradient on it is exp(30) - 1 ~ 1e13, which the gradient-norm clip turns into a step
+    spent on that token alone; k2_token's is 30. Both are 0 where the policy equals the reference."""
+    from vlmrl_fast.ppo_math import kl_to_reference_tokens
+
+    ref = torch.tensor([[-0.01, -0.5]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    grads = {}
+    for est in ("k2_token", "k3_token"):
+        new = torch.tensor([[-30.01, -0.5]], requires_grad=True)
+        kl_to_reference_tokens(new, ref, mask, est).backward()
+        grads[est] = new.grad[0].tolist()
+        same = torch.tensor([[-0.01, -0.5]], requires_grad=True)
+        kl_to_reference_tokens(same, ref, mask, est).backward()
+        assert same.grad.abs().max() == 0
+    assert grads["k2_token"] == pytest.approx([-30.0, 0.0], abs=1e-4)
+    assert grads["k3_token"][0] == pytest.approx(-(math.exp(30.0) - 1), rel=1e-4)
 
 
 @pytest.mark.parametrize("env_id", ["NumberLine-v0", "EZPoints-v0"])

@@ -120,10 +120,11 @@ class TrainConfig:
                         "0.01 keeps its thoughts reading the image during RL without holding its actions to the "
                         "warm start's random ones)", group="ppo",
                         min=0.0)
-    kl_estimator: str = _f("k3_token", "estimator of that KL on the sampled answers: k1 (log-ratio), k3 "
-                           "(low-variance, non-negative, on the whole answer's log-prob) or k3_token (k3 per "
-                           "token, summed over the answer: no exp of a whole answer's log-ratio)", group="ppo",
-                           choices=("k1", "k3", "k3_token"))
+    kl_estimator: str = _f("k3_token", "estimator of that KL on the sampled answers: k1 (log-ratio), k2 "
+                           "(half the squared log-ratio: the reverse KL's gradient), k3 (low-variance, "
+                           "non-negative) on the whole answer's log-prob, or k2_token / k3_token (per token, "
+                           "summed over the answer; k3_token is exponential in a token's log-ratio, k2_token "
+                           "quadratic)", group="ppo", choices=("k1", "k2", "k3", "k2_token", "k3_token"))
     target_kl: float = _f(0.3, "stop the update's epochs early once an epoch's mean approx KL exceeds this (0: off)",
                           group="ppo", min=0.0)
     max_grad_norm: float = _f(1.0, "gradient clipping norm", group="ppo", min=0.0)

@@ -23,7 +23,7 @@ import torch
 
 from vlmrl_fast.advantages import compute_advantages, diagnostics
 from vlmrl_fast.config import TrainConfig
-from vlmrl_fast.ppo_math import cosine_lr, explained_variance, normalize_advantages, ppo_losses
+from vlmrl_fast.ppo_math import TOKEN_KL_ESTIMATORS, cosine_lr, explained_variance, normalize_advantages, ppo_losses
 from vlmrl_fast.rollout import Rollout, collect_rollout, select_rows
 
 
@@ -74,7 +74,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
     b_ret = torch.as_tensor(returns.reshape(-1), device=device)
     b_ref = None if ro.ref_logprobs is None else torch.as_tensor(ro.ref_logprobs.reshape(-1), device=device)
     b_ref_tok = None
-    if ro.ref_token_logprobs is not None and cfg.kl_estimator == "k3_token":
+    if ro.ref_token_logprobs is not None and cfg.kl_estimator in TOKEN_KL_ESTIMATORS:
         b_ref_tok = torch.as_tensor(ro.ref_token_logprobs.reshape(B, -1), device=device)
     if cfg.norm_adv:
         b_adv = normalize_advantages(b_adv)
@@ -95,7 +95,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                               lam=cfg.thought_coef)
                 value = ev.value.float() if agent.value_head is not None else None  # value-free: no value loss
                 tok_kw = {}
-                if b_ref_tok is not None:  # k3_token: the per-token KL over each answer's tokens
+                if b_ref_tok is not None:  # k2_token / k3_token: the per-token KL over each answer's tokens
                     width = ev.token_logprobs.shape[1]
                     lengths = torch.as_tensor([len(ro.answer_ids[i]) for i in idx], device=device)
                     tok_kw = dict(new_token_logprob=ev.token_logprobs.float(),

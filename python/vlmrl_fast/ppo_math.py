@@ -57,28 +57,42 @@ class PPOLosses:
     ratio_guarded: bool
 
 
+TOKEN_KL_ESTIMATORS = ("k2_token", "k3_token")  # on per-token log-probs (kl_to_reference_tokens)
+
+
+def _kl_terms(d: torch.Tensor, estimator: str) -> torch.Tensor:
+    """One estimator's terms of the log-ratios d = ref - new."""
+    if estimator == "k1":
+        return -d
+    if estimator == "k2":
+        return 0.5 * d * d
+    if estimator == "k3":
+        return d.exp() - d - 1
+    raise ValueError(f"kl estimator must be k1, k2 or k3, got {estimator!r}")
+
+
 def kl_to_reference(new_logprob: torch.Tensor, ref_logprob: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
     """Mean estimate of KL(policy || reference) from log-probs of answers sampled by the policy:
-    k1 = new - ref (unbiased, can be negative); k3 = exp(ref - new) - (ref - new) - 1 (unbiased,
-    non-negative, low variance)."""
-    d = ref_logprob - new_logprob
-    if estimator == "k3_token":
-        raise ValueError("k3_token needs per-token log-probs: use kl_to_reference_tokens")
-    if estimator == "k1":
-        return (-d).mean()
-    if estimator == "k3":
-        return (d.exp() - d - 1).mean()
-    raise ValueError(f"kl estimator must be k1 or k3, got {estimator!r}")
+    k1 = new - ref (unbiased, can be negative); k2 = (new - ref)^2 / 2 (as a loss its gradient is the
+    reverse KL's gradient, and it grows with the square of the log-ratio); k3 = exp(ref - new) - (ref - new)
+    - 1 (unbiased, non-negative, low variance, but exponential in a log-ratio)."""
+    if estimator in TOKEN_KL_ESTIMATORS:
+        raise ValueError(f"{estimator} needs per-token log-probs: use kl_to_reference_tokens")
+    return _kl_terms(ref_logprob - new_logprob, estimator).mean()
 
 
 def kl_to_reference_tokens(new_token_logprob: torch.Tensor, ref_token_logprob: torch.Tensor,
-                           mask: torch.Tensor) -> torch.Tensor:
-    """Mean over answers of the per-token k3 summed over each answer's tokens ([B, L] inputs, mask true on
-    answer tokens): sum_t exp(ref_t - new_t) - (ref_t - new_t) - 1. Estimates the same sequence KL as k3
-    on whole answers, but each term sees one token's log-ratio, so one drifted answer adds a sum of
-    bounded-looking terms instead of exp(sum) (the whole-answer k3 reaches 5e4 on single answers)."""
+                           mask: torch.Tensor, estimator: str = "k3_token") -> torch.Tensor:
+    """Mean over answers of a per-token estimator summed over each answer's tokens ([B, L] inputs, mask
+    true on answer tokens). k3_token: sum_t exp(ref_t - new_t) - (ref_t - new_t) - 1 (each term sees one
+    token's log-ratio instead of exp of the whole answer's, which reaches 5e4 on single answers; still, one
+    token whose log-prob falls by 30 nats adds e^30). k2_token: sum_t (new_t - ref_t)^2 / 2, whose gradient
+    is sum_t (new_t - ref_t) grad new_t: the reverse KL's gradient in expectation (E[grad new_t] = 0 under
+    the policy), linear in a drifted token's log-ratio rather than exponential."""
+    if estimator not in TOKEN_KL_ESTIMATORS:
+        raise ValueError(f"per-token kl estimator must be one of {TOKEN_KL_ESTIMATORS}, got {estimator!r}")
     d = (ref_token_logprob - new_token_logprob).masked_fill(~mask, 0.0)
-    return ((d.exp() - d - 1) * mask).sum(1).mean()
+    return (_kl_terms(d, estimator.removesuffix("_token")) * mask).sum(1).mean()
 
 
 def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
@@ -97,7 +111,7 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     Value: 0.5 * max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2) when clip_vloss, else 0.5 * (v - R)^2.
     Without a value head (new_value None: the value-free algorithms) there is no value loss (0).
     KL to the initial policy (optional): `kl_to_reference` with `kl_estimator` (k1 or k3) on the sampled
-    answers' log-probs, or with k3_token `kl_to_reference_tokens` on their per-token log-probs ([B, L]
+    answers' log-probs, or with k2_token / k3_token `kl_to_reference_tokens` on their per-token log-probs ([B, L]
     new_token_logprob, ref_token_logprob and token_mask).
     """
     logratio = new_logprob - old_logprob
@@ -123,10 +137,10 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
 
     zero = new_logprob.new_zeros(())
     ent = entropy.mean() if entropy is not None else zero
-    if kl_coef > 0 and kl_estimator == "k3_token" and ref_token_logprob is not None:
+    if kl_coef > 0 and kl_estimator in TOKEN_KL_ESTIMATORS and ref_token_logprob is not None:
         if new_token_logprob is None or token_mask is None:
-            raise ValueError("kl_estimator k3_token needs new_token_logprob and token_mask")
-        kl_ref = kl_to_reference_tokens(new_token_logprob, ref_token_logprob, token_mask)
+            raise ValueError(f"kl_estimator {kl_estimator} needs new_token_logprob and token_mask")
+        kl_ref = kl_to_reference_tokens(new_token_logprob, ref_token_logprob, token_mask, kl_estimator)
     elif ref_logprob is not None and kl_coef > 0:
         kl_ref = kl_to_reference(new_logprob, ref_logprob, kl_estimator)
     else:
