@@ -157,9 +157,14 @@ def test_k3_token_update_stores_the_references_tokens_and_starts_at_zero_kl(tiny
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     stats = ppo_update(agent, opt, Accelerator(cpu=True), ro, adv, adv, cfg, np.random.default_rng(0))
     assert stats["kl_ref"] == pytest.approx(0.0, abs=1e-5)  # one minibatch, evaluated before the step
+    assert stats["ref_drift_max"] == pytest.approx(0.0, abs=1e-5)
 
     more = small_config(tiny_dirs["llava"], lora=False, warm_start="sft", kl_coef=0.1, kl_estimator="k3_token",
                         update_epochs=3, target_kl=0.0, learning_rate=1e-3, min_learning_rate=1e-3)
     record = train_update(agent, opt, Accelerator(cpu=True), envs, more, 1, 0, reference_evaluator(agent, more))
     assert math.isfinite(record["losses/kl_ref"]) and record["losses/kl_ref"] > 0
+    assert record["losses/ref_drift_max"] > 0  # some sampled token fell below the frozen copy's log-prob
+    whole = small_config(tiny_dirs["llava"], lora=False, warm_start="sft", kl_coef=0.1, kl_estimator="k3")
+    record = train_update(agent, opt, Accelerator(cpu=True), envs, whole, 2, 0, reference_evaluator(agent, whole))
+    assert math.isnan(record["losses/ref_drift_max"])  # whole-answer estimators keep no per-token log-probs
     envs.close()

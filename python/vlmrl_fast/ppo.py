@@ -80,6 +80,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
         b_adv = normalize_advantages(b_adv)
     stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
                                                      "old_approx_kl", "clipfrac", "kl_ref", "ratio_guarded")}
+    drift = float("nan") if b_ref_tok is None else 0.0  # largest fall of a token's log-prob below the reference's
     skipped = dropped_steps = opt_steps = 0
     epochs_done = 0
     for _ in range(cfg.update_epochs):
@@ -101,6 +102,9 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                     tok_kw = dict(new_token_logprob=ev.token_logprobs.float(),
                                   ref_token_logprob=b_ref_tok[idx, :width],
                                   token_mask=torch.arange(width, device=device)[None, :] < lengths[:, None])
+                    fall = (tok_kw["ref_token_logprob"] - tok_kw["new_token_logprob"].detach()).masked_fill(
+                        ~tok_kw["token_mask"], 0.0)
+                    drift = max(drift, float(fall.max()))
                 out = ppo_losses(ev.logprob.float(), b_logprobs[idx], b_adv[idx], value,
                                  b_values[idx], b_ret[idx], clip_coef=cfg.clip_coef, clip_vloss=cfg.clip_vloss,
                                  vf_coef=cfg.vf_coef, ratio_guard=cfg.ratio_guard, entropy=ev.entropy.float(),
@@ -125,7 +129,7 @@ def ppo_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any, r
                         opt_steps += 1
                     optimizer.zero_grad(set_to_none=True)
     result = {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
-    result.update(nonfinite_skipped=float(skipped), dropped_steps=float(dropped_steps),
+    result.update(ref_drift_max=drift, nonfinite_skipped=float(skipped), dropped_steps=float(dropped_steps),
                   optimizer_steps=float(opt_steps), epochs=float(epochs_done))
     return result
 
@@ -201,6 +205,9 @@ def train_update(agent: Any, optimizer: torch.optim.Optimizer, accelerator: Any,
         "losses/old_approx_kl": stats["old_approx_kl"],
         "losses/clipfrac": stats["clipfrac"],
         "losses/kl_ref": stats["kl_ref"],
+        # per-token KL estimators: the most a sampled token's log-prob fell below the reference's in this
+        # update (nats; k3_token's term for it is exp of this)
+        "losses/ref_drift_max": stats["ref_drift_max"],
         "losses/ratio_guarded": stats["ratio_guarded"],
         "losses/explained_variance": (explained_variance(ro.values.reshape(-1), returns.reshape(-1))
                                       if agent.value_head is not None else float("nan")),
