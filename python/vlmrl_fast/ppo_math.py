@@ -110,7 +110,7 @@ def ppo_losses(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages:
     otherwise let one token sequence dominate the step).
     Value: 0.5 * max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2) when clip_vloss, else 0.5 * (v - R)^2.
     Without a value head (new_value None: the value-free algorithms) there is no value loss (0).
-    KL to the initial policy (optional): `kl_to_reference` with `kl_estimator` (k1 or k3) on the sampled
+    KL to the initial policy (optional): `kl_to_reference` with `kl_estimator` (k1, k2 or k3) on the sampled
     answers' log-probs, or with k2_token / k3_token `kl_to_reference_tokens` on their per-token log-probs ([B, L]
     new_token_logprob, ref_token_logprob and token_mask).
     """
